@@ -1,0 +1,49 @@
+"""clarena backbone networks.
+
+Core classes (:class:`Backbone`, :class:`MLP`, :class:`ResNet18` ...) live here. Every other
+backbone name (``CLMLP``, ``HATMaskResNet18``, ``WSNMaskMLP`` ...) resolves on first access from
+the ``clarena.backbones`` entry-point group of the installed clarena distributions, so configs
+can always say ``_target_: clarena.backbones.<ClassName>``. :func:`available_backbones` lists
+what is installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clarena.backbones._version import __version__
+from clarena.backbones.base import Backbone
+from clarena.backbones.mlp import MLP
+from clarena.backbones.registry import (
+    BackboneNotInstalledError,
+    available_backbones,
+    resolve_backbone,
+)
+from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+
+#: The published docs call the 50-layer ResNet "ResNet52".
+ResNet52 = ResNet50
+
+__all__ = [
+    "MLP",
+    "Backbone",
+    "BackboneNotInstalledError",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet52",
+    "ResNet101",
+    "ResNet152",
+    "__version__",
+    "available_backbones",
+    "resolve_backbone",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    backbone = resolve_backbone(name)
+    globals()[name] = backbone
+    return backbone

@@ -1,0 +1,76 @@
+"""Constructor-argument checking shared by every backbone class.
+
+Configs reach backbones through ``hydra.utils.instantiate``, which passes every YAML key as a
+keyword argument. A misspelt key must fail loudly instead of vanishing into ``**kwargs``, and the
+British spelling used by the published docs (``batch_normalisation``) must mean the same as the
+argument it names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+#: Alternative spellings accepted for constructor arguments: alias -> canonical name.
+ARGUMENT_ALIASES: dict[str, str] = {"batch_normalisation": "batch_normalization"}
+
+
+def _describe(parameters: list[str]) -> str:
+    aliases = {canonical: alias for alias, canonical in ARGUMENT_ALIASES.items()}
+    return ", ".join(
+        f"{name} (alias {aliases[name]})" if name in aliases else name for name in parameters
+    )
+
+
+def check_constructor_arguments(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap a backbone ``__init__`` so that argument aliases resolve and unknown names fail.
+
+    Args:
+        init: the ``__init__`` function of a backbone class.
+
+    Returns:
+        A function with the same signature that renames aliases to their canonical argument and
+        raises ``TypeError`` naming an unknown argument and the nearest valid one.
+    """
+    signature = inspect.signature(init)
+    parameters = [
+        name
+        for name, parameter in signature.parameters.items()
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+    ][1:]
+    takes_any_keyword = any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()
+    )
+
+    @functools.wraps(init)
+    def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        cls_name = type(self).__name__
+        for alias, canonical in ARGUMENT_ALIASES.items():
+            if alias in kwargs and canonical in parameters:
+                if canonical in kwargs:
+                    raise TypeError(
+                        f"{cls_name}() got both '{alias}' and '{canonical}', two spellings of the "
+                        f"same argument; keep one of them."
+                    )
+                kwargs[canonical] = kwargs.pop(alias)
+        if not takes_any_keyword:
+            for name in kwargs:
+                if name not in parameters:
+                    raise TypeError(unknown_argument_message(cls_name, name, parameters))
+        init(self, *args, **kwargs)
+
+    return checked_init
+
+
+def unknown_argument_message(cls_name: str, name: str, parameters: list[str]) -> str:
+    """Error text for an argument ``name`` that ``cls_name`` does not take."""
+    candidates = parameters + [a for a, c in ARGUMENT_ALIASES.items() if c in parameters]
+    nearest = difflib.get_close_matches(name, candidates, n=1, cutoff=0.5)
+    hint = f" Did you mean '{nearest[0]}'?" if nearest else ""
+    return (
+        f"{cls_name}() got an unknown argument '{name}'.{hint} "
+        f"{cls_name} takes: {_describe(parameters)}."
+    )
