@@ -27,9 +27,17 @@ def _list() -> None:
 def _demo() -> None:
     torch.manual_seed(0)
     cases = [
-        ("MLP(784, [256, 100], 64)", MLP(784, [256, 100], 64, batch_normalization=True), (8, 1, 28, 28)),
+        (
+            "MLP(784, [256, 100], 64)",
+            MLP(784, [256, 100], 64, batch_normalization=True),
+            (8, 1, 28, 28),
+        ),
         *(
-            (f"{cls.__name__}(output_dim=64, small_input=True)", cls(3, 64, small_input=True), (2, 3, 32, 32))
+            (
+                f"{cls.__name__}(output_dim=64, small_input=True)",
+                cls(3, 64, small_input=True),
+                (2, 3, 32, 32),
+            )
             for cls in (ResNet18, ResNet34, ResNet50, ResNet101, ResNet152)
         ),
     ]
@@ -46,7 +54,9 @@ def _demo() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m clarena.backbones", description=__doc__)
-    parser.add_argument("--demo", action="store_true", help="build each core backbone and run it once")
+    parser.add_argument(
+        "--demo", action="store_true", help="build each core backbone and run it once"
+    )
     if parser.parse_args().demo:
         _demo()
     else:

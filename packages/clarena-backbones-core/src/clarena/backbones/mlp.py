@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from torch import Tensor, nn
@@ -59,7 +60,7 @@ class MLP(Backbone):
         self.fc_activation = nn.ModuleList()
         self.fc_dropout = nn.ModuleList()
         previous: tuple[str, ...] = ()
-        for index, (width_in, width_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        for index, (width_in, width_out) in enumerate(itertools.pairwise(widths)):
             self.fc.append(nn.Linear(width_in, width_out, bias=bias))
             self.fc_bn.append(self._norm_layer(width_out) if batch_normalization else nn.Identity())
             self.fc_activation.append(make_activation())

@@ -21,6 +21,7 @@ from clarena.backbones._layers import ActivationLayer, resolve_activation_layer
 from clarena.backbones._pretrained import load_trunk_state_dict
 from clarena.backbones.base import Backbone
 
+
 class _GatedBlock:
     """Forward pass shared by the residual blocks of clarena ResNets.
 
@@ -41,7 +42,9 @@ class _GatedBlock:
     def _shortcut(self, backbone: Backbone, x: Tensor, activations: dict[str, Tensor]) -> Tensor:
         if self.downsample is None:
             return x
-        shortcut = self._gated_conv(backbone, "downsample/0", self.downsample[0], self.downsample[1], x)
+        shortcut = self._gated_conv(
+            backbone, "downsample/0", self.downsample[0], self.downsample[1], x
+        )
         activations[f"{self.layer_prefix}/downsample/0"] = shortcut
         return shortcut
 
@@ -127,9 +130,19 @@ class ResNet(Backbone):
                 f"{owner} has no depth; use ResNet18, ResNet34, ResNet50, ResNet101 or ResNet152."
             )
         Backbone.__init__(self, output_dim)
-        if isinstance(input_channels, bool) or not isinstance(input_channels, int) or input_channels < 1:
-            raise ValueError(f"{owner}: input_channels must be a positive integer; got {input_channels!r}.")
-        for flag_name, flag in (("batch_normalization", batch_normalization), ("bias", bias), ("small_input", small_input)):
+        if (
+            isinstance(input_channels, bool)
+            or not isinstance(input_channels, int)
+            or input_channels < 1
+        ):
+            raise ValueError(
+                f"{owner}: input_channels must be a positive integer; got {input_channels!r}."
+            )
+        for flag_name, flag in (
+            ("batch_normalization", batch_normalization),
+            ("bias", bias),
+            ("small_input", small_input),
+        ):
             if not isinstance(flag, bool):
                 raise TypeError(f"{owner}: {flag_name} must be true or false; got {flag!r}.")
         self.input_channels: int = input_channels
@@ -139,25 +152,42 @@ class ResNet(Backbone):
         norm_layer = _norm_factory(self._norm_layer) if batch_normalization else _no_norm
 
         if small_input:
-            self.conv1 = nn.Conv2d(input_channels, 64, kernel_size=3, stride=1, padding=1, bias=bias)
+            self.conv1 = nn.Conv2d(
+                input_channels, 64, kernel_size=3, stride=1, padding=1, bias=bias
+            )
         else:
-            self.conv1 = nn.Conv2d(input_channels, 64, kernel_size=7, stride=2, padding=3, bias=bias)
+            self.conv1 = nn.Conv2d(
+                input_channels, 64, kernel_size=7, stride=2, padding=3, bias=bias
+            )
         self.bn1 = norm_layer(64)
         self.act1 = act_layer(inplace=True)
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = (
+            nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        )
         self._add_weighted_layer("conv1", ())
 
         block_input: tuple[str, ...] = ("conv1",)
         inplanes = 64
-        for stage_index, (planes, depth) in enumerate(zip((64, 128, 256, 512), self.stage_depths, strict=True)):
+        for stage_index, (planes, depth) in enumerate(
+            zip((64, 128, 256, 512), self.stage_depths, strict=True)
+        ):
             blocks = []
             for block_index in range(depth):
                 stride = 2 if stage_index > 0 and block_index == 0 else 1
                 outplanes = planes * self.block.expansion
                 downsample = None
                 if stride != 1 or inplanes != outplanes:
-                    downsample = downsample_conv(inplanes, outplanes, kernel_size=1, stride=stride, norm_layer=norm_layer)
-                block = self.block(inplanes, planes, stride=stride, downsample=downsample, act_layer=act_layer, norm_layer=norm_layer)
+                    downsample = downsample_conv(
+                        inplanes, outplanes, kernel_size=1, stride=stride, norm_layer=norm_layer
+                    )
+                block = self.block(
+                    inplanes,
+                    planes,
+                    stride=stride,
+                    downsample=downsample,
+                    act_layer=act_layer,
+                    norm_layer=norm_layer,
+                )
                 prefix = f"layer{stage_index + 1}/{block_index}"
                 block.layer_prefix = prefix
                 previous = block_input
