@@ -1,0 +1,54 @@
+"""clarena continual-learning backbones and output heads.
+
+Backbones here are also reachable as ``clarena.backbones.CLMLP`` ... through the registry.
+"""
+
+from __future__ import annotations
+
+from clarena.cl._version import __version__
+from clarena.cl.base import CLBackbone
+from clarena.cl.bits import pack_bits, unpack_bits
+from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
+from clarena.cl.mlp import CLMLP
+from clarena.cl.resnet import (
+    CLResNet,
+    CLResNet18,
+    CLResNet34,
+    CLResNet50,
+    CLResNet101,
+    CLResNet152,
+)
+from clarena.cl.task_batch_norm import (
+    BatchNormMode,
+    TaskBatchNorm,
+    make_batch_norm_task_independent,
+    resolve_batch_norm_mode,
+    select_task_batch_norm,
+)
+
+#: The published docs call the 50-layer ResNet "CLResNet52".
+CLResNet52 = CLResNet50
+
+__all__ = [
+    "CLMLP",
+    "BatchNormMode",
+    "CLBackbone",
+    "CLResNet",
+    "CLResNet18",
+    "CLResNet34",
+    "CLResNet50",
+    "CLResNet52",
+    "CLResNet101",
+    "CLResNet152",
+    "HeadSTL",
+    "HeadsCIL",
+    "HeadsMTL",
+    "HeadsTIL",
+    "TaskBatchNorm",
+    "__version__",
+    "make_batch_norm_task_independent",
+    "pack_bits",
+    "resolve_batch_norm_mode",
+    "select_task_batch_norm",
+    "unpack_bits",
+]

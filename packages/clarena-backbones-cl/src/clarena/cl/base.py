@@ -1,0 +1,97 @@
+"""Task-aware backbones for continual learning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from clarena.backbones import Backbone
+from clarena.backbones.base import check_stage
+
+
+class CLBackbone(Backbone):
+    """A backbone that learns a sequence of tasks.
+
+    The training loop calls :meth:`setup_task_id` before each task. Plain CL backbones share all
+    parameters between tasks; subclasses (HAT, WSN) keep per-task state. The task bookkeeping is
+    part of ``state_dict()`` so a reloaded model knows which tasks it has seen.
+
+    Args:
+        output_dim: number of features in the output feature.
+    """
+
+    def __init__(self, output_dim: int) -> None:
+        Backbone.__init__(self, output_dim)
+        self._init_task_state()
+
+    def _init_task_state(self) -> None:
+        self.task_id: int | None = None
+        self.processed_task_ids: list[int] = []
+
+    def setup_task_id(self, task_id: int) -> None:
+        """Make ``task_id`` the current task (tasks need not be consecutive).
+
+        Raises:
+            TypeError: ``task_id`` is not an integer.
+        """
+        self.task_id = check_task_id(task_id, type(self).__name__)
+        if task_id not in self.processed_task_ids:
+            self.processed_task_ids.append(task_id)
+
+    def check_task_id_ready(self, task_id: int | None = None) -> int:
+        """Return the task to run: ``task_id`` if given, else the current task.
+
+        Raises:
+            RuntimeError: no task has been set up yet.
+            ValueError: ``task_id`` was never set up.
+        """
+        owner = type(self).__name__
+        if self.task_id is None:
+            raise RuntimeError(
+                f"{owner}: no task is set up; call setup_task_id(task_id) before forward."
+            )
+        if task_id is None:
+            return self.task_id
+        if task_id not in self.processed_task_ids:
+            raise ValueError(
+                f"{owner}: task {task_id} was never set up (tasks seen: "
+                f"{self.processed_task_ids}); call setup_task_id({task_id}) first or test on a "
+                f"trained task."
+            )
+        return task_id
+
+    def forward(  # type: ignore[override]
+        self, input: Tensor, stage: str | None = None, task_id: int | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Extract features for the current task (or ``task_id``).
+
+        Args:
+            input: a batch of inputs, shaped as the architecture expects.
+            stage: ``'train'``, ``'validation'`` or ``'test'``.
+            task_id: the task the batch belongs to; ``None`` means the current task. Shared
+                backbones compute the same function for every task.
+
+        Returns:
+            ``(feature, activations)``: ``(batch, output_dim)`` feature and each weighted layer's
+            hidden output.
+        """
+        check_stage(stage, type(self).__name__)
+        self.check_task_id_ready(task_id)
+        return self._features(input)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Task bookkeeping saved with ``state_dict()``."""
+        return {"task_id": self.task_id, "processed_task_ids": list(self.processed_task_ids)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the task bookkeeping saved by :meth:`get_extra_state`."""
+        self.task_id = state["task_id"]
+        self.processed_task_ids = list(state["processed_task_ids"])
+
+
+def check_task_id(task_id: object, owner: str) -> int:
+    """Return ``task_id`` if it is an integer, else raise ``TypeError``."""
+    if isinstance(task_id, bool) or not isinstance(task_id, int):
+        raise TypeError(f"{owner}: task_id must be an integer; got {task_id!r}.")
+    return task_id

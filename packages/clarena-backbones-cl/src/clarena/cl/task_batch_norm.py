@@ -1,0 +1,118 @@
+"""Per-task batch normalisation for mask-based continual-learning backbones.
+
+Shared batch norm leaks between tasks: its statistics and affine parameters keep moving after a
+task is learned. The ``independent`` mode gives each task its own batch norm, chosen by task id,
+so a task's normalisation is frozen once the task is done.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+BatchNormMode = Literal["shared", "independent"] | None
+
+_MODES = {
+    None: None,
+    False: None,
+    "none": None,
+    "null": None,
+    True: "shared",
+    "shared": "shared",
+    "independent": "independent",
+}
+
+
+def resolve_batch_norm_mode(value: object, owner: str) -> BatchNormMode:
+    """Normalise a ``batch_normalization`` argument of a mask-based backbone.
+
+    ``None``/``False`` → no batch norm; ``True``/``'shared'`` → one batch norm for all tasks;
+    ``'independent'`` → one per task.
+
+    Raises:
+        ValueError: any other value.
+    """
+    key = value.lower() if isinstance(value, str) else value
+    try:
+        return _MODES[key]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"{owner}: batch_normalization must be null, 'shared' or 'independent' (true means "
+            f"'shared', false means null); got {value!r}."
+        ) from None
+
+
+class TaskBatchNorm(nn.Module):
+    """One batch norm per task, of the same kind and width as the one it replaces.
+
+    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``.
+
+    Args:
+        template: the batch-norm module being made per task (``BatchNorm1d`` or ``BatchNorm2d``).
+    """
+
+    def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
+        super().__init__()
+        self._kind = type(template)
+        self._options = {
+            "num_features": template.num_features,
+            "eps": template.eps,
+            "momentum": template.momentum,
+            "affine": template.affine,
+            "track_running_stats": template.track_running_stats,
+        }
+        self.norms = nn.ModuleDict()
+        self.active_task: int | None = None
+
+    def select(self, task_id: int, create: bool = False) -> None:
+        """Use task ``task_id``'s batch norm; create it first if ``create``.
+
+        Raises:
+            ValueError: the task has no batch norm and ``create`` is false.
+        """
+        key = str(task_id)
+        if key not in self.norms:
+            if not create:
+                raise ValueError(
+                    f"TaskBatchNorm: task {task_id} has no batch norm (tasks: "
+                    f"{list(self.norms)}); it was never trained."
+                )
+            reference = next(iter(self.parameters()), None)
+            self.norms[key] = self._kind(**self._options).to(
+                device=reference.device if reference is not None else None
+            )
+        self.active_task = task_id
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Normalise with the active task's batch norm; shape unchanged."""
+        if self.active_task is None:
+            raise RuntimeError("TaskBatchNorm: no task selected; set up a task before forward.")
+        return self.norms[str(self.active_task)](input)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        marker = f"{prefix}norms."
+        for key in state_dict:
+            if key.startswith(marker):
+                task_key = key[len(marker) :].split(".", 1)[0]
+                if task_key not in self.norms:
+                    self.norms[task_key] = self._kind(**self._options)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def make_batch_norm_task_independent(module: nn.Module) -> None:
+    """Replace every ``BatchNorm1d``/``BatchNorm2d`` inside ``module`` by a :class:`TaskBatchNorm`."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
+            setattr(module, name, TaskBatchNorm(child))
+        else:
+            make_batch_norm_task_independent(child)
+
+
+def select_task_batch_norm(module: nn.Module, task_id: int, create: bool = False) -> None:
+    """Make every :class:`TaskBatchNorm` inside ``module`` use task ``task_id``'s batch norm."""
+    for child in module.modules():
+        if isinstance(child, TaskBatchNorm):
+            child.select(task_id, create=create)
