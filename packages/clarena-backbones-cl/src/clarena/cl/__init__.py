@@ -5,19 +5,14 @@ Backbones here are also reachable as ``clarena.backbones.CLMLP`` ... through the
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clarena.cl._version import __version__
 from clarena.cl.base import CLBackbone
 from clarena.cl.bits import pack_bits, unpack_bits
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.mlp import CLMLP
-from clarena.cl.resnet import (
-    CLResNet,
-    CLResNet18,
-    CLResNet34,
-    CLResNet50,
-    CLResNet101,
-    CLResNet152,
-)
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
     TaskBatchNorm,
@@ -26,8 +21,19 @@ from clarena.cl.task_batch_norm import (
     select_task_batch_norm,
 )
 
-#: The published docs call the 50-layer ResNet "CLResNet52".
-CLResNet52 = CLResNet50
+if TYPE_CHECKING:
+    from clarena.cl.resnet import (
+        CLResNet,
+        CLResNet18,
+        CLResNet34,
+        CLResNet50,
+        CLResNet101,
+        CLResNet152,
+    )
+
+    CLResNet52 = CLResNet50
+
+_RESNETS = ("CLResNet", "CLResNet18", "CLResNet34", "CLResNet50", "CLResNet101", "CLResNet152")
 
 __all__ = [
     "CLMLP",
@@ -52,3 +58,12 @@ __all__ = [
     "select_task_batch_norm",
     "unpack_bits",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # ResNets load on first access: they import timm, which loads torchvision.
+    if name == "CLResNet52":
+        name = "CLResNet50"
+    if name in _RESNETS:
+        return getattr(importlib.import_module("clarena.cl.resnet"), name)
+    raise AttributeError(f"module 'clarena.cl' has no attribute '{name}'")

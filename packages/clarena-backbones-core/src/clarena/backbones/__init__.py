@@ -1,6 +1,7 @@
 """clarena backbone networks.
 
-Core classes (:class:`Backbone`, :class:`MLP`, :class:`ResNet18` ...) live here. Every other
+Core classes (:class:`Backbone`, :class:`MLP`, :class:`ResNet18` ...) live here; the ResNets load
+on first access, so ``import clarena.backbones`` imports neither timm nor torchvision. Every other
 backbone name (``CLMLP``, ``HATMaskResNet18``, ``WSNMaskMLP`` ...) resolves on first access from
 the ``clarena.backbones`` entry-point group of the installed clarena distributions, so configs
 can always say ``_target_: clarena.backbones.<ClassName>``. :func:`available_backbones` lists
@@ -9,7 +10,7 @@ what is installed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
@@ -19,10 +20,18 @@ from clarena.backbones.registry import (
     available_backbones,
     resolve_backbone,
 )
-from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 
-#: The published docs call the 50-layer ResNet "ResNet52".
-ResNet52 = ResNet50
+if TYPE_CHECKING:
+    from clarena.backbones.resnet import (
+        ResNet,
+        ResNet18,
+        ResNet34,
+        ResNet50,
+        ResNet101,
+        ResNet152,
+    )
+
+    ResNet52 = ResNet50
 
 __all__ = [
     "MLP",
@@ -42,8 +51,14 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    # ResNets resolve lazily like every registered name: importing timm loads torchvision, which
+    # users of the MLP alone should not pay for.
     if name.startswith("__"):
         raise AttributeError(name)
+    if name == "ResNet":
+        from clarena.backbones.resnet import ResNet
+
+        return ResNet
     backbone = resolve_backbone(name)
     globals()[name] = backbone
     return backbone

@@ -1,0 +1,24 @@
+"""Every clarena distribution installed (nox session ``tests``)."""
+
+from __future__ import annotations
+
+from importlib.metadata import distribution
+
+import clarena.backbones
+from clarena.backbones.registry import KNOWN_BACKBONES
+
+
+def test_every_known_backbone_name_resolves_to_its_distribution() -> None:
+    available = clarena.backbones.available_backbones()
+    for name, provider in KNOWN_BACKBONES.items():
+        assert available.get(name) == provider, f"{name} should come from {provider}"
+        backbone_class = getattr(clarena.backbones, name)
+        assert issubclass(backbone_class, clarena.backbones.Backbone)
+
+
+def test_sibling_pins_are_ranges_not_paths() -> None:
+    for name in ("clarena-backbones-cl", "clarena-hat", "clarena-wsn", "clarena-experiments"):
+        for requirement in distribution(name).requires or []:
+            if requirement.startswith("clarena"):
+                assert ">=" in requirement and "<" in requirement, requirement
+                assert "@" not in requirement and "file:" not in requirement, requirement

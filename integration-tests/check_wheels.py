@@ -1,0 +1,65 @@
+"""Check the built wheels: shared namespace left open, typing marker, entry points, configs.
+
+Usage: ``python integration-tests/check_wheels.py DIST_DIR`` (run by ``nox -s build``).
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from pathlib import Path
+
+EXPECTED = {
+    "clarena_backbones_core": "clarena/backbones/",
+    "clarena_backbones_cl": "clarena/cl/",
+    "clarena_hat": "clarena/hat/",
+    "clarena_wsn": "clarena/wsn/",
+    "clarena_experiments": "clarena/experiments/",
+}
+
+
+def check(wheel: Path) -> list[str]:
+    distribution = wheel.name.split("-")[0]
+    package = EXPECTED.get(distribution)
+    if package is None:
+        return [f"{wheel.name}: unexpected distribution {distribution}"]
+    names = zipfile.ZipFile(wheel).namelist()
+    problems = []
+    if "clarena/__init__.py" in names:
+        problems.append(
+            f"{wheel.name}: ships clarena/__init__.py, which breaks the shared namespace"
+        )
+    if f"{package}py.typed" not in names:
+        problems.append(f"{wheel.name}: no {package}py.typed")
+    if f"{package}__init__.py" not in names:
+        problems.append(f"{wheel.name}: no {package}__init__.py")
+    stray = [n for n in names if not n.startswith((package, f"{distribution}-"))]
+    if stray:
+        problems.append(f"{wheel.name}: files outside {package}: {stray[:5]}")
+    if distribution != "clarena_experiments":
+        entry_points = [n for n in names if n.endswith("entry_points.txt")]
+        if (
+            not entry_points
+            or "[clarena.backbones]" not in zipfile.ZipFile(wheel).read(entry_points[0]).decode()
+        ):
+            problems.append(f"{wheel.name}: no clarena.backbones entry points")
+    elif f"{package}configs/entrance.yaml" not in names:
+        problems.append(f"{wheel.name}: the Hydra config tree is not shipped")
+    return problems
+
+
+def main() -> int:
+    wheels = sorted(Path(sys.argv[1]).glob("*.whl"))
+    if not wheels:
+        print(f"no wheels in {sys.argv[1]}")
+        return 1
+    problems = [p for wheel in wheels for p in check(wheel)]
+    for wheel in wheels:
+        print(f"checked {wheel.name}")
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

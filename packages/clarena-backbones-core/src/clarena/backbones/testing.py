@@ -1,0 +1,108 @@
+"""A reusable pytest suite checking the backbone contract (SPEC §4) for any clarena backbone.
+
+Each package subclasses :class:`BackboneContract` in its tests, once per backbone configuration::
+
+    class TestMLP(BackboneContract):
+        def make_backbone(self):
+            return MLP(784, [256, 100], 64)
+
+        def example_input(self):
+            return torch.randn(4, 1, 28, 28)
+
+Backbones whose ``forward`` takes more than ``(input, stage)`` (CL, HAT, WSN) override
+:meth:`BackboneContract.forward`. This module imports pytest, which is not a dependency of
+clarena-backbones-core: import it from tests only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from clarena.backbones.base import Backbone
+
+#: Modules whose parameters are normalisation statistics' affine terms, not weighted layers.
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+class BackboneContract:
+    """Contract tests for one backbone configuration; subclass it as ``Test<Something>``."""
+
+    #: Names (or name prefixes) of trainable parameters that legitimately belong to no weighted or
+    #: normalisation layer, such as task embeddings or parameter scores of mask backbones.
+    extra_parameter_prefixes: tuple[str, ...] = ()
+
+    def make_backbone(self) -> Backbone:
+        """Return a freshly constructed backbone to test."""
+        raise NotImplementedError(f"{type(self).__name__} must implement make_backbone()")
+
+    def example_input(self) -> Tensor:
+        """Return an input batch (batch size at least 2) the backbone accepts."""
+        raise NotImplementedError(f"{type(self).__name__} must implement example_input()")
+
+    def forward(self, backbone: Backbone, input: Tensor) -> tuple[Any, ...]:
+        """Run ``backbone`` on ``input``; return a tuple ``(feature, ..., activations)``."""
+        return backbone(input, stage="test")
+
+    @pytest.fixture
+    def backbone(self) -> Backbone:
+        return self.make_backbone()
+
+    @pytest.fixture
+    def outputs(self, backbone: Backbone) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        input = self.example_input()
+        backbone.eval()
+        with torch.no_grad():
+            result = self.forward(backbone, input)
+        assert isinstance(result, tuple), f"forward returned {type(result).__name__}, not a tuple"
+        return input, result[0], result[-1]
+
+    def test_feature_shape_is_batch_by_output_dim(self, backbone, outputs):
+        input, feature, _ = outputs
+        assert tuple(feature.shape) == (input.shape[0], backbone.output_dim)
+
+    def test_activations_cover_the_weighted_layers(self, backbone, outputs):
+        input, _, activations = outputs
+        names = backbone.weighted_layer_names
+        assert len(set(names)) == len(names), f"duplicate weighted layer names: {names}"
+        assert set(activations) == set(names)
+        for name, activation in activations.items():
+            assert activation.shape[0] == input.shape[0], f"{name}: batch dimension lost"
+
+    def test_weighted_layer_names_resolve_to_layers_with_weights(self, backbone):
+        for name in backbone.weighted_layer_names:
+            layer = backbone.get_layer_by_name(name)
+            assert isinstance(getattr(layer, "weight", None), Tensor), f"{name} has no weight"
+
+    def test_preceding_and_next_layer_names_agree(self, backbone):
+        names = backbone.weighted_layer_names
+        assert names, "a backbone has at least one weighted layer"
+        assert backbone.preceding_layer_name(names[0]) is None
+        assert backbone.next_layer_name(names[-1]) is None
+        for name in names[1:]:
+            assert backbone.next_layer_name(backbone.preceding_layer_name(name)) == name
+        for name in names[:-1]:
+            assert backbone.preceding_layer_name(backbone.next_layer_name(name)) == name
+
+    def test_every_trainable_parameter_belongs_to_a_layer(self, backbone):
+        owned = set()
+        for name in backbone.weighted_layer_names:
+            owned.update(map(id, backbone.get_layer_by_name(name).parameters()))
+        for module in backbone.modules():
+            if isinstance(module, _NORM_TYPES):
+                owned.update(map(id, module.parameters()))
+        stray = [
+            name
+            for name, parameter in backbone.named_parameters()
+            if parameter.requires_grad
+            and id(parameter) not in owned
+            and not name.startswith(self.extra_parameter_prefixes)
+        ]
+        assert not stray, f"trainable parameters outside weighted/normalisation layers: {stray}"
+
+    def test_unknown_constructor_argument_is_named(self, backbone):
+        with pytest.raises(TypeError, match=r"'output_dimm'.*Did you mean 'output_dim'"):
+            type(backbone)(output_dimm=8)
