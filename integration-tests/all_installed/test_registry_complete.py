@@ -20,5 +20,7 @@ def test_sibling_pins_are_ranges_not_paths() -> None:
     for name in ("clarena-backbones-cl", "clarena-hat", "clarena-wsn", "clarena-experiments"):
         for requirement in distribution(name).requires or []:
             if requirement.startswith("clarena"):
-                assert ">=" in requirement and "<" in requirement, requirement
-                assert "@" not in requirement and "file:" not in requirement, requirement
+                assert ">=" in requirement, requirement
+                assert "<" in requirement, requirement
+                assert "@" not in requirement, requirement
+                assert "file:" not in requirement, requirement
