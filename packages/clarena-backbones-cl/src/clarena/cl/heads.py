@@ -22,6 +22,9 @@ from clarena.cl.base import check_task_id
 class _PerTaskHeads(nn.Module):
     """One linear head per task, kept in ``heads[str(task_id)]``."""
 
+    #: How a caller adds a head for ``{task_id}``, quoted in the "no head" error.
+    _setup_hint = "setup_task_id({task_id}, num_classes)"
+
     def __init__(self, input_dim: int) -> None:
         super().__init__()
         if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
@@ -63,7 +66,7 @@ class _PerTaskHeads(nn.Module):
         if key not in self.heads:
             raise ValueError(
                 f"{type(self).__name__}: no head for task {task_id} (tasks with heads: "
-                f"{self.task_ids}); call setup_task_id({task_id}, num_classes) first."
+                f"{self.task_ids}); call {self._setup_hint.format(task_id=task_id)} first."
             )
         return self.heads[key]
 
@@ -155,6 +158,8 @@ class HeadsMTL(_PerTaskHeads):
         input_dim: the backbone's ``output_dim``.
     """
 
+    _setup_hint = "setup_tasks({{{task_id}: num_classes, ...}})"
+
     def setup_tasks(self, num_classes: dict[int, int]) -> None:
         """Create one head per task: ``num_classes`` maps task id to its class count."""
         for task_id, count in num_classes.items():
@@ -172,8 +177,25 @@ class HeadsMTL(_PerTaskHeads):
             ``-inf`` beyond each sample's class count, ready for cross-entropy.
         """
         self._check_feature(feature)
+        if isinstance(task_ids, Tensor) and task_ids.ndim == 0:
+            task_ids = int(task_ids)
         if isinstance(task_ids, int):
             return self._head(task_ids)(feature)
+        if (
+            not isinstance(task_ids, Tensor)
+            or task_ids.shape != (feature.shape[0],)
+            or task_ids.is_floating_point()
+            or task_ids.is_complex()
+        ):
+            got = (
+                f"{task_ids.dtype} tensor of shape {tuple(task_ids.shape)}"
+                if isinstance(task_ids, Tensor)
+                else repr(task_ids)
+            )
+            raise ValueError(
+                f"HeadsMTL: task_ids must be one integer or an integer tensor of shape "
+                f"({feature.shape[0]},), one task id per sample; got {got}."
+            )
         width = max(self.num_classes(int(t)) for t in task_ids.unique())
         logits = feature.new_full((feature.shape[0], width), float("-inf"))
         for task in task_ids.unique().tolist():

@@ -34,13 +34,13 @@ def resolve_batch_norm_mode(value: object, owner: str) -> BatchNormMode:
         ValueError: any other value.
     """
     key = value.lower() if isinstance(value, str) else value
-    try:
-        return _MODES[key]  # type: ignore[index]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"{owner}: batch_normalization must be null, 'shared' or 'independent' (true means "
-            f"'shared', false means null); got {value!r}."
-        ) from None
+    # Only None, real bools and strings: 1 == True and 0 == False would otherwise match.
+    if (key is None or isinstance(key, bool | str)) and key in _MODES:
+        return _MODES[key]
+    raise ValueError(
+        f"{owner}: batch_normalization must be null, 'shared' or 'independent' (true means "
+        f"'shared', false means null); got {value!r}."
+    )
 
 
 class TaskBatchNorm(nn.Module):
