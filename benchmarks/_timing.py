@@ -1,0 +1,57 @@
+"""Shared timing helper for the scripts in ``benchmarks/`` (import it as ``from _timing import``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+def step_time(
+    backbone: nn.Module,
+    input: Tensor,
+    repeats: int,
+    warmup: int = 3,
+    lr: float = 0.01,
+    **forward_kwargs: Any,
+) -> float:
+    """Median wall time in seconds of one training step of ``backbone`` on ``input``.
+
+    A step is forward (``backbone(input, stage="train", **forward_kwargs)``, whose first output
+    is the ``(batch, output_dim)`` feature), a mean-square loss on the feature, backward, and an
+    SGD update. ``warmup`` untimed steps run first so allocator and kernel caches are warm.
+
+    Args:
+        backbone: the network to time; it is put in training mode.
+        input: one batch, on the device the backbone lives on.
+        repeats: timed steps; the median is returned.
+        warmup: untimed steps before timing.
+        lr: SGD learning rate (the update is timed, its value hardly matters).
+        forward_kwargs: extra forward arguments (mask backbones: ``s_max``, ``batch_idx`` ...);
+            they override ``stage``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1; got {repeats}.")
+    backbone.train()
+    optimizer = torch.optim.SGD(backbone.parameters(), lr=lr)
+    kwargs = {"stage": "train", **forward_kwargs}
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        feature = backbone(input, **kwargs)[0]
+        feature.square().mean().backward()
+        optimizer.step()
+        if input.is_cuda:
+            torch.cuda.synchronize(input.device)
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

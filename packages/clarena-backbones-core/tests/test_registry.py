@@ -1,0 +1,152 @@
+"""The name registry: ``clarena.backbones.<Name>`` from entry points, aliases, helpful errors."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import clarena.backbones
+from clarena.backbones import Backbone, BackboneNotInstalledError, registry, resolve_backbone
+
+CORE_NAMES = ["MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152"]
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.fixture
+def core_only(monkeypatch):
+    """Pretend only clarena-backbones-core is installed, whatever this environment holds."""
+    core = {
+        name: ep
+        for name, ep in registry._entry_points().items()
+        if ep.dist is not None and ep.dist.name == "clarena-backbones-core"
+    }
+    monkeypatch.setattr(registry, "_entry_points", lambda: core)
+    for name in registry.KNOWN_BACKBONES:
+        if name not in CORE_NAMES:
+            monkeypatch.delitem(vars(clarena.backbones), name, raising=False)
+
+
+def test_available_backbones_lists_core_with_its_distribution():
+    available = clarena.backbones.available_backbones()
+    for name in CORE_NAMES:
+        assert available[name] == "clarena-backbones-core"
+
+
+@pytest.mark.parametrize("name", CORE_NAMES)
+def test_core_entry_points_resolve_to_the_exported_classes(name):
+    cls = resolve_backbone(name)
+    assert issubclass(cls, Backbone)
+    assert cls is getattr(clarena.backbones, name)
+
+
+def test_resnet52_is_the_50_layer_network():
+    assert clarena.backbones.ResNet52 is clarena.backbones.ResNet50
+    from clarena.backbones import ResNet52
+
+    assert ResNet52.stage_depths == (3, 4, 6, 3)
+
+
+def test_hydra_target_resolves_the_docs_alias():
+    backbone = instantiate(
+        OmegaConf.create({"_target_": "clarena.backbones.ResNet52", "output_dim": 2048})
+    )
+    assert type(backbone) is clarena.backbones.ResNet50
+    assert backbone.proj is None
+
+
+@pytest.mark.skipif(
+    _installed("clarena-backbones-cl"), reason="clarena-backbones-cl is installed here"
+)
+def test_clmlp_names_its_distribution_when_not_installed():
+    with pytest.raises(BackboneNotInstalledError, match="pip install clarena-backbones-cl"):
+        clarena.backbones.CLMLP  # noqa: B018
+
+
+@pytest.mark.usefixtures("core_only")
+@pytest.mark.parametrize(
+    ("name", "distribution"),
+    [
+        ("CLMLP", "clarena-backbones-cl"),
+        ("CLResNet52", "clarena-backbones-cl"),
+        ("HATMaskResNet18", "clarena-hat"),
+        ("WSNMaskMLP", "clarena-wsn"),
+    ],
+)
+def test_missing_distribution_is_named_with_the_install_command(name, distribution):
+    message = f"{name} is provided by {distribution}.*pip install {distribution}"
+    with pytest.raises(BackboneNotInstalledError, match=message):
+        resolve_backbone(name)
+    with pytest.raises(BackboneNotInstalledError, match=message):
+        getattr(clarena.backbones, name)
+
+
+@pytest.mark.usefixtures("core_only")
+def test_from_import_of_a_missing_distribution_is_an_import_error():
+    with pytest.raises(ImportError, match="pip install clarena-backbones-cl"):
+        from clarena.backbones import CLMLP  # noqa: F401
+
+
+@pytest.mark.usefixtures("core_only")
+def test_hydra_target_of_a_missing_distribution_chains_the_install_hint():
+    with pytest.raises(InstantiationException, match=r"clarena\.backbones\.HATMaskMLP") as error:
+        instantiate(OmegaConf.create({"_target_": "clarena.backbones.HATMaskMLP"}))
+    cause = error.value.__cause__
+    assert isinstance(cause, BackboneNotInstalledError)
+    assert "pip install clarena-hat" in str(cause)
+
+
+def test_unknown_name_suggests_the_nearest():
+    with pytest.raises(AttributeError, match=r"no backbone 'MLPP'\. Did you mean MLP"):
+        clarena.backbones.MLPP  # noqa: B018
+    with pytest.raises(AttributeError, match="Did you mean ResNet18"):
+        resolve_backbone("Resnet18")
+    assert not hasattr(clarena.backbones, "MLPP")
+
+
+def test_from_import_of_an_unknown_name_is_an_import_error():
+    with pytest.raises(ImportError, match="MLPP"):
+        from clarena.backbones import MLPP  # noqa: F401
+
+
+def test_dunder_lookups_are_plain_attribute_errors():
+    assert not hasattr(clarena.backbones, "__wrapped__")
+
+
+def test_command_line_lists_backbones_and_missing_installs(monkeypatch, capsys):
+    from clarena.backbones.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m clarena.backbones"])
+    main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["backbone", "distribution"]
+    assert "ResNet52 clarena-backbones-core" in {" ".join(line.split()) for line in lines}
+    if not _installed("clarena-hat"):
+        assert any(
+            line.startswith("HATMaskMLP")
+            and line.endswith("(not installed: pip install clarena-hat)")
+            for line in lines
+        )
+
+
+def test_command_line_demo_runs_every_core_backbone():
+    result = subprocess.run(
+        [sys.executable, "-m", "clarena.backbones", "--demo"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "feature (8, 64)" in result.stdout
+    assert result.stdout.count("feature (2, 64)") == 5
