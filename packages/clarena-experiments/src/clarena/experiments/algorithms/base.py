@@ -1,0 +1,193 @@
+"""The base Lightning module of every continual-learning algorithm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+
+OptimizerFactory = Callable[..., Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class CLConfigError(ValueError):
+    """An algorithm was configured in a way it cannot work (e.g. HAT with CIL)."""
+
+
+class CLAlgorithm(LightningModule):
+    """A continual-learning algorithm: a backbone, output heads and how they learn each task.
+
+    The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
+    ``Trainer`` per task (so every task starts with a fresh optimiser from
+    :meth:`configure_optimizers`), then tests the seen tasks with :attr:`test_task_ids` set to
+    the task of each test dataloader. Test accuracy per task is counted exactly (integers) in
+    :attr:`test_accuracy`.
+
+    Args:
+        backbone: a continual-learning backbone (``clarena.backbones.CL*`` or a masked one).
+        heads: ``HeadsTIL`` (task-incremental) or ``HeadsCIL`` (class-incremental).
+        optimizer: a partial optimiser (Hydra ``_partial_: true``), called with the parameters
+            to train at the start of every task.
+        lr_scheduler: an optional partial learning-rate scheduler, called with the optimiser.
+    """
+
+    #: Whether the algorithm works in class-incremental learning.
+    supports_cil: bool = True
+
+    def __init__(
+        self,
+        backbone: CLBackbone,
+        heads: HeadsTIL | HeadsCIL,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if not isinstance(backbone, CLBackbone):
+            raise CLConfigError(
+                f"{name} needs a continual-learning backbone (clarena.backbones.CLMLP, "
+                f"CLResNet18, HATMask*, WSNMask* ...); got {type(backbone).__name__}. Pick a "
+                f"backbone config whose _target_ starts with clarena.backbones.CL."
+            )
+        if isinstance(heads, HeadsCIL) and not self.supports_cil:
+            raise CLConfigError(
+                f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
+                f"the task id at test time. Set cl_paradigm=TIL or pick another algorithm."
+            )
+        self.backbone = backbone
+        self.heads = heads
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.task_id: int | None = None
+        self.test_task_ids: list[int] = []
+        self.test_accuracy: dict[int, float] = {}
+        self._test_counts: dict[int, list[int]] = {}
+        self.train_accuracy = MulticlassAccuracy(num_classes=2)
+        self.val_accuracy = MulticlassAccuracy(num_classes=2)
+
+    @property
+    def cil(self) -> bool:
+        """Whether the heads are class-incremental."""
+        return isinstance(self.heads, HeadsCIL)
+
+    def setup_task_id(self, task_id: int, num_classes: int) -> None:
+        """Prepare backbone and heads for ``task_id`` with ``num_classes`` classes."""
+        self.task_id = task_id
+        self.backbone.setup_task_id(task_id)
+        self.heads.setup_task_id(task_id, num_classes)
+        total = (
+            sum(self.heads.num_classes(t) for t in self.heads.task_ids) if self.cil else num_classes
+        )
+        self.train_accuracy = MulticlassAccuracy(num_classes=total)
+        self.val_accuracy = MulticlassAccuracy(num_classes=total)
+
+    def forward(self, input: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Any]]:
+        """Logits of ``input`` as task ``task_id`` in ``stage``.
+
+        Returns:
+            ``(logits, extras)``: ``(batch, classes)`` logits and whatever the backbone returned
+            besides the feature (activations, masks), for regularisers.
+        """
+        feature, extras = self.backbone_forward(input, stage, task_id)
+        return self.heads(feature, task_id), extras
+
+    def backbone_forward(
+        self, input: Tensor, stage: str, task_id: int
+    ) -> tuple[Tensor, dict[str, Any]]:
+        """Run the backbone; returns the ``(batch, output_dim)`` feature and extra outputs."""
+        feature, activations = self.backbone(input, stage=stage, task_id=task_id)
+        return feature, {"activations": activations}
+
+    def targets(self, labels: Tensor, task_id: int) -> Tensor:
+        """Task-local labels ``(batch,)`` as indices into the heads' logits."""
+        return labels + self.heads.class_offset(task_id) if self.cil else labels
+
+    def regularization(self, extras: dict[str, Any]) -> Tensor | None:
+        """An extra loss term for the training step (none by default)."""
+        return None
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        input, labels = batch
+        logits, extras = self(input, "train", self.task_id)
+        targets = self.targets(labels, self.task_id)
+        loss = F.cross_entropy(logits, targets)
+        regularization = self.regularization(extras)
+        if regularization is not None:
+            self.log(f"task_{self.task_id}/train/regularization", regularization)
+            loss = loss + regularization
+        self.train_accuracy(logits.detach(), targets)
+        self.log(f"task_{self.task_id}/train/loss", loss, prog_bar=True)
+        self.log(f"task_{self.task_id}/train/acc", self.train_accuracy, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        input, labels = batch
+        logits, _ = self(input, "validation", self.task_id)
+        targets = self.targets(labels, self.task_id)
+        self.val_accuracy(logits, targets)
+        self.log(f"task_{self.task_id}/val/loss", F.cross_entropy(logits, targets))
+        self.log(f"task_{self.task_id}/val/acc", self.val_accuracy, prog_bar=True)
+
+    @override
+    def on_test_epoch_start(self) -> None:
+        self._test_counts = {task_id: [0, 0] for task_id in self.test_task_ids}
+
+    @override
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        input, labels = batch
+        task_id = self.test_task_ids[dataloader_idx]
+        logits, _ = self(input, "test", task_id)
+        correct = int((logits.argmax(dim=1) == self.targets(labels, task_id)).sum())
+        self._test_counts[task_id][0] += correct
+        self._test_counts[task_id][1] += len(labels)
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self.test_accuracy = {
+            task_id: correct / total for task_id, (correct, total) in self._test_counts.items()
+        }
+        for task_id, accuracy in self.test_accuracy.items():
+            self.log(f"test/acc_on_task_{task_id}", accuracy)
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters the optimiser of the current task updates.
+
+        The backbone and, in TIL, only the current task's head (other heads are left exactly as
+        they were); in CIL every head, since all classes compete in one softmax.
+        """
+        yield from self.backbone.parameters()
+        if self.cil:
+            yield from self.heads.parameters()
+        else:
+            yield from self.heads.heads[str(self.task_id)].parameters()
+
+    @override
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
+        optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def capacity(self) -> float | None:
+        """Share of the backbone used by the tasks so far (masked algorithms); else ``None``."""
+        return None
+
+
+def optimizer_weight_decay(optimizer: OptimizerFactory | None) -> float:
+    """The ``weight_decay`` a partial optimiser will be built with (0 when not set)."""
+    keywords = getattr(optimizer, "keywords", {}) or {}
+    return float(keywords.get("weight_decay", 0.0) or 0.0)

@@ -1,0 +1,169 @@
+"""Multi-task and single-task learning algorithms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+from torchmetrics.classification import MulticlassAccuracy
+from typing_extensions import override
+
+from clarena.backbones import Backbone
+from clarena.cl import HeadsMTL, HeadSTL
+from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
+
+
+class _SupervisedAlgorithm(LightningModule):
+    """Shared optimiser set-up and exact test-accuracy counting of MTL and STL."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        optimizer: OptimizerFactory | None,
+        lr_scheduler: SchedulerFactory | None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, Backbone):
+            raise CLConfigError(
+                f"{type(self).__name__} needs a clarena backbone; got {type(backbone).__name__}."
+            )
+        self.backbone = backbone
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.test_task_ids: list[int] = []
+        self.test_accuracy: dict[int, float] = {}
+        self._test_counts: dict[int, list[int]] = {}
+
+    def features(self, input: Tensor, stage: str) -> Tensor:
+        """``(batch, output_dim)`` features of ``input``."""
+        return self.backbone(input, stage=stage)[0]
+
+    @override
+    def on_test_epoch_start(self) -> None:
+        self._test_counts = {task_id: [0, 0] for task_id in self.test_task_ids}
+
+    def count_test(self, task_id: int, logits: Tensor, labels: Tensor) -> None:
+        """Add a test batch's correct predictions for ``task_id``."""
+        self._test_counts[task_id][0] += int((logits.argmax(dim=1) == labels).sum())
+        self._test_counts[task_id][1] += len(labels)
+
+    @override
+    def on_test_epoch_end(self) -> None:
+        self.test_accuracy = {
+            task_id: correct / total for task_id, (correct, total) in self._test_counts.items()
+        }
+        for task_id, accuracy in self.test_accuracy.items():
+            self.log(f"test/acc_on_task_{task_id}", accuracy)
+
+    @override
+    def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
+        optimizer = self.optimizer_factory(params=list(self.parameters()))
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+
+class JointLearning(_SupervisedAlgorithm):
+    """Multi-task learning: one shared backbone, one head per task, all tasks trained jointly.
+
+    Batches are ``(image, label, task_id)``; each sample's loss uses its own task's head.
+
+    Args:
+        backbone: a clarena backbone (e.g. ``clarena.backbones.MLP``).
+        heads: multi-task heads, set up for every task by the pipeline.
+        optimizer: partial optimiser (Hydra ``_partial_: true``).
+        lr_scheduler: optional partial learning-rate scheduler.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        heads: HeadsMTL,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler)
+        self.heads = heads
+
+    @override
+    def forward(self, input: Tensor, stage: str, task_ids: int | Tensor) -> Tensor:
+        """Logits for each sample's task (see :meth:`clarena.cl.HeadsMTL.forward`)."""
+        return self.heads(self.features(input, stage), task_ids)
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
+        input, labels, task_ids = batch
+        loss = F.cross_entropy(self(input, "train", task_ids), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
+        input, labels, task_ids = batch
+        logits = self(input, "validation", task_ids)
+        self.log("val/loss", F.cross_entropy(logits, labels))
+        self.log("val/acc", (logits.argmax(dim=1) == labels).float().mean(), prog_bar=True)
+
+    @override
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        input, labels = batch
+        task_id = self.test_task_ids[dataloader_idx]
+        self.count_test(task_id, self(input, "test", task_id), labels)
+
+
+class SingleLearning(_SupervisedAlgorithm):
+    """Single-task learning: a backbone and one linear head.
+
+    Args:
+        backbone: a clarena backbone (e.g. ``clarena.backbones.MLP``).
+        head: the single-task head.
+        optimizer: partial optimiser (Hydra ``_partial_: true``).
+        lr_scheduler: optional partial learning-rate scheduler.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: HeadSTL,
+        optimizer: OptimizerFactory | None = None,
+        lr_scheduler: SchedulerFactory | None = None,
+    ) -> None:
+        super().__init__(backbone, optimizer, lr_scheduler)
+        self.head = head
+        self.train_accuracy = MulticlassAccuracy(num_classes=head.out_features)
+        self.val_accuracy = MulticlassAccuracy(num_classes=head.out_features)
+        self.test_task_ids = [1]
+
+    @override
+    def forward(self, input: Tensor, stage: str) -> Tensor:
+        """Logits ``(batch, num_classes)``."""
+        return self.head(self.features(input, stage))
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        input, labels = batch
+        logits = self(input, "train")
+        loss = F.cross_entropy(logits, labels)
+        self.train_accuracy(logits.detach(), labels)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_accuracy, prog_bar=True)
+        return loss
+
+    @override
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        input, labels = batch
+        logits = self(input, "validation")
+        self.val_accuracy(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels))
+        self.log("val/acc", self.val_accuracy, prog_bar=True)
+
+    @override
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        input, labels = batch
+        self.count_test(1, self(input, "test"), labels)

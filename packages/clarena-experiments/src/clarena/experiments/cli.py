@@ -1,0 +1,78 @@
+"""The ``clarena`` command: ``clarena experiment=<name> [hydra overrides]``.
+
+Configs come from ``./configs`` when it holds ``entrance.yaml`` (the shipped tree stays on the
+search path, so a user's tree can use and extend the shipped groups), else from the tree shipped
+inside this package. Errors print one paragraph to stderr and exit with status 1; set
+``CLARENA_FULL_ERROR=1`` for the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from clarena.experiments.errors import FULL_ERROR_ENV, explain
+
+ENTRANCE = "entrance"
+
+
+def shipped_config_dir() -> Path:
+    """The config tree shipped with the package.
+
+    A wheel carries it as ``clarena/experiments/configs``; an editable install of the monorepo
+    reads the repository's top-level ``configs/`` directly.
+    """
+    packaged = Path(__file__).parent / "configs"
+    if (packaged / f"{ENTRANCE}.yaml").is_file():
+        return packaged
+    repository = Path(__file__).resolve().parents[5] / "configs"
+    if (repository / f"{ENTRANCE}.yaml").is_file():
+        return repository
+    raise FileNotFoundError(
+        f"clarena-experiments ships no config tree (looked in {packaged} and {repository}); "
+        f"reinstall the package."
+    )
+
+
+def config_search(cwd: Path | None = None) -> tuple[Path, list[str]]:
+    """The primary config dir and the extra search-path entries for this working dir."""
+    local = (cwd or Path.cwd()) / "configs"
+    shipped = shipped_config_dir()
+    if (local / f"{ENTRANCE}.yaml").is_file() and local.resolve() != shipped.resolve():
+        return local.resolve(), [f"file://{shipped}"]
+    return shipped, []
+
+
+def _task(cfg: DictConfig) -> None:
+    from clarena.experiments.pipelines import run_pipeline
+
+    try:
+        run_pipeline(cfg)
+    except Exception as error:
+        if os.environ.get(FULL_ERROR_ENV) == "1":
+            raise
+        print(explain(error), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``clarena`` with ``argv`` (default: the command line)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    config_dir, search_path = config_search()
+    if search_path and not any(a.startswith("hydra.searchpath=") for a in arguments):
+        arguments.append(f"hydra.searchpath=[{','.join(search_path)}]")
+    saved_argv = sys.argv
+    sys.argv = [saved_argv[0] if saved_argv else "clarena", *arguments]
+    try:
+        hydra.main(version_base=None, config_path=str(config_dir), config_name=ENTRANCE)(_task)()
+    finally:
+        sys.argv = saved_argv
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Turning an exception from a run into one paragraph a user can act on."""
+
+from __future__ import annotations
+
+import re
+
+#: Set this environment variable to 1 to get the full traceback instead of the short message.
+FULL_ERROR_ENV = "CLARENA_FULL_ERROR"
+
+_FULL_KEY = re.compile(r"full_key:\s*(\S+)")
+
+
+def exception_chain(error: BaseException) -> list[BaseException]:
+    """``error`` and every exception it was raised from or during, outermost first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _raised_in_clarena(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    last = None
+    while traceback is not None:
+        last = traceback.tb_frame.f_code.co_filename
+        traceback = traceback.tb_next
+    return last is not None and "/clarena/" in last.replace("\\", "/") and "/hydra/" not in last
+
+
+def _is_hydra_wrapper(error: BaseException) -> bool:
+    message = str(error)
+    return type(error).__name__ == "InstantiationException" or message.startswith(
+        ("Error loading '", "Error locating target")
+    )
+
+
+def explain(error: BaseException) -> str:
+    """One paragraph naming the problem of ``error``.
+
+    Hydra wraps errors raised while building objects from the config
+    (``InstantiationException`` -> ``ImportError`` -> ...); the message that says what is wrong
+    (an unknown backbone name with its nearest match, a misspelt argument) is deeper in the
+    chain. This picks the innermost clarena error, else the innermost non-wrapper error, and adds
+    the config key Hydra was building.
+    """
+    chain = exception_chain(error)
+    ours = [e for e in chain if _raised_in_clarena(e) and not _is_hydra_wrapper(e)]
+    plain = [
+        e for e in chain if not _is_hydra_wrapper(e) and not isinstance(e, ModuleNotFoundError)
+    ]
+    cause = (ours or plain or chain)[-1] if not ours else ours[0]
+    where = ""
+    for link in chain:
+        match = _FULL_KEY.search(str(link))
+        if match:
+            where = f" (while building config key '{match.group(1)}')"
+            break
+    message = str(cause).strip() or type(cause).__name__
+    return (
+        f"clarena: {type(cause).__name__}{where}: {message}\n"
+        f"Set {FULL_ERROR_ENV}=1 to see the full traceback."
+    )

@@ -1,0 +1,45 @@
+"""Experiment pipelines, chosen by the ``pipeline:`` key of the experiment config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from clarena.experiments.pipelines.cl import run_cl_main_evaluation, run_cl_main_experiment
+from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.pipelines.supervised import (
+    run_mtl_evaluation,
+    run_mtl_experiment,
+    run_stl_evaluation,
+    run_stl_experiment,
+)
+
+#: Pipeline name (the ``pipeline:`` config key) -> function running it.
+PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
+    "CL_MAIN_EXPR": run_cl_main_experiment,
+    "CL_MAIN_EVAL": run_cl_main_evaluation,
+    "MTL_EXPR": run_mtl_experiment,
+    "MTL_EVAL": run_mtl_evaluation,
+    "STL_EXPR": run_stl_experiment,
+    "STL_EVAL": run_stl_evaluation,
+}
+
+
+def run_pipeline(cfg: DictConfig) -> Any:
+    """Run the pipeline named by ``cfg.pipeline``.
+
+    Raises:
+        PipelineConfigError: ``pipeline`` is missing or unknown.
+    """
+    name = cfg.get("pipeline")
+    if name not in PIPELINES:
+        raise PipelineConfigError(
+            f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
+            f"with experiment=<name> (e.g. experiment=example_clmain_train)."
+        )
+    return PIPELINES[name](cfg)
+
+
+__all__ = ["PIPELINES", "PipelineConfigError", "run_pipeline"]

@@ -1,0 +1,210 @@
+"""Continual-learning pipelines: the CL main experiment and the evaluation of a saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+from clarena.experiments import results
+from clarena.experiments.algorithms.base import CLAlgorithm
+from clarena.experiments.data import CLDataModule
+from clarena.experiments.pipelines.common import (
+    PipelineConfigError,
+    load_checkpoint,
+    make_trainer,
+    output_dir,
+    print_table,
+    require,
+    save_checkpoint,
+    seed,
+)
+
+#: Values of ``cl_paradigm``.
+CL_PARADIGMS: tuple[str, ...] = ("TIL", "CIL")
+
+
+def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm:
+    """Instantiate backbone, heads (by ``cl_paradigm``) and ``cl_algorithm`` from ``cfg``."""
+    paradigm = cfg.get("cl_paradigm")
+    if paradigm not in CL_PARADIGMS:
+        raise PipelineConfigError(
+            f"cl_paradigm must be one of {', '.join(CL_PARADIGMS)}; got {paradigm!r}."
+        )
+    backbone = instantiate(cfg.backbone)
+    if not isinstance(backbone, CLBackbone):
+        raise PipelineConfigError(
+            f"The CL pipelines need a continual-learning backbone; backbone "
+            f"'{cfg.backbone._target_}' is a {type(backbone).__name__}. Use its CL variant, e.g. "
+            f"clarena.backbones.CL{type(backbone).__name__}."
+        )
+    heads_class = HeadsTIL if paradigm == "TIL" else HeadsCIL
+    heads = heads_class(input_dim=backbone.output_dim)
+    optimizer = instantiate(cfg.optimizer) if with_optimizer else None
+    lr_scheduler = (
+        instantiate(cfg.lr_scheduler) if with_optimizer and cfg.get("lr_scheduler") else None
+    )
+    return instantiate(
+        cfg.cl_algorithm,
+        backbone=backbone,
+        heads=heads,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        _recursive_=False,
+    )
+
+
+def _task_list(value: Any, num_tasks: int, key: str) -> list[int]:
+    """``train_tasks``/``eval_tasks``: an int N means tasks 1..N, a list names the tasks."""
+    if value is None:
+        return list(range(1, num_tasks + 1))
+    if isinstance(value, int) and not isinstance(value, bool):
+        tasks = list(range(1, value + 1))
+    elif isinstance(value, list | ListConfig):
+        tasks = [int(t) for t in value]
+    else:
+        raise PipelineConfigError(
+            f"{key} must be a task count or a list of task ids; got {value!r}."
+        )
+    unknown = [t for t in tasks if not 1 <= t <= num_tasks]
+    if unknown:
+        raise PipelineConfigError(
+            f"{key} names tasks {unknown}, but the dataset has tasks 1..{num_tasks}."
+        )
+    return tasks
+
+
+def test_tasks(
+    trainer: Any, algorithm: CLAlgorithm, datamodule: CLDataModule, tasks: list[int]
+) -> dict[int, float]:
+    """Test ``algorithm`` on each task of ``tasks``; returns the exact accuracy per task."""
+    algorithm.test_task_ids = list(tasks)
+    loaders = [datamodule.task_dataloader(task, "test") for task in tasks]
+    trainer.test(algorithm, dataloaders=loaders, verbose=False)
+    return dict(algorithm.test_accuracy)
+
+
+def write_results(
+    run_dir: Path,
+    cfg: DictConfig,
+    rows: dict[int, dict[int, float]],
+    task_ids: list[int],
+    extra: dict[str, Any],
+) -> None:
+    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``."""
+    metrics = cfg.get("metrics") or {}
+    if metrics.get("accuracy_csv"):
+        results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
+    if metrics.get("accuracy_matrix_plot"):
+        results.plot_accuracy_matrix(run_dir / metrics.accuracy_matrix_plot, rows, task_ids)
+    if metrics.get("average_accuracy_plot"):
+        results.plot_average_accuracy(run_dir / metrics.average_accuracy_plot, rows)
+    if metrics.get("summary"):
+        results.write_json(run_dir / metrics.summary, results.summary(rows, extra))
+
+
+def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
+    """Train the tasks in turn; after each, test every task trained so far.
+
+    Returns:
+        The accuracy matrix rows (trained task -> {tested task: accuracy}).
+    """
+    require(cfg, "cl_dataset", "backbone", "cl_algorithm", "optimizer", "trainer", "cl_paradigm")
+    run_dir = output_dir(cfg)
+    seed(cfg)
+    datamodule: CLDataModule = instantiate(cfg.cl_dataset)
+    algorithm = build_algorithm(cfg)
+    tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
+    rows: dict[int, dict[int, float]] = {}
+    capacities: dict[int, float] = {}
+    metrics = cfg.get("metrics") or {}
+    for index, task in enumerate(tasks):
+        datamodule.setup_task_id(task)
+        algorithm.setup_task_id(task, datamodule.num_classes(task))
+        trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
+        trainer.fit(algorithm, datamodule=datamodule)
+        rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
+        capacity = algorithm.capacity()
+        if capacity is not None:
+            capacities[task] = capacity
+        if metrics.get("accuracy_csv"):
+            results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, tasks)
+    extra: dict[str, Any] = {"cl_paradigm": cfg.cl_paradigm, "algorithm": type(algorithm).__name__}
+    if capacities:
+        extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
+    write_results(run_dir, cfg, rows, tasks, extra)
+    if cfg.get("save_model"):
+        save_checkpoint(
+            run_dir / cfg.get("model_file", "saved_model.pt"),
+            cfg,
+            algorithm.state_dict(),
+            trained_tasks=tasks,
+            num_classes={task: datamodule.num_classes(task) for task in tasks},
+        )
+    last = rows[tasks[-1]]
+    print_table(
+        f"CL main experiment ({type(algorithm).__name__}, {cfg.cl_paradigm}) - results in {run_dir}",
+        ["tasks", "average accuracy", "BWT", "forgetting"],
+        [
+            str(len(tasks)),
+            f"{results.average(last):.4f}",
+            _fmt(results.backward_transfer(rows)),
+            _fmt(results.forgetting(rows)),
+        ],
+    )
+    return rows
+
+
+def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
+    """Reload a saved CL model (``model_path``) and test it on its trained tasks.
+
+    The backbone, algorithm, paradigm and dataset come from the config saved with the model, so
+    the accuracies equal the last row of the training run's accuracy matrix. ``eval_tasks``
+    restricts the tested tasks.
+
+    Returns:
+        Accuracy per tested task.
+    """
+    require(cfg, "model_path", "trainer")
+    run_dir = output_dir(cfg)
+    checkpoint = load_checkpoint(cfg.model_path)
+    saved = OmegaConf.create(checkpoint["config"])
+    seed(saved)
+    datamodule: CLDataModule = instantiate(saved.cl_dataset)
+    algorithm = build_algorithm(saved, with_optimizer=False)
+    trained = [int(t) for t in checkpoint["trained_tasks"]]
+    for task in trained:
+        algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
+    algorithm.load_state_dict(checkpoint["state_dict"])
+    tasks = _task_list(cfg.get("eval_tasks"), datamodule.num_tasks, "eval_tasks")
+    if cfg.get("eval_tasks") is None:
+        tasks = trained
+    untrained = [t for t in tasks if t not in trained]
+    if untrained:
+        raise PipelineConfigError(
+            f"eval_tasks names tasks {untrained} that the saved model never trained (it trained "
+            f"{trained})."
+        )
+    trainer = make_trainer(cfg, run_dir, version="eval")
+    accuracies = test_tasks(trainer, algorithm, datamodule, tasks)
+    rows = {trained[-1]: accuracies}
+    write_results(
+        run_dir,
+        cfg,
+        rows,
+        tasks,
+        {"model_path": str(cfg.model_path), "algorithm": type(algorithm).__name__},
+    )
+    print_table(
+        f"CL main evaluation of {cfg.model_path} - results in {run_dir}",
+        ["tasks", "average accuracy"],
+        [str(len(tasks)), f"{results.average(accuracies):.4f}"],
+    )
+    return accuracies
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.4f}"

@@ -1,0 +1,101 @@
+"""Pieces every pipeline shares: output dir, seeding, Trainer, model files, result table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from lightning.pytorch import Trainer, seed_everything
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+
+class PipelineConfigError(ValueError):
+    """The experiment config is missing something the pipeline needs, or holds a bad value."""
+
+
+def require(cfg: DictConfig, *keys: str) -> None:
+    """Raise :class:`PipelineConfigError` naming every key of ``keys`` missing from ``cfg``."""
+    missing = [key for key in keys if OmegaConf.select(cfg, key, default=None) is None]
+    if missing:
+        raise PipelineConfigError(
+            f"Pipeline {cfg.get('pipeline')!r} needs the config keys {', '.join(missing)}; add them "
+            f"to the experiment config or pass them as overrides (e.g. {missing[0]}=...)."
+        )
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """The run's output dir: Hydra's job output dir when run by Hydra, else ``cfg.output_dir``."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    require(cfg, "output_dir")
+    return Path(cfg.output_dir)
+
+
+def seed(cfg: DictConfig) -> None:
+    """Seed Python, NumPy and torch (and dataloader workers) from ``global_seed``.
+
+    Also applies ``num_threads`` (torch intra-op threads) when set.
+    """
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    seed_everything(int(cfg.get("global_seed", 0)), workers=True, verbose=False)
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
+    """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
+
+    Args:
+        cfg: the experiment config (``trainer``, optional ``lightning_loggers``, ``callbacks``).
+        run_dir: the run's output dir; loggers write under it.
+        version: log sub-folder (e.g. ``task_3``) so every fit gets its own log.
+    """
+    loggers = []
+    for logger_cfg in (cfg.get("lightning_loggers") or {}).values():
+        if logger_cfg is not None:
+            loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), version=version))
+    callbacks = [
+        instantiate(callback_cfg)
+        for callback_cfg in (cfg.get("callbacks") or {}).values()
+        if callback_cfg is not None
+    ]
+    return instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+    )
+
+
+def save_checkpoint(path: Path, cfg: DictConfig, state_dict: dict[str, Any], **extra: Any) -> None:
+    """Save a model file: the resolved config, the state dict and ``extra`` bookkeeping."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {"config": OmegaConf.to_container(cfg, resolve=True), "state_dict": state_dict, **extra},
+        path,
+    )
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a file written by :func:`save_checkpoint`.
+
+    Raises:
+        PipelineConfigError: no file at ``path``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineConfigError(
+            f"model_path '{path}' is not a file. Point model_path at the saved_model.pt of a "
+            f"training run (run it with save_model=true)."
+        )
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def print_table(title: str, header: list[str], row: list[str]) -> None:
+    """Print a one-row result table."""
+    table = Table(title=title)
+    for name in header:
+        table.add_column(name, justify="right")
+    table.add_row(*row)
+    Console().print(table)

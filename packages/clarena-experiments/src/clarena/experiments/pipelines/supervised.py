@@ -1,0 +1,150 @@
+"""Multi-task (MTL) and single-task (STL) pipelines: experiment and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from clarena.cl import HeadsMTL, HeadSTL
+from clarena.experiments import results
+from clarena.experiments.data import MTLDataModule, STLDataModule
+from clarena.experiments.pipelines.common import (
+    load_checkpoint,
+    make_trainer,
+    output_dir,
+    print_table,
+    require,
+    save_checkpoint,
+    seed,
+)
+
+
+def _optimizers(cfg: DictConfig, train: bool) -> dict[str, Any]:
+    if not train:
+        return {"optimizer": None, "lr_scheduler": None}
+    return {
+        "optimizer": instantiate(cfg.optimizer),
+        "lr_scheduler": instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None,
+    }
+
+
+def build_mtl(cfg: DictConfig, datamodule: MTLDataModule, train: bool = True) -> Any:
+    """Backbone, one head per task of the dataset, and ``mtl_algorithm``."""
+    backbone = instantiate(cfg.backbone)
+    heads = HeadsMTL(input_dim=backbone.output_dim)
+    heads.setup_tasks({t: datamodule.num_classes(t) for t in datamodule.sequence.task_ids})
+    return instantiate(
+        cfg.mtl_algorithm,
+        backbone=backbone,
+        heads=heads,
+        _recursive_=False,
+        **_optimizers(cfg, train),
+    )
+
+
+def build_stl(cfg: DictConfig, datamodule: STLDataModule, train: bool = True) -> Any:
+    """Backbone, a head with the task's classes, and ``stl_algorithm``."""
+    backbone = instantiate(cfg.backbone)
+    head = HeadSTL(input_dim=backbone.output_dim, num_classes=datamodule.num_classes_stl)
+    return instantiate(
+        cfg.stl_algorithm,
+        backbone=backbone,
+        head=head,
+        _recursive_=False,
+        **_optimizers(cfg, train),
+    )
+
+
+def _write(
+    run_dir: Path, cfg: DictConfig, accuracies: dict[int, float], extra: dict[str, Any]
+) -> None:
+    metrics = cfg.get("metrics") or {}
+    if metrics.get("accuracy_csv"):
+        results.write_task_accuracy_csv(run_dir / metrics.accuracy_csv, accuracies)
+    if metrics.get("summary"):
+        results.write_json(
+            run_dir / metrics.summary,
+            {
+                "average_accuracy": results.average(accuracies),
+                "accuracy_per_task": {str(t): a for t, a in accuracies.items()},
+                **extra,
+            },
+        )
+
+
+def _test(trainer: Any, algorithm: Any, datamodule: Any, mtl: bool) -> dict[int, float]:
+    if mtl:
+        algorithm.test_task_ids = list(datamodule.sequence.task_ids)
+    trainer.test(algorithm, dataloaders=datamodule.test_dataloader(), verbose=False)
+    return dict(algorithm.test_accuracy)
+
+
+def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
+    kind = "mtl" if mtl else "stl"
+    require(cfg, f"{kind}_dataset", "backbone", f"{kind}_algorithm", "optimizer", "trainer")
+    run_dir = output_dir(cfg)
+    seed(cfg)
+    datamodule = instantiate(cfg[f"{kind}_dataset"])
+    algorithm = build_mtl(cfg, datamodule) if mtl else build_stl(cfg, datamodule)
+    trainer = make_trainer(cfg, run_dir, version=kind)
+    trainer.fit(algorithm, datamodule=datamodule)
+    accuracies = _test(trainer, algorithm, datamodule, mtl)
+    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
+    if cfg.get("save_model"):
+        save_checkpoint(
+            run_dir / cfg.get("model_file", "saved_model.pt"), cfg, algorithm.state_dict()
+        )
+    print_table(
+        f"{kind.upper()} experiment ({type(algorithm).__name__}) - results in {run_dir}",
+        ["tasks", "average accuracy"],
+        [str(len(accuracies)), f"{results.average(accuracies):.4f}"],
+    )
+    return accuracies
+
+
+def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
+    kind = "mtl" if mtl else "stl"
+    require(cfg, "model_path", "trainer")
+    run_dir = output_dir(cfg)
+    checkpoint = load_checkpoint(cfg.model_path)
+    saved = OmegaConf.create(checkpoint["config"])
+    seed(saved)
+    datamodule = instantiate(saved[f"{kind}_dataset"])
+    algorithm = (
+        build_mtl(saved, datamodule, train=False)
+        if mtl
+        else build_stl(saved, datamodule, train=False)
+    )
+    algorithm.load_state_dict(checkpoint["state_dict"])
+    trainer = make_trainer(cfg, run_dir, version="eval")
+    accuracies = _test(trainer, algorithm, datamodule, mtl)
+    _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)})
+    print_table(
+        f"{kind.upper()} evaluation of {cfg.model_path} - results in {run_dir}",
+        ["tasks", "average accuracy"],
+        [str(len(accuracies)), f"{results.average(accuracies):.4f}"],
+    )
+    return accuracies
+
+
+def run_mtl_experiment(cfg: DictConfig) -> dict[int, float]:
+    """Train all tasks jointly, test each task; returns accuracy per task."""
+    return _run_experiment(cfg, mtl=True)
+
+
+def run_mtl_evaluation(cfg: DictConfig) -> dict[int, float]:
+    """Reload a saved MTL model (``model_path``) and test every task."""
+    return _run_evaluation(cfg, mtl=True)
+
+
+def run_stl_experiment(cfg: DictConfig) -> dict[int, float]:
+    """Train and test one task; returns ``{1: accuracy}``."""
+    return _run_experiment(cfg, mtl=False)
+
+
+def run_stl_evaluation(cfg: DictConfig) -> dict[int, float]:
+    """Reload a saved STL model (``model_path``) and test it."""
+    return _run_evaluation(cfg, mtl=False)

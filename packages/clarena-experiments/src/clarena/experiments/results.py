@@ -1,0 +1,154 @@
+"""Result files: the accuracy matrix as CSV, its plots and a JSON summary.
+
+The accuracy matrix ``A`` has one row per trained task: ``A[i][j]`` is the test accuracy on task
+``j`` after training task ``i`` (``None`` for tasks not seen yet).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+#: Accuracy-matrix rows: trained task id -> {tested task id: accuracy}.
+AccuracyRows = Mapping[int, Mapping[int, float]]
+
+
+def write_accuracy_csv(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) -> None:
+    """Write ``after_training_task, average_accuracy, test_on_task_<id>...`` (blank = unseen)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(
+            ["after_training_task", "average_accuracy", *[f"test_on_task_{t}" for t in task_ids]]
+        )
+        for trained, accuracies in rows.items():
+            writer.writerow(
+                [
+                    trained,
+                    repr(average(accuracies)),
+                    *[repr(accuracies[t]) if t in accuracies else "" for t in task_ids],
+                ]
+            )
+
+
+def write_task_accuracy_csv(path: Path, accuracies: Mapping[int, float]) -> None:
+    """Write ``average_accuracy, test_on_task_<id>...`` in one row (MTL and STL results)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["average_accuracy", *[f"test_on_task_{t}" for t in accuracies]])
+        writer.writerow([repr(average(accuracies)), *[repr(a) for a in accuracies.values()]])
+
+
+def read_accuracy_csv(path: Path) -> dict[int, dict[int, float]]:
+    """Read a file written by :func:`write_accuracy_csv` back into accuracy rows."""
+    rows: dict[int, dict[int, float]] = {}
+    with Path(path).open(newline="") as file:
+        for record in csv.DictReader(file):
+            rows[int(record["after_training_task"])] = {
+                int(key.removeprefix("test_on_task_")): float(value)
+                for key, value in record.items()
+                if key.startswith("test_on_task_") and value != ""
+            }
+    return rows
+
+
+def average(accuracies: Mapping[int, float]) -> float:
+    """Mean accuracy over the tested tasks."""
+    return sum(accuracies.values()) / len(accuracies)
+
+
+def backward_transfer(rows: AccuracyRows) -> float | None:
+    """BWT: mean over earlier tasks of (final accuracy - accuracy right after learning it).
+
+    ``None`` with fewer than two trained tasks.
+    """
+    trained = list(rows)
+    if len(trained) < 2:
+        return None
+    last = rows[trained[-1]]
+    earlier = [t for t in trained[:-1] if t in last and t in rows[t]]
+    return sum(last[t] - rows[t][t] for t in earlier) / len(earlier)
+
+
+def forgetting(rows: AccuracyRows) -> float | None:
+    """Average forgetting: mean over earlier tasks of (best earlier accuracy - final accuracy).
+
+    ``None`` with fewer than two trained tasks.
+    """
+    trained = list(rows)
+    if len(trained) < 2:
+        return None
+    last = rows[trained[-1]]
+    values = []
+    for task in trained[:-1]:
+        history = [rows[i][task] for i in trained[:-1] if task in rows[i]]
+        if history and task in last:
+            values.append(max(history) - last[task])
+    return sum(values) / len(values)
+
+
+def summary(rows: AccuracyRows, extra: Mapping[str, object] | None = None) -> dict[str, object]:
+    """Average accuracy after the last task, backward transfer, forgetting (+ ``extra``)."""
+    last = rows[list(rows)[-1]]
+    result: dict[str, object] = {
+        "trained_tasks": list(rows),
+        "average_accuracy": average(last),
+        "backward_transfer": backward_transfer(rows),
+        "forgetting": forgetting(rows),
+        "final_accuracy_per_task": {str(t): a for t, a in last.items()},
+    }
+    result.update(extra or {})
+    return result
+
+
+def write_json(path: Path, content: Mapping[str, object]) -> None:
+    """Write ``content`` as indented JSON."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content, indent=2) + "\n")
+
+
+def plot_accuracy_matrix(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) -> None:
+    """Heat map of the accuracy matrix (trained task x tested task), values annotated."""
+    trained = list(rows)
+    figure, axes = plt.subplots(figsize=(1.0 + 0.7 * len(task_ids), 1.0 + 0.6 * len(trained)))
+    grid = [[rows[i].get(j, float("nan")) for j in task_ids] for i in trained]
+    image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="Greens")
+    for r, row in enumerate(grid):
+        for c, value in enumerate(row):
+            if value == value:
+                axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
+    axes.set_xticks(range(len(task_ids)), [str(t) for t in task_ids])
+    axes.set_yticks(range(len(trained)), [str(t) for t in trained])
+    axes.set_xlabel("test on task")
+    axes.set_ylabel("after training task")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def plot_average_accuracy(path: Path, rows: AccuracyRows) -> None:
+    """Average accuracy over seen tasks after each trained task."""
+    trained = list(rows)
+    figure, axes = plt.subplots(figsize=(4.5, 3.2))
+    axes.plot(trained, [average(rows[t]) for t in trained], marker="o")
+    axes.set_xticks(trained)
+    axes.set_ylim(0.0, 1.0)
+    axes.set_xlabel("after training task")
+    axes.set_ylabel("average accuracy")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
