@@ -93,6 +93,15 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation site in strict mode: any warning (broken link, reference) fails."""
+    install_distributions(session, distributions())
+    session.install("mkdocs-material>=9.5", "mkdocstrings-python>=1.10")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(python="3.11")
 def build(session: nox.Session) -> None:
     """Build every wheel and sdist; check the namespace and shipped configs."""
     session.install("build>=1.0")

@@ -1,0 +1,153 @@
+"""MkDocs hook: fill generated sections of the pages at build time, so they cannot go stale.
+
+Markers replaced in every page:
+
+- ``<!-- backbone-registry -->``: every backbone name of the registry
+  (``clarena.backbones.registry.KNOWN_BACKBONES`` plus whatever ``available_backbones()`` finds
+  installed), the distribution providing it and the class it resolves to.
+- ``<!-- backbone-table: PREFIX -->``: the backbones whose class name is ``PREFIX`` + a family
+  (``MLP``, ``ResNet18`` ...; ``PREFIX`` is ``core``, ``CL``, ``HATMask`` or ``WSNMask``), with the
+  first line of each class docstring and its constructor arguments read from the signature.
+- ``<!-- readme: NAME -->``: the fenced block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in
+  the repository's README.md (the getting-started commands).
+
+A registered name that cannot be resolved in the build environment is a warning, so
+``mkdocs build --strict`` fails unless every distribution is installed where the docs are built.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("mkdocs.hooks.generated")
+
+ROOT = Path(__file__).resolve().parents[2]
+_MARKER = re.compile(r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+))\s*-->")
+_FAMILIES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
+
+
+def _entry_point_targets() -> dict[str, str]:
+    """Map each installed backbone name to the dotted path of the class it resolves to."""
+    from clarena.backbones.registry import ENTRY_POINT_GROUP
+
+    return {ep.name: ep.value.replace(":", ".") for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _alias_of(name: str, targets: dict[str, str]) -> str | None:
+    """The canonical name of ``name`` when it is an alias (``ResNet52`` -> ``ResNet50``)."""
+    target = targets.get(name)
+    if target is None:
+        return None
+    class_name = target.rsplit(".", 1)[1]
+    return class_name if class_name != name else None
+
+
+def _registry_table(page: str) -> str:
+    from clarena.backbones.registry import KNOWN_BACKBONES, available_backbones
+
+    installed = available_backbones()
+    targets = _entry_point_targets()
+    rows = [
+        "| name (`_target_: clarena.backbones.<name>`) | distribution | resolves to |",
+        "|---|---|---|",
+    ]
+    for name in sorted(KNOWN_BACKBONES | installed, key=_sort_key):
+        distribution = installed.get(name) or KNOWN_BACKBONES[name]
+        if name not in targets:
+            log.warning(
+                "%s: backbone '%s' is registered for %s, which is not installed where the docs "
+                "are built; install every distribution before building.",
+                page,
+                name,
+                distribution,
+            )
+            rows.append(f"| `{name}` | `{distribution}` | (not installed) |")
+            continue
+        alias = _alias_of(name, targets)
+        where = f"[`{targets[name]}`][{targets[name]}]"
+        if alias:
+            where += f" (alias of `{alias}`)"
+        rows.append(f"| `{name}` | `{distribution}` | {where} |")
+    return "\n".join(rows)
+
+
+def _sort_key(name: str) -> tuple[int, int, str]:
+    prefixes = ("", "CL", "HATMask", "WSNMask")
+    for family_index, family in enumerate(_FAMILIES):
+        prefix = name.removesuffix(family)
+        if name.endswith(family) and prefix in prefixes:
+            return prefixes.index(prefix), family_index, name
+    return len(prefixes), 0, name
+
+
+def _describe_default(value: Any) -> str:
+    if inspect.isclass(value):
+        return value.__name__
+    return (
+        "null" if value is None else repr(value).replace("True", "true").replace("False", "false")
+    )
+
+
+def _argument_cells(cls: type) -> tuple[str, str]:
+    """Required and optional constructor arguments of ``cls``, as Markdown cells."""
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    required = [f"`{p.name}`" for p in parameters if p.default is inspect.Parameter.empty]
+    optional = [
+        f"`{p.name}` = `{_describe_default(p.default)}`"
+        for p in parameters
+        if p.default is not inspect.Parameter.empty
+    ]
+    return ", ".join(required) or "—", ", ".join(optional) or "—"
+
+
+def _family_table(prefix: str, page: str) -> str:
+    import clarena.backbones
+
+    prefix = "" if prefix == "core" else prefix
+    targets = _entry_point_targets()
+    rows = [
+        "| backbone | description | required config fields | optional fields (default) |",
+        "|---|---|---|---|",
+    ]
+    for family in _FAMILIES:
+        name = prefix + family
+        if name not in targets:
+            log.warning("%s: backbone '%s' is not installed where the docs are built.", page, name)
+            continue
+        cls = getattr(clarena.backbones, name)
+        alias = _alias_of(name, targets)
+        if alias:
+            description = f"Alias of `{alias}` (the published docs' name for ResNet-50)."
+        else:
+            description = (inspect.getdoc(cls) or "").split("\n\n", 1)[0].replace("\n", " ")
+        required, optional = _argument_cells(cls)
+        rows.append(f"| [`{name}`][{targets[name]}] | {description} | {required} | {optional} |")
+    return "\n".join(rows)
+
+
+def _readme_block(name: str, page: str) -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"<!-- {re.escape(name)} -->\n(.*?)<!-- /{re.escape(name)} -->", text, re.S)
+    if match is None:
+        log.warning("%s: README.md has no section <!-- %s --> ... <!-- /%s -->.", page, name, name)
+        return ""
+    return match.group(1).strip()
+
+
+def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
+    """Replace the generated-section markers of ``page``."""
+    source = page.file.src_uri
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(1) == "backbone-registry":
+            return _registry_table(source)
+        if match.group(2):
+            return _family_table(match.group(2), source)
+        return _readme_block(match.group(3), source)
+
+    return _MARKER.sub(replace, markdown)
