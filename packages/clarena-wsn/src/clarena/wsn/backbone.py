@@ -1,0 +1,394 @@
+"""The WSN-masked backbone: parameter scores, top-c% subnetworks, stored and accumulated masks."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from clarena.backbones.base import STAGES
+from clarena.cl import (
+    BatchNormMode,
+    CLBackbone,
+    TaskBatchNorm,
+    make_batch_norm_task_independent,
+)
+from clarena.cl.base import check_task_id
+from clarena.wsn.masks import TaskMaskStore, parameter_key
+from clarena.wsn.topc import score_mask, top_fraction_mask
+
+#: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
+SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
+
+#: The parameters of a weighted layer that WSN masks.
+_KINDS: tuple[str, ...] = ("weight", "bias")
+
+#: ``(weight_mask, bias_mask)``: layer name → mask shaped like the layer's weight / bias.
+Masks = tuple[dict[str, Tensor], dict[str, Tensor]]
+
+
+class WSNMaskBackbone(CLBackbone):
+    """A continual-learning backbone whose tasks are Winning SubNetworks (Kang et al., ICML 2022).
+
+    Every weight and bias of every weighted layer has a learnable score, kept in
+    :attr:`weight_score` and :attr:`bias_score` (``nn.ParameterDict`` keyed by layer name, each
+    score shaped like its parameter). A task's subnetwork keeps, per layer, the top ``c``
+    (``mask_percentage``) of parameters by ``|score|``; the layer runs with ``weight * mask`` and
+    ``bias * mask`` (the core :meth:`layer_forward` hook). Per stage:
+
+    - ``train`` / ``validation``: the mask is recomputed from the scores on every forward; a
+      straight-through estimator passes the mask's gradient to the scores;
+    - ``test``: the stored mask of ``test_task_id``.
+
+    After a task, :meth:`store_mask` keeps its binary mask at one bit per parameter and adds it to
+    the accumulated mask (the union over stored tasks). While a later task trains, parameters in
+    the accumulated mask must not move: call :meth:`freeze_used_parameter_gradients` after every
+    backward (they may still be *used* by the new task's subnetwork, frozen), start a fresh
+    optimiser per task and use no weight decay (:func:`clarena.wsn.check_optimizer`). Scores are
+    shared by all tasks and keep learning; a stored task never reads them again.
+
+    Batch norm (``batch_normalization``): ``None``; ``'shared'`` (one batch norm for all tasks —
+    WSN does not mask its affine parameters or statistics, so they keep moving and earlier tasks'
+    test outputs change: a leak); ``'independent'`` (one batch norm per task, selected by the task
+    a forward runs on: no leak).
+
+    Subclasses build their weighted layers (``nn.Linear`` or convolutions) with a core class, then
+    call :meth:`_init_task_state` and :meth:`_init_wsn`; see :class:`~clarena.wsn.WSNMaskMLP`.
+    """
+
+    weight_score: nn.ParameterDict
+    bias_score: nn.ParameterDict
+    task_masks: TaskMaskStore
+    cumulative_masks: nn.Module
+
+    def _init_wsn(self, batch_norm_mode: BatchNormMode) -> None:
+        """Set up WSN state once the weighted layers exist (end of a subclass ``__init__``).
+
+        Scores start with the ``'default'`` initialisation.
+
+        Args:
+            batch_norm_mode: the resolved ``batch_normalization`` mode.
+
+        Raises:
+            TypeError: a weighted layer is neither ``nn.Linear`` nor a (non-transposed)
+                convolution, so its forward cannot run with masked parameters.
+        """
+        owner = type(self).__name__
+        self.batch_norm_mode: BatchNormMode = batch_norm_mode
+        if batch_norm_mode == "independent":
+            make_batch_norm_task_independent(self)
+        self._task_norms: tuple[TaskBatchNorm, ...] = tuple(
+            m for m in self.modules() if isinstance(m, TaskBatchNorm)
+        )
+        self.weight_score = nn.ParameterDict()
+        self.bias_score = nn.ParameterDict()
+        self.cumulative_masks = nn.Module()
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in self.weighted_layer_names:
+            layer = self.get_layer_by_name(name)
+            if not _is_maskable(layer):
+                raise TypeError(
+                    f"{owner}: weighted layer '{name}' is a {type(layer).__name__}; WSN masks "
+                    f"only nn.Linear and nn.Conv1d/2d/3d layers."
+                )
+            for kind, scores in zip(_KINDS, (self.weight_score, self.bias_score), strict=True):
+                parameter = getattr(layer, kind)
+                if parameter is None:
+                    continue
+                scores[name] = nn.Parameter(torch.empty_like(parameter))
+                key = parameter_key(name, kind)
+                shapes[key] = tuple(parameter.shape)
+                self.cumulative_masks.register_buffer(
+                    key, torch.zeros_like(parameter, dtype=torch.bool)
+                )
+        self.task_masks = TaskMaskStore(shapes)
+        self.mask_percentage: float | None = None
+        self._forward_masks: Masks | None = None
+        self.initialize_parameter_score("default")
+
+    # ------------------------------------------------------------------ tasks and scores
+
+    def setup_task_id(self, task_id: int) -> None:
+        """Make ``task_id`` the current task; with independent batch norm, give it its own.
+
+        Create the task's optimiser after this call, so it holds the new batch norm.
+        """
+        super().setup_task_id(task_id)
+        for norm in self._task_norms:
+            norm.select(task_id, create=True)
+
+    def initialize_parameter_score(self, mode: str = "default") -> None:
+        """Re-initialise every score in place.
+
+        Args:
+            mode: ``'default'`` like the layer's own parameters (Kaiming-uniform weights with
+                ``a = sqrt(5)``, biases uniform in ``±1/sqrt(fan_in)``, as ``nn.Linear`` and
+                ``nn.Conv2d`` do); ``'N01'`` standard normal; ``'U01'`` uniform on [0, 1].
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode not in SCORE_INIT_MODES:
+            raise ValueError(
+                f"{type(self).__name__}: unknown parameter score init mode {mode!r}; use one of "
+                f"{', '.join(repr(m) for m in SCORE_INIT_MODES)}."
+            )
+        with torch.no_grad():
+            for name, weight_score in self.weight_score.items():
+                bias_score = self.bias_score.get(name)
+                if mode == "N01":
+                    nn.init.normal_(weight_score)
+                    if bias_score is not None:
+                        nn.init.normal_(bias_score)
+                elif mode == "U01":
+                    nn.init.uniform_(weight_score)
+                    if bias_score is not None:
+                        nn.init.uniform_(bias_score)
+                else:
+                    nn.init.kaiming_uniform_(weight_score, a=math.sqrt(5))
+                    if bias_score is not None:
+                        fan_in, _ = nn.init._calculate_fan_in_and_fan_out(weight_score)
+                        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                        nn.init.uniform_(bias_score, -bound, bound)
+
+    # ------------------------------------------------------------------ masks
+
+    def get_mask(
+        self,
+        stage: str,
+        mask_percentage: float | None = None,
+        test_task_id: int | None = None,
+    ) -> Masks:
+        """The masks a forward in ``stage`` uses (arguments as for :meth:`forward`).
+
+        Returns:
+            ``(weight_mask, bias_mask)``: layer name → float 0/1 mask shaped like the weight /
+            bias (``bias_mask`` only for layers with a bias). For train/validation the masks are
+            in the autograd graph of the scores (straight-through); for test they are the stored
+            masks of ``test_task_id``.
+        """
+        return self._mask_and_task(stage, mask_percentage, test_task_id)[0]
+
+    def _mask_and_task(
+        self, stage: str, mask_percentage: float | None, test_task_id: int | None
+    ) -> tuple[Masks, int]:
+        owner = type(self).__name__
+        if stage not in STAGES:
+            raise ValueError(
+                f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)}; got "
+                f"{stage!r}."
+            )
+        if stage == "test":
+            task_id = self.check_task_id_ready() if test_task_id is None else test_task_id
+            return self.stored_mask(task_id), task_id
+        task_id = self.check_task_id_ready()
+        fraction = check_mask_percentage(mask_percentage, stage, owner)
+        self.mask_percentage = fraction
+        weight_mask = {name: score_mask(s, fraction) for name, s in self.weight_score.items()}
+        bias_mask = {name: score_mask(s, fraction) for name, s in self.bias_score.items()}
+        return (weight_mask, bias_mask), task_id
+
+    def stored_mask(self, task_id: int) -> Masks:
+        """Task ``task_id``'s stored masks as float 0/1 tensors (see :meth:`get_mask`).
+
+        Raises:
+            ValueError: no mask is stored for ``task_id``.
+        """
+        check_task_id(task_id, type(self).__name__)
+        if task_id not in self.task_masks:
+            raise ValueError(
+                f"{type(self).__name__}: no mask is stored for task {task_id} (stored: "
+                f"{self.task_masks.task_ids}). Train the task and call store_mask() at its end "
+                f"before testing on it, or pass a stored test_task_id."
+            )
+        unpacked = self.task_masks.unpack(task_id)
+        masks: Masks = ({}, {})
+        for name in self.weighted_layer_names:
+            layer = self.get_layer_by_name(name)
+            for kind, target in zip(_KINDS, masks, strict=True):
+                parameter = getattr(layer, kind)
+                if parameter is not None:
+                    target[name] = unpacked[parameter_key(name, kind)].to(parameter.dtype)
+        return masks
+
+    def store_mask(self, mask_percentage: float | None = None, task_id: int | None = None) -> Masks:
+        """Store the subnetwork the scores select now as a task's mask; add it to the accumulated mask.
+
+        Call once at the end of each task, before testing on it.
+
+        Args:
+            mask_percentage: ``c`` in ``(0, 1]``; ``None`` reuses the value of the last
+                train/validation forward.
+            task_id: the task to store the mask for; ``None`` for the current task.
+
+        Returns:
+            ``(weight_mask, bias_mask)`` of bool tensors, the stored masks.
+
+        Raises:
+            ValueError: no ``mask_percentage`` given and none used yet, or one out of range.
+        """
+        owner = type(self).__name__
+        task_id = self.check_task_id_ready() if task_id is None else task_id
+        check_task_id(task_id, owner)
+        if mask_percentage is None and self.mask_percentage is None:
+            raise ValueError(
+                f"{owner}: store_mask needs mask_percentage (the c in (0, 1] the task trained "
+                f"with); no train/validation forward has used one yet."
+            )
+        fraction = check_mask_percentage(
+            self.mask_percentage if mask_percentage is None else mask_percentage, "store", owner
+        )
+        masks: Masks = ({}, {})
+        flat: dict[str, Tensor] = {}
+        for kind, scores, target in zip(
+            _KINDS, (self.weight_score, self.bias_score), masks, strict=True
+        ):
+            for name, score in scores.items():
+                mask = top_fraction_mask(score.detach().abs(), fraction)
+                target[name] = mask
+                flat[parameter_key(name, kind)] = mask
+        self.task_masks.store(task_id, flat)
+        for key, mask in flat.items():
+            self.cumulative_masks.get_buffer(key).logical_or_(mask)
+        return masks
+
+    def cumulative_mask(self) -> Masks:
+        """The accumulated mask: bool ``(weight_mask, bias_mask)``, True where a stored task uses
+        the parameter. These parameters are frozen while later tasks train."""
+        masks: Masks = ({}, {})
+        for kind, scores, target in zip(
+            _KINDS, (self.weight_score, self.bias_score), masks, strict=True
+        ):
+            for name in scores:
+                target[name] = self.cumulative_masks.get_buffer(parameter_key(name, kind))
+        return masks
+
+    def freeze_used_parameter_gradients(self) -> None:
+        """Zero the gradients of the weights and biases that stored tasks use.
+
+        Call after ``backward()`` and before ``optimizer.step()`` in every training step; with a
+        fresh optimiser per task and no weight decay, this keeps every stored task's parameters,
+        hence its test outputs, exactly unchanged.
+        """
+        for name in self.weighted_layer_names:
+            layer = self.get_layer_by_name(name)
+            for kind in _KINDS:
+                parameter = getattr(layer, kind)
+                if parameter is not None and parameter.grad is not None:
+                    used = self.cumulative_masks.get_buffer(parameter_key(name, kind))
+                    parameter.grad.masked_fill_(used, 0.0)
+
+    def capacity(self) -> float:
+        """Fraction of the masked parameters (weights and biases) used by any stored task."""
+        used = sum(int(m.count_nonzero()) for m in self.cumulative_masks.buffers())
+        total = sum(m.numel() for m in self.cumulative_masks.buffers())
+        return used / total
+
+    def layer_capacity(self) -> dict[str, float]:
+        """Per weighted layer, the fraction of its weights and biases used by any stored task."""
+        weight_mask, bias_mask = self.cumulative_mask()
+        capacity = {}
+        for name, mask in weight_mask.items():
+            used, total = int(mask.count_nonzero()), mask.numel()
+            if name in bias_mask:
+                used += int(bias_mask[name].count_nonzero())
+                total += bias_mask[name].numel()
+            capacity[name] = used / total
+        return capacity
+
+    # ------------------------------------------------------------------ forward
+
+    def layer_forward(self, layer_name: str, layer: nn.Module, input: Tensor) -> Tensor:
+        """Run ``layer`` with its weight and bias multiplied by the active masks."""
+        if self._forward_masks is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: weighted layers run only inside forward(input, stage, "
+                f"...), which chooses their masks."
+            )
+        weight_mask, bias_mask = self._forward_masks
+        weight = layer.weight * weight_mask[layer_name]
+        bias = layer.bias * bias_mask[layer_name] if layer.bias is not None else None
+        if isinstance(layer, nn.Linear):
+            return F.linear(input, weight, bias)
+        return layer._conv_forward(input, weight, bias)
+
+    def forward(  # type: ignore[override]
+        self,
+        input: Tensor,
+        stage: str,
+        mask_percentage: float | None = None,
+        test_task_id: int | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Extract features through a task's subnetwork.
+
+        Args:
+            input: a batch of inputs, shaped as the architecture expects.
+            stage: ``'train'`` or ``'validation'`` (the current task's subnetwork, selected from
+                the scores) or ``'test'`` (the stored subnetwork of ``test_task_id``).
+            mask_percentage: ``c`` in ``(0, 1]``, the fraction of each layer's parameters a
+                subnetwork keeps; required for train and validation, ignored for test.
+            test_task_id: the task to test on; ``None`` means the current task.
+
+        Returns:
+            ``(feature, weight_mask, bias_mask, activations)``: the ``(batch, output_dim)``
+            feature, the masks used (see :meth:`get_mask`) and each weighted layer's hidden output.
+
+        Raises:
+            ValueError: an unknown stage, a missing or out-of-range ``mask_percentage`` in
+                train/validation, or a test task without a stored mask.
+            RuntimeError: no task has been set up.
+        """
+        masks, task_id = self._mask_and_task(stage, mask_percentage, test_task_id)
+        for norm in self._task_norms:
+            norm.select(task_id)
+        self._forward_masks = masks
+        try:
+            feature, activations = self._features(input)
+        finally:
+            self._forward_masks = None
+        return feature, masks[0], masks[1], activations
+
+    # ------------------------------------------------------------------ state
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """Task bookkeeping and the last ``mask_percentage``, saved with ``state_dict()``."""
+        return {**super().get_extra_state(), "mask_percentage": self.mask_percentage}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`get_extra_state` saved."""
+        super().set_extra_state(state)
+        self.mask_percentage = state.get("mask_percentage")
+
+
+def check_mask_percentage(value: object, stage: str, owner: str) -> float:
+    """Return ``value`` as a float if it is a valid WSN ``mask_percentage`` (``0 < c <= 1``).
+
+    Raises:
+        ValueError: ``value`` is missing, not a number, or outside ``(0, 1]``.
+    """
+    if value is None:
+        raise ValueError(
+            f"{owner}: stage {stage!r} needs mask_percentage, the fraction c in (0, 1] of each "
+            f"layer's parameters a task's subnetwork keeps (e.g. mask_percentage=0.5); got None."
+        )
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) <= 1:
+        hint = (
+            f" For {value}% pass {float(value) / 100:g}."
+            if isinstance(value, Real) and not isinstance(value, bool) and 1 < float(value) <= 100
+            else ""
+        )
+        raise ValueError(
+            f"{owner}: mask_percentage must be a fraction c with 0 < c <= 1 (the share of each "
+            f"layer's parameters a subnetwork keeps); got {value!r}.{hint}"
+        )
+    return float(value)
+
+
+def _is_maskable(layer: nn.Module) -> bool:
+    if isinstance(layer, nn.Linear):
+        return True
+    return isinstance(layer, nn.modules.conv._ConvNd) and not layer.transposed
