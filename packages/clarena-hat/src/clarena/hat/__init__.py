@@ -1,0 +1,68 @@
+"""clarena HAT: hard attention to the task (Serra et al., 2018) and AdaHAT, in plain PyTorch.
+
+Backbones here are also reachable as ``clarena.backbones.HATMaskMLP`` ... through the registry.
+The training-loop functions live in :mod:`clarena.hat.mechanics`.
+"""
+
+from __future__ import annotations
+
+from clarena.hat._version import __version__
+from clarena.hat.base import EMBEDDING_INIT_MODES, GATES, HATMaskBackbone, annealed_scale
+from clarena.hat.mask_store import PackedMaskStore
+from clarena.hat.measures import (
+    AGGREGATIONS,
+    input_unit_measure,
+    parameter_measures,
+    weight_measure,
+)
+from clarena.hat.mechanics import (
+    adahat_condition_gradients,
+    check_optimizer,
+    clamp_task_embedding,
+    compensate_embedding_gradients,
+    condition_gradients,
+    layer_sparsity,
+    sparsity_regularization,
+    uncovered_parameters,
+)
+from clarena.hat.mlp import HATMaskMLP
+from clarena.hat.resnet import (
+    HATMaskResNet,
+    HATMaskResNet18,
+    HATMaskResNet34,
+    HATMaskResNet50,
+    HATMaskResNet101,
+    HATMaskResNet152,
+)
+
+#: The published docs call the 50-layer ResNet "HATMaskResNet52".
+HATMaskResNet52 = HATMaskResNet50
+
+__all__ = [
+    "AGGREGATIONS",
+    "EMBEDDING_INIT_MODES",
+    "GATES",
+    "HATMaskBackbone",
+    "HATMaskMLP",
+    "HATMaskResNet",
+    "HATMaskResNet18",
+    "HATMaskResNet34",
+    "HATMaskResNet50",
+    "HATMaskResNet52",
+    "HATMaskResNet101",
+    "HATMaskResNet152",
+    "PackedMaskStore",
+    "__version__",
+    "adahat_condition_gradients",
+    "annealed_scale",
+    "check_optimizer",
+    "clamp_task_embedding",
+    "compensate_embedding_gradients",
+    "condition_gradients",
+    "input_unit_measure",
+    "layer_sparsity",
+    "parameter_measures",
+    "sparsity_regularization",
+    "uncovered_parameters",
+    "weight_measure",
+]

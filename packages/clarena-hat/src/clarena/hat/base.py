@@ -1,0 +1,397 @@
+"""The HAT-masked backbone: task embeddings, unit masks per stage, stored and combined masks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from clarena.backbones.base import STAGES
+from clarena.cl import (
+    BatchNormMode,
+    CLBackbone,
+    TaskBatchNorm,
+    make_batch_norm_task_independent,
+)
+from clarena.hat.mask_store import PackedMaskStore
+
+#: Gates turning task embeddings into unit masks. Only HAT's sigmoid is supported.
+GATES: tuple[str, ...] = ("sigmoid",)
+
+#: Task-embedding initialisations of :meth:`HATMaskBackbone.initialize_task_embedding`.
+EMBEDDING_INIT_MODES: tuple[str, ...] = ("N01", "U01", "U-10", "masked", "unmasked")
+
+
+def annealed_scale(s_max: float, batch_idx: int, num_batches: int) -> float:
+    """HAT's annealed gate scale for training batch ``batch_idx`` of ``num_batches``.
+
+    ``s = 1/s_max + (s_max - 1/s_max) (b - 1) / (B - 1)``, rising from ``1/s_max`` at the first
+    batch to ``s_max`` at the last; a task of one batch uses ``s_max``.
+
+    Args:
+        s_max: the largest scale (HAT's :math:`s_{max}`, e.g. 400).
+        batch_idx: the batch within the epoch, counting ``1..num_batches``.
+        num_batches: batches per epoch.
+
+    Raises:
+        ValueError: ``s_max`` is not positive, or ``batch_idx`` is outside ``1..num_batches``.
+    """
+    if not s_max > 0:
+        raise ValueError(f"s_max must be positive; got {s_max!r}.")
+    if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
+        raise ValueError(f"num_batches must be a positive integer; got {num_batches!r}.")
+    if isinstance(batch_idx, bool) or not isinstance(batch_idx, int):
+        raise ValueError(f"batch_idx must be an integer in 1..{num_batches}; got {batch_idx!r}.")
+    if not 1 <= batch_idx <= num_batches:
+        raise ValueError(
+            f"batch_idx counts 1..num_batches (1..{num_batches}); got {batch_idx}. "
+            f"Pass batch_idx + 1 if your loop counts from 0."
+        )
+    if num_batches == 1:
+        return float(s_max)
+    return 1 / s_max + (s_max - 1 / s_max) * (batch_idx - 1) / (num_batches - 1)
+
+
+class HATMaskBackbone(CLBackbone):
+    """A continual-learning backbone whose units are gated by HAT task masks (Serra et al., 2018).
+
+    Every weighted layer ``l`` has a task embedding ``e_l`` with one value per output unit
+    (``out_features`` of a linear layer, ``out_channels`` of a convolution), kept in
+    :attr:`task_embedding` (an ``nn.ParameterDict`` keyed by layer name). The mask
+    ``a_l = sigmoid(s * e_l)`` multiplies the layer's unit outputs after normalisation and before
+    the activation (the core :meth:`unit_gate` hook):
+
+    - ``train``: ``s`` anneals over the batches of an epoch (:func:`annealed_scale`);
+    - ``validation``: ``s = s_max``;
+    - ``test``: the stored binary mask ``1[e_l > 0]`` of ``test_task_id``.
+
+    Only the current task's embedding is kept: it is re-initialised when a new task is set up,
+    and a finished task lives on as its stored binary mask (:meth:`store_mask`, one bit per unit),
+    which is all the test stage needs. The cumulative mask (elementwise max of the stored masks)
+    and the summative mask (their sum) drive the gradient conditioning of
+    :mod:`clarena.hat.mechanics`.
+
+    Batch norm (``batch_normalization``): ``None``; ``'shared'`` (one batch norm for all tasks —
+    its running statistics keep moving, so earlier tasks' test outputs change); ``'independent'``
+    (one batch norm per task, selected by the task a forward runs on: no leak).
+
+    Subclasses build their layers with the core classes, then call :meth:`_init_hat`; see
+    :class:`~clarena.hat.HATMaskMLP`. Activations must map 0 to 0 (ReLU, GELU, SiLU, tanh ...):
+    a masked unit then contributes exactly nothing downstream.
+    """
+
+    task_embedding: nn.ParameterDict
+    mask_store: PackedMaskStore
+
+    def _init_hat(self, gate: str, batch_norm_mode: BatchNormMode) -> None:
+        """Set up HAT state once the weighted layers exist (end of a subclass ``__init__``).
+
+        Args:
+            gate: must be ``'sigmoid'``.
+            batch_norm_mode: the resolved ``batch_normalization`` mode.
+
+        Raises:
+            ValueError: another gate.
+        """
+        owner = type(self).__name__
+        if gate not in GATES:
+            raise ValueError(
+                f"{owner}: gate={gate!r} is not supported; only gate='sigmoid' is supported "
+                f"(HAT's mask a = sigmoid(s * e))."
+            )
+        self.gate: str = gate
+        self.batch_norm_mode: BatchNormMode = batch_norm_mode
+        if batch_norm_mode == "independent":
+            make_batch_norm_task_independent(self)
+        self._task_norms: tuple[TaskBatchNorm, ...] = tuple(
+            m for m in self.modules() if isinstance(m, TaskBatchNorm)
+        )
+        self.layer_units: dict[str, int] = {
+            name: _units_of(self.get_layer_by_name(name), name, owner)
+            for name in self.weighted_layer_names
+        }
+        self.num_units: int = sum(self.layer_units.values())
+        self.task_embedding = nn.ParameterDict(
+            {name: nn.Parameter(torch.zeros(units)) for name, units in self.layer_units.items()}
+        )
+        self.mask_store = PackedMaskStore(self.num_units)
+        self.register_buffer("_cumulative", torch.zeros(self.num_units), persistent=False)
+        self.register_buffer("_summative", torch.zeros(self.num_units), persistent=False)
+        self._active_mask: dict[str, Tensor] | None = None
+        self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    # ------------------------------------------------------------------ tasks and embeddings
+
+    def setup_task_id(self, task_id: int) -> None:
+        """Make ``task_id`` the current task.
+
+        A task not seen before gets a fresh ``N01`` task embedding (call
+        :meth:`initialize_task_embedding` afterwards for another mode) and, with independent
+        batch norm, its own batch norm. Create a new optimiser after this call.
+        """
+        is_new = task_id not in self.processed_task_ids
+        super().setup_task_id(task_id)
+        for norm in self._task_norms:
+            norm.select(task_id, create=True)
+        if is_new:
+            self.initialize_task_embedding("N01")
+
+    def initialize_task_embedding(self, mode: str) -> None:
+        """Re-initialise the current task embedding in place.
+
+        Args:
+            mode: ``'N01'`` standard normal, ``'U01'`` uniform on [0, 1], ``'U-10'`` uniform on
+                [-1, 0], ``'masked'`` all -1 (units start closed), ``'unmasked'`` all 1.
+
+        Raises:
+            ValueError: an unknown mode.
+        """
+        if mode not in EMBEDDING_INIT_MODES:
+            raise ValueError(
+                f"{type(self).__name__}: unknown task embedding init mode {mode!r}; use one of "
+                f"{', '.join(repr(m) for m in EMBEDDING_INIT_MODES)}."
+            )
+        with torch.no_grad():
+            for embedding in self.task_embedding.values():
+                if mode == "N01":
+                    nn.init.normal_(embedding, 0.0, 1.0)
+                elif mode == "U01":
+                    nn.init.uniform_(embedding, 0.0, 1.0)
+                elif mode == "U-10":
+                    nn.init.uniform_(embedding, -1.0, 0.0)
+                else:
+                    embedding.fill_(-1.0 if mode == "masked" else 1.0)
+
+    # ------------------------------------------------------------------ masks
+
+    def get_mask(
+        self,
+        stage: str,
+        s_max: float | None = None,
+        batch_idx: int | None = None,
+        num_batches: int | None = None,
+        test_task_id: int | None = None,
+    ) -> dict[str, Tensor]:
+        """The unit mask of each weighted layer for ``stage`` (arguments as for :meth:`forward`).
+
+        Returns:
+            Layer name → ``(units,)`` mask: ``sigmoid(s * e)`` for train/validation (in the
+            autograd graph of the embedding), the stored 0/1 mask for test.
+        """
+        return self._mask_and_task(stage, s_max, batch_idx, num_batches, test_task_id)[0]
+
+    def _mask_and_task(
+        self,
+        stage: str,
+        s_max: float | None,
+        batch_idx: int | None,
+        num_batches: int | None,
+        test_task_id: int | None,
+    ) -> tuple[dict[str, Tensor], int]:
+        owner = type(self).__name__
+        if stage not in STAGES:
+            raise ValueError(
+                f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)}; got {stage!r}."
+            )
+        current = self.check_task_id_ready()
+        if stage == "test":
+            task_id = current if test_task_id is None else test_task_id
+            return self.stored_mask(task_id), task_id
+        if test_task_id is not None and test_task_id != current:
+            raise ValueError(
+                f"{owner}: stage {stage!r} runs the current task {current} with its embedding; "
+                f"got test_task_id={test_task_id}. Use stage 'test' for other tasks."
+            )
+        if stage == "train":
+            missing = [
+                name
+                for name, value in (
+                    ("s_max", s_max),
+                    ("batch_idx", batch_idx),
+                    ("num_batches", num_batches),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"{owner}: stage 'train' needs s_max, batch_idx and num_batches to anneal the "
+                    f"mask; missing {', '.join(missing)}. Call forward(input, 'train', "
+                    f"s_max=..., batch_idx=..., num_batches=...) with batch_idx counting "
+                    f"1..num_batches."
+                )
+            s = annealed_scale(s_max, batch_idx, num_batches)  # type: ignore[arg-type]
+        else:
+            if s_max is None:
+                raise ValueError(
+                    f"{owner}: stage 'validation' needs s_max (the mask is sigmoid(s_max * e)); "
+                    f"call forward(input, 'validation', s_max=...)."
+                )
+            s = float(s_max)
+        return {name: torch.sigmoid(s * e) for name, e in self.task_embedding.items()}, current
+
+    @property
+    def stored_task_ids(self) -> list[int]:
+        """Tasks whose binary mask is stored, in storing order."""
+        return self.mask_store.task_ids
+
+    def store_mask(self, task_id: int | None = None) -> None:
+        """Store the binary mask ``1[e > 0]`` of the current task (call when a task is done).
+
+        Updates the cumulative and summative masks. Storing a task again replaces its mask.
+
+        Args:
+            task_id: the task to store it as; must be ``None`` or the current task.
+
+        Raises:
+            ValueError: ``task_id`` is not the current task.
+        """
+        current = self.check_task_id_ready()
+        if task_id is not None and task_id != current:
+            raise ValueError(
+                f"{type(self).__name__}: store_mask stores the current task's embedding (task "
+                f"{current}); got task_id={task_id}."
+            )
+        with torch.no_grad():
+            flat = torch.cat([e.detach() > 0 for e in self.task_embedding.values()])
+        self.mask_store.store(current, flat)
+        self._refresh_combined_masks()
+
+    def stored_mask(self, task_id: int) -> dict[str, Tensor]:
+        """Task ``task_id``'s stored binary mask: layer name → ``(units,)`` float 0/1 tensor.
+
+        Raises:
+            ValueError: the task has no stored mask.
+        """
+        if task_id not in self.mask_store:
+            raise ValueError(
+                f"{type(self).__name__}: task {task_id} has no stored mask (tasks with stored "
+                f"masks: {self.stored_task_ids}). Train task {task_id} and call store_mask() "
+                f"before testing on it, or pass the test_task_id of a trained task."
+            )
+        flat = self.mask_store.load(task_id).to(self._cumulative.dtype)
+        return self._split(flat)
+
+    def cumulative_mask(self) -> dict[str, Tensor]:
+        """Elementwise max of the stored masks (all zeros before any task is stored).
+
+        Returns:
+            Layer name → ``(units,)`` float 0/1 tensor; during task ``t`` (not yet stored) this is
+            HAT's :math:`a^{<t}`.
+        """
+        return self._split(self._cumulative)
+
+    def summative_mask(self) -> dict[str, Tensor]:
+        """Sum of the stored masks (AdaHAT's :math:`m^{<t,sum}`): layer name → ``(units,)``."""
+        return self._split(self._summative)
+
+    def capacity_per_layer(self) -> dict[str, float]:
+        """Fraction of each layer's units used by some stored task (cumulative mask is 1)."""
+        return {name: mask.mean().item() for name, mask in self.cumulative_mask().items()}
+
+    def capacity(self) -> float:
+        """Fraction of all units used by some stored task (cumulative mask is 1)."""
+        return self._cumulative.mean().item()
+
+    def _split(self, flat: Tensor) -> dict[str, Tensor]:
+        return dict(zip(self.layer_units, flat.split(list(self.layer_units.values())), strict=True))
+
+    def _refresh_combined_masks(self) -> None:
+        device = self._cumulative.device
+        self.mask_store.to(device)
+        stacked = self.mask_store.stacked().to(device=device, dtype=self._cumulative.dtype)
+        if stacked.shape[0] == 0:
+            self._cumulative = torch.zeros_like(self._cumulative)
+            self._summative = torch.zeros_like(self._summative)
+        else:
+            self._cumulative = stacked.amax(dim=0)
+            self._summative = stacked.sum(dim=0)
+
+    # ------------------------------------------------------------------ forward
+
+    def normalization_layer(self, layer_name: str) -> nn.Module | None:
+        """The normalisation module right after weighted layer ``layer_name``, if any.
+
+        Gradient conditioning uses it to protect shared batch-norm affine parameters.
+        """
+        return None
+
+    def unit_gate(self, layer_name: str, hidden: Tensor) -> Tensor:
+        """Multiply the active mask of ``layer_name`` into ``hidden`` (``(batch, units, ...)``)."""
+        if self._active_mask is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: no mask is active; run the network through forward()."
+            )
+        mask = self._active_mask[layer_name]
+        if hidden.ndim > 2:
+            mask = mask.view(-1, *(1,) * (hidden.ndim - 2))
+        if mask.dtype != hidden.dtype:
+            mask = mask.to(hidden.dtype)
+        return hidden * mask
+
+    def forward(  # type: ignore[override]
+        self,
+        input: Tensor,
+        stage: str,
+        s_max: float | None = None,
+        batch_idx: int | None = None,
+        num_batches: int | None = None,
+        test_task_id: int | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Extract masked features.
+
+        Args:
+            input: a batch of inputs, shaped as the architecture expects.
+            stage: ``'train'`` (needs ``s_max``, ``batch_idx``, ``num_batches``), ``'validation'``
+                (needs ``s_max``) or ``'test'`` (uses the stored mask of ``test_task_id``, the
+                current task if ``None``).
+            s_max: the largest gate scale.
+            batch_idx: the training batch within the epoch, counting ``1..num_batches``.
+            num_batches: training batches per epoch.
+            test_task_id: the task to test on.
+
+        Returns:
+            ``(feature, mask, activations)``: the ``(batch, output_dim)`` feature, layer name →
+            ``(units,)`` mask used, and each weighted layer's hidden output.
+
+        Raises:
+            ValueError: a missing argument for the stage, or a test task without stored mask.
+        """
+        mask, task_id = self._mask_and_task(stage, s_max, batch_idx, num_batches, test_task_id)
+        for norm in self._task_norms:
+            if norm.active_task != task_id:
+                norm.select(task_id)
+        self._active_mask = mask
+        try:
+            feature, activations = self._features(input)
+        finally:
+            self._active_mask = None
+        return feature, mask, activations
+
+
+def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:
+    module._refresh_combined_masks()  # type: ignore[operator]
+
+
+def _units_of(layer: nn.Module, name: str, owner: str) -> int:
+    for attribute in ("out_features", "out_channels"):
+        units = getattr(layer, attribute, None)
+        if isinstance(units, int):
+            return units
+    raise TypeError(
+        f"{owner}: weighted layer '{name}' ({type(layer).__name__}) has neither out_features nor "
+        f"out_channels, so its units cannot be masked."
+    )
+
+
+def check_zero_preserving(activation: nn.Module, owner: str) -> None:
+    """Raise ``ValueError`` unless ``activation`` maps 0 to 0, which HAT's masking relies on."""
+    with torch.no_grad():
+        value = activation(torch.zeros(1, 1, 1, 1))
+    if value.abs().max().item() != 0 or not math.isfinite(value.sum().item()):
+        raise ValueError(
+            f"{owner}: the activation {type(activation).__name__} maps 0 to "
+            f"{value.flatten()[0].item()}; HAT needs an activation with f(0) = 0 (ReLU, GELU, "
+            f"SiLU, tanh, ...) so a masked unit passes nothing on to later layers."
+        )

@@ -1,0 +1,273 @@
+"""HAT and AdaHAT mechanics as plain functions a training loop calls.
+
+A training step of task ``t`` with :class:`~clarena.hat.HATMaskBackbone` ``backbone``::
+
+    s = annealed_scale(s_max, batch_idx, num_batches)
+    feature, mask, _ = backbone(x, "train", s_max=s_max, batch_idx=batch_idx,
+                                num_batches=num_batches)
+    loss = criterion(heads(feature, t), y)
+    loss = loss + reg_factor * sparsity_regularization(mask, backbone.cumulative_mask())
+    loss.backward()
+    condition_gradients(backbone)                  # HAT; or adahat_condition_gradients(...)
+    compensate_embedding_gradients(backbone, s, s_max)
+    optimizer.step()
+    clamp_task_embedding(backbone)
+
+Before the task: ``backbone.setup_task_id(t)``, a new optimiser, :func:`check_optimizer`.
+After it: ``backbone.store_mask()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from clarena.cl import TaskBatchNorm
+from clarena.hat.base import HATMaskBackbone, annealed_scale
+from clarena.hat.measures import weight_measure
+
+__all__ = [
+    "adahat_condition_gradients",
+    "annealed_scale",
+    "check_optimizer",
+    "clamp_task_embedding",
+    "compensate_embedding_gradients",
+    "condition_gradients",
+    "layer_sparsity",
+    "sparsity_regularization",
+    "uncovered_parameters",
+]
+
+
+def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True) -> None:
+    """Refuse optimiser settings that break HAT's no-forgetting guarantee.
+
+    Weight decay moves weights whose gradient was zeroed, and momentum/Adam state carried over
+    from an earlier task moves them too. Call this with a new optimiser at the start of each task.
+
+    Args:
+        optimizer: the optimiser about to train the current task.
+        require_fresh: also refuse an optimiser that already holds state (has taken steps).
+
+    Raises:
+        ValueError: a parameter group has ``weight_decay > 0`` (note that ``AdamW`` defaults to
+            0.01), or the optimiser holds state and ``require_fresh``.
+    """
+    for index, group in enumerate(optimizer.param_groups):
+        decay = group.get("weight_decay", 0.0) or 0.0
+        if decay > 0:
+            raise ValueError(
+                f"{type(optimizer).__name__} parameter group {index} has weight_decay={decay}; "
+                f"HAT zeroes the gradients of weights used by earlier tasks, but weight decay "
+                f"still moves them, so earlier tasks would be forgotten. Set weight_decay=0 "
+                f"(AdamW defaults to 0.01)."
+            )
+    if require_fresh and any(state for state in optimizer.state.values()):
+        raise ValueError(
+            f"{type(optimizer).__name__} already holds state (momentum or Adam moments) from "
+            f"earlier steps, which would move weights used by earlier tasks; create a new "
+            f"optimiser for each task."
+        )
+
+
+def _protected_parameters(backbone: HATMaskBackbone) -> set[int]:
+    ids = {id(p) for p in backbone.task_embedding.values()}
+    for name in backbone.weighted_layer_names:
+        ids.update(id(p) for p in backbone.get_layer_by_name(name).parameters())
+        norm = backbone.normalization_layer(name)
+        if norm is not None:
+            ids.update(id(p) for p in norm.parameters())
+    return ids
+
+
+def uncovered_parameters(backbone: HATMaskBackbone) -> list[str]:
+    """Names of trainable parameters no HAT mask protects (empty for a correct backbone)."""
+    covered = _protected_parameters(backbone)
+    return [
+        name
+        for name, parameter in backbone.named_parameters()
+        if parameter.requires_grad and id(parameter) not in covered
+    ]
+
+
+def _check_coverage(backbone: HATMaskBackbone) -> None:
+    stray = uncovered_parameters(backbone)
+    if stray:
+        raise RuntimeError(
+            f"{type(backbone).__name__}: trainable parameters {stray} belong to no weighted "
+            f"layer or its normalisation, so no mask protects them and earlier tasks would be "
+            f"forgotten. Register every weighted layer (and return its batch norm from "
+            f"normalization_layer), or freeze these parameters."
+        )
+
+
+def _scale_gradients(
+    backbone: HATMaskBackbone,
+    weight_factor: Mapping[str, Tensor],
+    unit_factor: Mapping[str, Tensor],
+) -> None:
+    """Multiply gradients: weights by ``weight_factor``, biases and shared norms by ``unit_factor``."""
+    for name in backbone.weighted_layer_names:
+        layer = backbone.get_layer_by_name(name)
+        if layer.weight.grad is not None:
+            layer.weight.grad.mul_(weight_factor[name])
+        bias = getattr(layer, "bias", None)
+        if bias is not None and bias.grad is not None:
+            bias.grad.mul_(unit_factor[name])
+        norm = backbone.normalization_layer(name)
+        if norm is not None and not isinstance(norm, TaskBatchNorm):
+            for parameter in norm.parameters():
+                if parameter.grad is not None:
+                    parameter.grad.mul_(unit_factor[name])
+    current = str(backbone.task_id)
+    for module in backbone.modules():
+        if isinstance(module, TaskBatchNorm):
+            for key, norm in module.norms.items():
+                if key != current:
+                    for parameter in norm.parameters():
+                        if parameter.grad is not None:
+                            parameter.grad.zero_()
+
+
+def condition_gradients(backbone: HATMaskBackbone) -> None:
+    """HAT's hard gradient conditioning by the cumulative mask of the earlier tasks.
+
+    The gradient of the weight between output unit ``i`` and input unit ``j`` is multiplied by
+    ``1 - min(a^{<t}_i, a^{<t}_j)``, a bias's and a shared batch norm's affine parameters by
+    ``1 - a^{<t}_i``; other tasks' independent batch norms get zero gradient. Call after
+    ``backward()`` and before ``optimizer.step()``.
+
+    Raises:
+        RuntimeError: the backbone has a trainable parameter no mask covers.
+    """
+    _check_coverage(backbone)
+    if not backbone.stored_task_ids:
+        return
+    cumulative = backbone.cumulative_mask()
+    keep = {
+        name: 1 - weight_measure(backbone, cumulative, name, "min")
+        for name in backbone.weighted_layer_names
+    }
+    _scale_gradients(backbone, keep, {name: 1 - mask for name, mask in cumulative.items()})
+
+
+def layer_sparsity(
+    mask: Mapping[str, Tensor], cumulative_mask: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """Per-layer sparsity term: the share of each layer's free units that the mask takes.
+
+    ``sum_i a^t_i (1 - a^{<t}_i) / sum_i (1 - a^{<t}_i)`` for each layer (0 when no unit is
+    free). AdaHAT uses it, detached, as the layer's network sparsity.
+
+    Returns:
+        Layer name → scalar tensor (in the autograd graph of ``mask``).
+    """
+    result = {}
+    for name, a in mask.items():
+        free = 1 - cumulative_mask[name]
+        # free is a count of whole units, so clamping at 1 only changes the 0/0 case, to 0.
+        result[name] = (a * free).sum() / free.sum().clamp_min(1)
+    return result
+
+
+def sparsity_regularization(
+    mask: Mapping[str, Tensor], cumulative_mask: Mapping[str, Tensor]
+) -> Tensor:
+    """HAT's sparsity regulariser over all units: ``sum a^t (1 - a^{<t}) / sum (1 - a^{<t})``.
+
+    For the first task ``a^{<t} = 0`` and this is the mean mask value; with no free unit left it
+    is 0.
+
+    Args:
+        mask: layer name → ``(units,)`` mask of the current task (from ``forward``).
+        cumulative_mask: layer name → ``(units,)`` cumulative mask of the earlier tasks
+            (:meth:`HATMaskBackbone.cumulative_mask`).
+
+    Returns:
+        A scalar tensor to add to the loss (times a regularisation factor).
+    """
+    used = sum((a * (1 - cumulative_mask[name])).sum() for name, a in mask.items())
+    free = sum((1 - cumulative_mask[name]).sum() for name in mask)
+    return used / free.clamp_min(1)  # type: ignore[union-attr]
+
+
+def adahat_condition_gradients(
+    backbone: HATMaskBackbone,
+    network_sparsity: Mapping[str, Tensor | float],
+    alpha: float,
+    epsilon: float = 0.1,
+    aggregation: str = "min",
+) -> None:
+    """AdaHAT's soft gradient adjustment (Wang et al., 2024), replacing the hard 0/1 of HAT.
+
+    With the summative mask ``m^{<t,sum}`` (how many earlier tasks used each unit) and the
+    layer's network sparsity ``R_l`` (:func:`layer_sparsity` of the current mask), every
+    parameter's gradient is multiplied by ``r_l / (m_agg + r_l)`` with ``r_l = alpha / (epsilon +
+    R_l)``; ``m_agg`` is the parameter-wise aggregation of the output- and input-unit summative
+    masks (raw input units count as used by every earlier task). Parameters no earlier task used
+    keep their full gradient; the others move a little, so AdaHAT trades some forgetting for
+    plasticity. Call after ``backward()`` and before ``optimizer.step()``.
+
+    Args:
+        backbone: the HAT backbone.
+        network_sparsity: layer name → sparsity of the current task's mask in that layer.
+        alpha: adjustment intensity (larger → more plasticity on used parameters).
+        epsilon: keeps ``r_l`` finite when a layer's sparsity is 0.
+        aggregation: ``'min'``, ``'max'`` or ``'mean'`` over the output and input units.
+
+    Raises:
+        RuntimeError: the backbone has a trainable parameter no mask covers.
+    """
+    _check_coverage(backbone)
+    num_tasks = len(backbone.stored_task_ids)
+    if num_tasks == 0:
+        return
+    summative = backbone.summative_mask()
+    rates = {
+        name: alpha / (epsilon + float(network_sparsity[name]))
+        for name in backbone.weighted_layer_names
+    }
+    weight_factor = {}
+    unit_factor = {}
+    for name, rate in rates.items():
+        measure = weight_measure(backbone, summative, name, aggregation, float(num_tasks))
+        weight_factor[name] = rate / (measure + rate)
+        unit_factor[name] = rate / (summative[name] + rate)
+    _scale_gradients(backbone, weight_factor, unit_factor)
+
+
+def compensate_embedding_gradients(
+    backbone: HATMaskBackbone, s: float, s_max: float, clamp_threshold: float = 50.0
+) -> None:
+    """HAT's embedding gradient compensation for the annealed gate scale.
+
+    Multiplies each task embedding's gradient by
+    ``s_max (cosh(clamp(s e, -thr, thr)) + 1) / (s (cosh(e) + 1))``, so the embedding learns as if
+    the gate were always at ``s_max``. Call after ``backward()``.
+
+    Args:
+        backbone: the HAT backbone.
+        s: the gate scale of this batch (:func:`annealed_scale`).
+        s_max: the largest gate scale.
+        clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
+    """
+    with torch.no_grad():
+        for embedding in backbone.task_embedding.values():
+            if embedding.grad is None:
+                continue
+            e = embedding.detach()
+            numerator = torch.cosh(torch.clamp(s * e, -clamp_threshold, clamp_threshold)) + 1
+            denominator = torch.cosh(e) + 1
+            embedding.grad.mul_(s_max / s * numerator / denominator)
+
+
+def clamp_task_embedding(backbone: HATMaskBackbone, threshold: float = 6.0) -> None:
+    """Clamp the task embedding to ``[-threshold, threshold]`` after ``optimizer.step()``.
+
+    HAT does this so that ``sigmoid(s_max e)`` saturates but ``cosh(e)`` stays finite.
+    """
+    with torch.no_grad():
+        for embedding in backbone.task_embedding.values():
+            embedding.clamp_(-threshold, threshold)

@@ -1,0 +1,55 @@
+"""HAT-masked MLP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from clarena.backbones import MLP
+from clarena.backbones._layers import ActivationLayer
+from clarena.cl import resolve_batch_norm_mode
+from clarena.hat.base import HATMaskBackbone, check_zero_preserving
+
+
+class HATMaskMLP(HATMaskBackbone, MLP):
+    """:class:`~clarena.backbones.MLP` with HAT unit masks on every layer ``fc/0`` ... ``fc/L``.
+
+    Args:
+        input_dim, hidden_dims, output_dim, activation_layer, bias, dropout: as for ``MLP``.
+        batch_normalization: ``None``/``False`` (none), ``'shared'``/``True`` (one batch norm for
+            all tasks; leaks through its running statistics) or ``'independent'`` (one per task).
+            Alias ``batch_normalisation``.
+        gate: the mask gate; only ``'sigmoid'`` is supported.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_dims: Sequence[int],
+        output_dim: int,
+        activation_layer: ActivationLayer = nn.ReLU,
+        batch_normalization: str | bool | None = None,
+        bias: bool = True,
+        dropout: float | None = None,
+        gate: str = "sigmoid",
+    ) -> None:
+        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
+        MLP.__init__(
+            self,
+            input_dim=input_dim,
+            hidden_dims=hidden_dims,
+            output_dim=output_dim,
+            activation_layer=activation_layer,
+            batch_normalization=mode is not None,
+            bias=bias,
+            dropout=dropout,
+        )
+        check_zero_preserving(self.fc_activation[0], type(self).__name__)
+        self._init_task_state()
+        self._init_hat(gate, mode)
+
+    def normalization_layer(self, layer_name: str) -> nn.Module | None:
+        """The batch norm after ``fc/i`` (``None`` without batch norm)."""
+        norm = self.fc_bn[self.weighted_layer_names.index(layer_name)]
+        return None if isinstance(norm, nn.Identity) else norm

@@ -1,0 +1,90 @@
+"""HAT-masked ResNets: every convolution, shortcut convolution and the projection is masked."""
+
+from __future__ import annotations
+
+import os
+
+from torch import nn
+
+from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.backbones._layers import ActivationLayer
+from clarena.cl import resolve_batch_norm_mode
+from clarena.hat.base import HATMaskBackbone, check_zero_preserving
+
+
+class HATMaskResNet(HATMaskBackbone, ResNet):
+    """:class:`~clarena.backbones.ResNet` with HAT unit masks on every weighted layer.
+
+    Use a depth class (:class:`HATMaskResNet18` ...).
+
+    Args:
+        input_channels, output_dim, activation_layer, bias, pretrained_weights, small_input: as
+            for ``ResNet``.
+        batch_normalization: ``'independent'`` (default; one batch norm per task, no leak),
+            ``'shared'``/``True`` (one for all tasks; leaks through its running statistics) or
+            ``None``/``False``. Alias ``batch_normalisation``. With ``'independent'``, each task's
+            batch norm starts fresh (pretrained batch-norm statistics are not carried over).
+        gate: the mask gate; only ``'sigmoid'`` is supported.
+    """
+
+    def __init__(
+        self,
+        input_channels: int = 3,
+        output_dim: int = 512,
+        activation_layer: ActivationLayer = nn.ReLU,
+        batch_normalization: str | bool | None = "independent",
+        bias: bool = False,
+        pretrained_weights: str | os.PathLike[str] | None = None,
+        small_input: bool = False,
+        gate: str = "sigmoid",
+    ) -> None:
+        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
+        ResNet.__init__(
+            self,
+            input_channels=input_channels,
+            output_dim=output_dim,
+            activation_layer=activation_layer,
+            batch_normalization=mode is not None,
+            bias=bias,
+            pretrained_weights=pretrained_weights,
+            small_input=small_input,
+        )
+        check_zero_preserving(self.act1, type(self).__name__)
+        self._init_task_state()
+        self._init_hat(gate, mode)
+
+    def normalization_layer(self, layer_name: str) -> nn.Module | None:
+        """The batch norm after convolution ``layer_name`` (``None`` for ``proj`` / no batch norm)."""
+        self._check_layer_name(layer_name)
+        if layer_name == "proj":
+            return None
+        if layer_name == "conv1":
+            norm = self.bn1
+        else:
+            stage, block_index, *rest = layer_name.split("/")
+            block = getattr(self, stage)[int(block_index)]
+            if rest == ["downsample", "0"]:
+                norm = block.downsample[1]
+            else:
+                norm = getattr(block, rest[0].replace("conv", "bn"))
+        return None if isinstance(norm, nn.Identity) else norm
+
+
+class HATMaskResNet18(HATMaskResNet, ResNet18):
+    """HAT-masked ResNet-18."""
+
+
+class HATMaskResNet34(HATMaskResNet, ResNet34):
+    """HAT-masked ResNet-34."""
+
+
+class HATMaskResNet50(HATMaskResNet, ResNet50):
+    """HAT-masked ResNet-50 (the docs' "HATMaskResNet52")."""
+
+
+class HATMaskResNet101(HATMaskResNet, ResNet101):
+    """HAT-masked ResNet-101."""
+
+
+class HATMaskResNet152(HATMaskResNet, ResNet152):
+    """HAT-masked ResNet-152."""

@@ -1,0 +1,104 @@
+"""Shared helpers: synthetic task data and a plain-torch HAT / AdaHAT training loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from clarena.cl import HeadsTIL
+from clarena.hat import (
+    HATMaskBackbone,
+    adahat_condition_gradients,
+    annealed_scale,
+    check_optimizer,
+    clamp_task_embedding,
+    compensate_embedding_gradients,
+    condition_gradients,
+    layer_sparsity,
+    sparsity_regularization,
+)
+
+S_MAX = 400.0
+
+
+def make_task_data(task_id: int, shape: tuple[int, ...], num_batches: int, batch_size: int = 8):
+    """Random inputs labelled by a random linear teacher; deterministic per task id."""
+    generator = torch.Generator().manual_seed(1000 + task_id)
+    batches = []
+    teacher = torch.randn(int(torch.tensor(shape).prod()), generator=generator)
+    for _ in range(num_batches):
+        x = torch.randn(batch_size, *shape, generator=generator)
+        y = (x.flatten(1) @ teacher > 0).long()
+        batches.append((x, y))
+    return batches
+
+
+def train_task(
+    backbone: HATMaskBackbone,
+    heads: HeadsTIL,
+    task_id: int,
+    batches: list[tuple[Tensor, Tensor]],
+    conditioning: str = "hat",
+    lr: float = 0.1,
+    reg_factor: float = 0.75,
+    alpha: float = 1.0,
+) -> None:
+    """Train one task with the HAT recipe of clarena.hat.mechanics, then store its mask.
+
+    ``conditioning``: ``'hat'`` (hard), ``'adahat'`` or ``'none'`` (a control that forgets).
+    """
+    backbone.setup_task_id(task_id)
+    heads.setup_task_id(task_id, num_classes=2)
+    backbone.train()
+    heads.train()
+    optimizer = torch.optim.SGD([*backbone.parameters(), *heads.parameters()], lr=lr)
+    check_optimizer(optimizer)
+    num_batches = len(batches)
+    for batch_idx, (x, y) in enumerate(batches, start=1):
+        s = annealed_scale(S_MAX, batch_idx, num_batches)
+        optimizer.zero_grad()
+        feature, mask, _ = backbone(
+            x, "train", s_max=S_MAX, batch_idx=batch_idx, num_batches=num_batches
+        )
+        cumulative = backbone.cumulative_mask()
+        loss = nn.functional.cross_entropy(heads(feature, task_id), y)
+        loss = loss + reg_factor * sparsity_regularization(mask, cumulative)
+        loss.backward()
+        if conditioning == "hat":
+            condition_gradients(backbone)
+        elif conditioning == "adahat":
+            sparsity = {k: v.detach() for k, v in layer_sparsity(mask, cumulative).items()}
+            adahat_condition_gradients(backbone, sparsity, alpha=alpha)
+        compensate_embedding_gradients(backbone, s, S_MAX)
+        optimizer.step()
+        clamp_task_embedding(backbone)
+    backbone.store_mask()
+
+
+def run_test_stage(
+    backbone: HATMaskBackbone, heads: HeadsTIL, task_id: int, x: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(feature, logits)`` of the test stage on ``task_id``."""
+    backbone.eval()
+    heads.eval()
+    with torch.no_grad():
+        feature, _, _ = backbone(x, "test", test_task_id=task_id)
+        return feature, heads(feature, task_id)
+
+
+@pytest.fixture(scope="session")
+def hat_loop() -> Callable[..., None]:
+    return train_task
+
+
+@pytest.fixture(scope="session")
+def task_data() -> Callable[..., list]:
+    return make_task_data
+
+
+@pytest.fixture(scope="session")
+def test_stage() -> Callable[..., tuple[Tensor, Tensor]]:
+    return run_test_stage
