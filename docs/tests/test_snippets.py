@@ -10,8 +10,12 @@ Fenced blocks are extracted from ``docs/**/*.md``:
   through ``entrance.yaml`` with ``experiment=<name>``.
 - ``yaml`` whose top level has ``_target_: clarena.backbones.<Name>``: instantiated with Hydra and
   run on a dummy batch of the shape its arguments imply; the feature must be
-  ``(batch, output_dim)``.
+  ``(batch, output_dim)``. Any other ``_target_`` (optimisers, data modules, trainers, and the
+  entries of logger and callback mappings) is instantiated.
 - any other ``yaml``: must parse; ``toml``: must parse.
+- ``bash``: every ``clarena ...`` command line is composed (not run) against the shipped config
+  tree plus the new config files the docs show; the experiment's pipeline must exist and its
+  backbone must build and run.
 
 A comment right before a block changes what is done with it:
 
@@ -19,7 +23,8 @@ A comment right before a block changes what is done with it:
   same namespace, so a page can build an example step by step.
 - ``<!-- snippet: pytest -->`` (python): the block is a test module; it is written to a temporary
   file and run with pytest, which must pass.
-- ``<!-- snippet: parse-only REASON -->``: parsed (YAML) or compiled (Python) but not run.
+- ``<!-- snippet: parse-only REASON -->``: parsed (YAML; still compared with the file it names)
+  or compiled (Python), but nothing is built or run.
 - ``<!-- snippet: skip REASON -->``: not run at all. Keep these rare; the reason is required.
 
 Blocks in other languages (``bash``, plain text) are not run.
@@ -27,8 +32,13 @@ Blocks in other languages (``bash``, plain text) are not run.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import json
 import re
+import shlex
 import shutil
+import tempfile
 import textwrap
 import tomllib
 from dataclasses import dataclass
@@ -171,7 +181,15 @@ def run_backbone(backbone: torch.nn.Module, input: torch.Tensor) -> torch.Tensor
 
 
 def check_backbone_config(config: dict) -> None:
+    _check_backbone_config(json.dumps(config, sort_keys=True))
+
+
+@functools.cache
+def _check_backbone_config(config_json: str) -> None:
+    # Cached: the same backbone config appears on several pages and in composed experiments.
     import hydra.utils
+
+    config = json.loads(config_json)
 
     backbone = hydra.utils.instantiate(config)
     feature = run_backbone(backbone, dummy_input(config))
@@ -187,16 +205,58 @@ def is_backbone_config(data: object) -> bool:
 # --------------------------------------------------------------------------------- config tree
 
 
-def compose_experiment(config_dir: Path, name: str) -> dict:
+def compose(config_dir: Path, overrides: list[str]) -> dict:
+    return _compose(config_dir, tuple(overrides))
+
+
+@functools.cache
+def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
+    """Compose ``entrance.yaml`` of ``config_dir`` (with the shipped tree behind it) and check it.
+
+    The composed experiment must name a known pipeline, and its backbone, if any, must build
+    and run.
+    """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from clarena.experiments.pipelines import PIPELINES
+
+    if config_dir != CONFIGS:
+        overrides = (*overrides, f"hydra.searchpath=[file://{CONFIGS}]")
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        composed = compose(config_name="entrance", overrides=[f"experiment={name}"])
-    return OmegaConf.to_container(composed, resolve=False)
+        composed = OmegaConf.to_container(
+            compose(config_name="entrance", overrides=list(overrides)), resolve=False
+        )
+    assert composed.get("pipeline") in PIPELINES, f"unknown pipeline {composed.get('pipeline')!r}"
+    if is_backbone_config(composed.get("backbone")):
+        check_backbone_config(composed["backbone"])
+    build_like_the_pipeline(composed)
+    return composed
 
 
-def check_config_file_snippet(snippet: Snippet, data: object, tmp_path: Path) -> None:
+def build_like_the_pipeline(composed: dict) -> None:
+    """Build dataset, backbone, heads, optimiser and algorithm as the experiment's pipeline does."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from clarena.experiments.pipelines import cl, supervised
+
+    cfg = OmegaConf.create(composed)
+    pipeline = composed["pipeline"]
+    if pipeline == "CL_MAIN_EXPR":
+        instantiate(cfg.cl_dataset)
+        cl.build_algorithm(cfg)
+    elif pipeline == "MTL_EXPR":
+        supervised.build_mtl(cfg, instantiate(cfg.mtl_dataset))
+    elif pipeline == "STL_EXPR":
+        supervised.build_stl(cfg, instantiate(cfg.stl_dataset))
+
+
+def compose_experiment(config_dir: Path, name: str) -> dict:
+    return compose(config_dir, [f"experiment={name}"])
+
+
+def check_config_file_snippet(snippet: Snippet, data: object, tmp_path: Path, build: bool) -> None:
     relative = Path(snippet.title).relative_to("configs")
     existing = CONFIGS / relative
     if existing.is_file():
@@ -204,33 +264,99 @@ def check_config_file_snippet(snippet: Snippet, data: object, tmp_path: Path) ->
         assert data == expected, (
             f"{snippet.id} shows {snippet.title}, but differs from that file in the repository"
         )
-        if relative.parts[0] == "experiment":
-            compose_experiment(CONFIGS, relative.stem)
-        return
-    if relative.parts[0] == "experiment":
-        tree = tmp_path / "configs"
-        shutil.copytree(CONFIGS, tree)
-        (tree / relative).write_text(snippet.code, encoding="utf-8")
+    if build and relative.parts[0] == "experiment":
+        tree = CONFIGS if existing.is_file() else user_tree()
         compose_experiment(tree, relative.stem)
+
+
+@functools.cache
+def user_tree() -> Path:
+    """A user's config tree: every new config file the docs show, over the shipped tree.
+
+    Built once per test session in a temporary folder removed at exit.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="clarena-docs-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    tree = folder / "configs"
+    tree.mkdir()
+    shutil.copy(CONFIGS / "entrance.yaml", tree / "entrance.yaml")
+    for snippet in SNIPPETS:
+        if (
+            snippet.language == "yaml"
+            and kind(snippet) == "run"
+            and snippet.title
+            and snippet.title.startswith("configs/")
+            and not (ROOT / snippet.title).exists()
+        ):
+            path = tree / Path(snippet.title).relative_to("configs")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(snippet.code, encoding="utf-8")
+    return tree
 
 
 # --------------------------------------------------------------------------------- the tests
 
 
 @pytest.mark.parametrize("snippet", of("yaml", "run", "parse-only"), ids=lambda s: s.id)
-def test_yaml_snippet(snippet: Snippet, tmp_path: Path):
+def test_yaml_snippet(snippet: Snippet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     data = yaml.safe_load(snippet.code)
-    if kind(snippet) == "parse-only":
-        return
+    build = kind(snippet) != "parse-only"
     if snippet.title and snippet.title.startswith("configs/"):
-        check_config_file_snippet(snippet, data, tmp_path)
+        check_config_file_snippet(snippet, data, tmp_path, build)
+    if not build:
+        return
+    monkeypatch.chdir(tmp_path)
+    group = Path(snippet.title).parts[1] if snippet.title else None
     if is_backbone_config(data):
         check_backbone_config(data)
+    elif group not in BUILT_BY_PIPELINES:
+        instantiate_targets(data, **GROUP_ARGUMENTS.get(group, {}))
+
+
+#: Groups whose objects need other built objects (backbone, heads); the experiments using them
+#: are composed and built by :func:`compose`.
+BUILT_BY_PIPELINES = ("cl_algorithm", "mtl_algorithm", "stl_algorithm")
+#: Arguments the pipelines pass when they build an entry of these groups.
+GROUP_ARGUMENTS = {"lightning_loggers": {"save_dir": ".", "version": "docs"}}
+
+
+def instantiate_targets(data: object, **arguments: object) -> None:
+    """Build the object of a ``_target_`` config, or of each ``_target_`` entry of a mapping."""
+    import hydra.utils
+
+    if not isinstance(data, dict):
+        return
+    configs = [data] if "_target_" in data else [v for v in data.values() if isinstance(v, dict)]
+    for config in configs:
+        if "_target_" in config:
+            hydra.utils.instantiate(config, **arguments)
 
 
 @pytest.mark.parametrize("snippet", of("toml", "run", "parse-only"), ids=lambda s: s.id)
 def test_toml_snippet(snippet: Snippet):
     tomllib.loads(snippet.code)
+
+
+def clarena_commands() -> list[tuple[str, list[str]]]:
+    """Every ``clarena ...`` command line of the docs' bash blocks, as Hydra overrides."""
+    commands = []
+    for snippet in ALL_SNIPPETS:
+        if snippet.language != "bash":
+            continue
+        for offset, line in enumerate(snippet.code.splitlines(), start=1):
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["clarena"]:
+                commands.append((f"{snippet.page}:{snippet.line + offset}", words[1:]))
+    return commands
+
+
+@pytest.mark.parametrize(("where", "overrides"), clarena_commands(), ids=lambda v: str(v))
+def test_clarena_command_composes(where: str, overrides: list[str]):
+    """Each documented ``clarena`` command composes against the shipped tree plus the docs' files."""
+    if "-m" in overrides or "--multirun" in overrides:
+        overrides = [o for o in overrides if o not in ("-m", "--multirun")]
+        overrides = [o.split(",")[0] if "=" in o else o for o in overrides]
+    compose(user_tree(), overrides)
 
 
 def chain(snippet: Snippet) -> list[Snippet]:
