@@ -28,6 +28,7 @@ log = logging.getLogger("mkdocs.hooks.generated")
 
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+))\s*-->")
+_ROLE = re.compile(r":\w+:`(?P<short>~?)(?P<path>[\w.]+)`")
 _FAMILIES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
 
 
@@ -93,16 +94,31 @@ def _describe_default(value: Any) -> str:
     )
 
 
+def _markdown(docstring: str) -> str:
+    """Docstring reST roles and double backticks as Markdown code spans."""
+    text = _ROLE.sub(
+        lambda m: f"`{m['path'].rsplit('.', 1)[-1] if m['short'] else m['path']}`", docstring
+    )
+    return re.sub(r"``(.+?)``", r"`\1`", text)
+
+
 def _argument_cells(cls: type) -> tuple[str, str]:
     """Required and optional constructor arguments of ``cls``, as Markdown cells."""
+    from clarena.backbones._arguments import ARGUMENT_ALIASES
+
+    aliases = {canonical: alias for alias, canonical in ARGUMENT_ALIASES.items()}
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    required = [f"`{p.name}`" for p in parameters if p.default is inspect.Parameter.empty]
+
+    def field(name: str) -> str:
+        return f"`{name}` (alias `{aliases[name]}`)" if name in aliases else f"`{name}`"
+
+    required = [field(p.name) for p in parameters if p.default is inspect.Parameter.empty]
     optional = [
-        f"`{p.name}` = `{_describe_default(p.default)}`"
+        f"{field(p.name)} = `{_describe_default(p.default)}`"
         for p in parameters
         if p.default is not inspect.Parameter.empty
     ]
-    return ", ".join(required) or "—", ", ".join(optional) or "—"
+    return ", ".join(required) or "none", ", ".join(optional) or "none"
 
 
 def _family_table(prefix: str, page: str) -> str:
@@ -124,7 +140,8 @@ def _family_table(prefix: str, page: str) -> str:
         if alias:
             description = f"Alias of `{alias}` (the published docs' name for ResNet-50)."
         else:
-            description = (inspect.getdoc(cls) or "").split("\n\n", 1)[0].replace("\n", " ")
+            summary = (inspect.getdoc(cls) or "").split("\n\n", 1)[0]
+            description = _markdown(summary.replace("\n", " "))
         required, optional = _argument_cells(cls)
         rows.append(f"| [`{name}`][{targets[name]}] | {description} | {required} | {optional} |")
     return "\n".join(rows)

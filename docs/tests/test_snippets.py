@@ -23,6 +23,8 @@ A comment right before a block changes what is done with it:
   same namespace, so a page can build an example step by step.
 - ``<!-- snippet: pytest -->`` (python): the block is a test module; it is written to a temporary
   file and run with pytest, which must pass.
+- ``<!-- snippet: error MESSAGE -->`` (bash): every ``clarena`` command of the block must stop
+  with an error whose explanation contains ``MESSAGE``.
 - ``<!-- snippet: parse-only REASON -->``: parsed (YAML; still compared with the file it names)
   or compiled (Python), but nothing is built or run.
 - ``<!-- snippet: skip REASON -->``: not run at all. Keep these rare; the reason is required.
@@ -112,6 +114,7 @@ def extract(path: Path) -> list[Snippet]:
 ALL_SNIPPETS = [s for page in sorted(DOCS.rglob("*.md")) for s in extract(page)]
 SNIPPETS = [s for s in ALL_SNIPPETS if s.language in LANGUAGES]
 _WITH_REASON = re.compile(r"(?P<kind>skip|parse-only)\s+(?P<reason>\S.{9,})")
+_ERROR = re.compile(r"error\s+(?P<message>\S.*)")
 
 
 def kind(snippet: Snippet) -> str:
@@ -120,6 +123,8 @@ def kind(snippet: Snippet) -> str:
         return "run"
     if snippet.directive in ("continue", "pytest"):
         return snippet.directive
+    if _ERROR.fullmatch(snippet.directive):
+        return "error"
     match = _WITH_REASON.fullmatch(snippet.directive)
     return match["kind"] if match else "invalid"
 
@@ -134,13 +139,18 @@ def test_the_docs_have_snippets_to_test():
 
 
 def test_snippet_directives_are_valid():
-    for snippet in SNIPPETS:
+    for snippet in ALL_SNIPPETS:
+        if snippet.directive is None:
+            continue
         assert kind(snippet) != "invalid", (
             f"{snippet.id}: unknown snippet directive {snippet.directive!r}; use 'continue', "
-            f"'pytest', 'parse-only REASON' or 'skip REASON' (reason of ten characters or more)"
+            f"'pytest', 'error MESSAGE', 'parse-only REASON' or 'skip REASON' (reason of ten "
+            f"characters or more)"
         )
         if kind(snippet) in ("continue", "pytest"):
             assert snippet.language == "python", f"{snippet.id}: {kind(snippet)} is for python"
+        if kind(snippet) == "error":
+            assert snippet.language == "bash", f"{snippet.id}: 'error' is for clarena commands"
 
 
 def test_every_fence_has_a_known_language_or_none():
@@ -213,8 +223,8 @@ def compose(config_dir: Path, overrides: list[str]) -> dict:
 def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
     """Compose ``entrance.yaml`` of ``config_dir`` (with the shipped tree behind it) and check it.
 
-    The composed experiment must name a known pipeline, and its backbone, if any, must build
-    and run.
+    The composed experiment must name a known pipeline; an experiment pipeline's components
+    must build as the pipeline builds them, and its backbone must run on a dummy batch.
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -228,8 +238,6 @@ def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
             compose(config_name="entrance", overrides=list(overrides)), resolve=False
         )
     assert composed.get("pipeline") in PIPELINES, f"unknown pipeline {composed.get('pipeline')!r}"
-    if is_backbone_config(composed.get("backbone")):
-        check_backbone_config(composed["backbone"])
     build_like_the_pipeline(composed)
     return composed
 
@@ -245,11 +253,15 @@ def build_like_the_pipeline(composed: dict) -> None:
     pipeline = composed["pipeline"]
     if pipeline == "CL_MAIN_EXPR":
         instantiate(cfg.cl_dataset)
-        cl.build_algorithm(cfg)
+        algorithm = cl.build_algorithm(cfg)
     elif pipeline == "MTL_EXPR":
-        supervised.build_mtl(cfg, instantiate(cfg.mtl_dataset))
+        algorithm = supervised.build_mtl(cfg, instantiate(cfg.mtl_dataset))
     elif pipeline == "STL_EXPR":
-        supervised.build_stl(cfg, instantiate(cfg.stl_dataset))
+        algorithm = supervised.build_stl(cfg, instantiate(cfg.stl_dataset))
+    else:
+        return
+    feature = run_backbone(algorithm.backbone, dummy_input(composed["backbone"]))
+    assert tuple(feature.shape) == (2, algorithm.backbone.output_dim)
 
 
 def compose_experiment(config_dir: Path, name: str) -> dict:
@@ -337,26 +349,43 @@ def test_toml_snippet(snippet: Snippet):
     tomllib.loads(snippet.code)
 
 
-def clarena_commands() -> list[tuple[str, list[str]]]:
-    """Every ``clarena ...`` command line of the docs' bash blocks, as Hydra overrides."""
+def clarena_commands() -> list[tuple[str, list[str], str | None]]:
+    """Every ``clarena ...`` command line of the docs' bash blocks, as Hydra overrides.
+
+    The third item is the error message the docs say the command stops with, if any.
+    """
     commands = []
     for snippet in ALL_SNIPPETS:
-        if snippet.language != "bash":
+        if snippet.language != "bash" or kind(snippet) == "skip":
             continue
+        expected = (
+            _ERROR.fullmatch(snippet.directive)["message"] if kind(snippet) == "error" else None
+        )
         for offset, line in enumerate(snippet.code.splitlines(), start=1):
             words = shlex.split(line, comments=True)
             if words[:1] == ["clarena"]:
-                commands.append((f"{snippet.page}:{snippet.line + offset}", words[1:]))
+                commands.append((f"{snippet.page}:{snippet.line + offset}", words[1:], expected))
     return commands
 
 
-@pytest.mark.parametrize(("where", "overrides"), clarena_commands(), ids=lambda v: str(v))
-def test_clarena_command_composes(where: str, overrides: list[str]):
-    """Each documented ``clarena`` command composes against the shipped tree plus the docs' files."""
+@pytest.mark.parametrize(("where", "overrides", "expected_error"), clarena_commands(), ids=str)
+def test_clarena_command_composes(where: str, overrides: list[str], expected_error: str | None):
+    """Each documented ``clarena`` command composes against the shipped tree plus the docs' files.
+
+    Its components are built as the pipeline builds them; a command documented as failing must
+    fail with the documented message.
+    """
     if "-m" in overrides or "--multirun" in overrides:
         overrides = [o for o in overrides if o not in ("-m", "--multirun")]
         overrides = [o.split(",")[0] if "=" in o else o for o in overrides]
-    compose(user_tree(), overrides)
+    if expected_error is None:
+        compose(user_tree(), overrides)
+        return
+    from clarena.experiments.errors import explain
+
+    with pytest.raises(Exception) as raised:  # noqa: PT011 - the message is checked below
+        _compose.__wrapped__(user_tree(), tuple(overrides))
+    assert expected_error in explain(raised.value), f"{where}: {explain(raised.value)}"
 
 
 def chain(snippet: Snippet) -> list[Snippet]:
