@@ -8,6 +8,7 @@ inside this package. Errors print one paragraph to stderr and exit with status 1
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -51,6 +52,8 @@ def config_search(cwd: Path | None = None) -> tuple[Path, list[str]]:
 def _task(cfg: DictConfig) -> None:
     from clarena.experiments.pipelines import run_pipeline
 
+    # Lightning's per-fit INFO lines (accelerator found, tips) repeat once per task; keep warnings.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     try:
         run_pipeline(cfg)
     except Exception as error:
