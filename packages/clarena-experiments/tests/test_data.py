@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clarena.experiments.data import (
+    CLDataModule,
+    DatasetNotFoundError,
+    MTLDataModule,
+    STLDataModule,
+    load_source,
+)
+
+
+def test_digits_are_28x28_in_unit_range_and_split_without_overlap() -> None:
+    splits = load_source("digits")
+    assert splits.train_images.shape[1:] == (1, 28, 28)
+    assert splits.num_classes == 10
+    total = len(splits.train_labels) + len(splits.val_labels) + len(splits.test_labels)
+    assert total == 1797
+    assert len(splits.test_labels) == round(0.2 * 1797)
+    for images in (splits.train_images, splits.val_images, splits.test_images):
+        assert float(images.min()) >= 0.0
+        assert float(images.max()) <= 1.0
+    assert float(splits.train_images.max()) == 1.0
+    again = load_source("digits")
+    assert torch.equal(again.test_labels, splits.test_labels)
+    other = load_source("digits", split_seed=1)
+    assert not torch.equal(other.test_labels, splits.test_labels)
+
+
+def test_rgb32_option_repeats_the_grey_channel() -> None:
+    splits = load_source("digits", image_size=32, channels=3)
+    assert splits.train_images.shape[1:] == (3, 32, 32)
+    assert torch.equal(splits.train_images[:, 0], splits.train_images[:, 2])
+
+
+def test_permuted_sequence_permutes_pixels_and_keeps_task_1() -> None:
+    module = CLDataModule(sequence="permuted", num_tasks=3)
+    source = module.sequence.splits
+    images_1, labels_1 = module.sequence.dataset(1, "test").tensors
+    images_2, labels_2 = module.sequence.dataset(2, "test").tensors
+    assert torch.equal(images_1, source.test_images)
+    assert torch.equal(labels_1, labels_2)
+    assert not torch.equal(images_1, images_2)
+    # Same pixel values per image, in another order.
+    assert torch.equal(
+        images_1.flatten(1).sort(dim=1).values, images_2.flatten(1).sort(dim=1).values
+    )
+    assert module.num_classes(3) == 10
+
+
+def test_split_sequence_gives_local_labels() -> None:
+    module = CLDataModule(sequence="split", class_split=[[0, 1], [2, 3], [7, 9]])
+    assert module.num_tasks == 3
+    source = module.sequence.splits
+    _, labels = module.sequence.dataset(3, "train").tensors
+    assert set(labels.tolist()) == {0, 1}
+    expected = int(((source.train_labels == 7) | (source.train_labels == 9)).sum())
+    assert len(labels) == expected
+    assert int((labels == 1).sum()) == int((source.train_labels == 9).sum())
+    module.setup_task_id(2)
+    batch_images, batch_labels = next(iter(module.train_dataloader()))
+    assert batch_images.shape[1:] == (1, 28, 28)
+    assert set(batch_labels.tolist()) <= {0, 1}
+
+
+def test_split_needs_a_valid_class_split() -> None:
+    with pytest.raises(ValueError, match="disjoint"):
+        _ = CLDataModule(sequence="split", class_split=[[0, 1], [1, 2]]).num_tasks
+
+
+def test_mtl_batches_carry_task_ids_and_stl_is_one_task() -> None:
+    mtl = MTLDataModule(num_tasks=3)
+    images, labels, task_ids = next(iter(mtl.val_dataloader()))
+    assert images.shape[1:] == (1, 28, 28)
+    assert labels.shape == task_ids.shape == (images.shape[0],)
+    assert set(mtl._joint("val").datasets[2].tensors[2].tolist()) == {3}
+    assert len(mtl.test_dataloader()) == 3
+    stl = STLDataModule()
+    assert stl.num_classes_stl == 10
+    assert len(stl.test_dataloader().dataset) == round(0.2 * 1797)
+
+
+def test_missing_torchvision_root_names_root_and_how_to_get_data(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError, match="does not exist") as error:
+        load_source("mnist", root=str(missing))
+    assert str(missing) in str(error.value)
+    assert "download=True" in str(error.value)
+    with pytest.raises(DatasetNotFoundError, match="was not found under root") as error:
+        load_source("cifar10", root=str(tmp_path))
+    assert str(tmp_path) in str(error.value)
+    with pytest.raises(DatasetNotFoundError, match="needs a local root"):
+        load_source("mnist")
