@@ -96,7 +96,7 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site in strict mode: any warning (broken link, reference) fails."""
     install_distributions(session, distributions())
-    session.install("mkdocs-material>=9.5", "mkdocstrings-python>=1.10")
+    session.install("mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 

@@ -10,6 +10,8 @@ Markers replaced in every page:
   first line of each class docstring and its constructor arguments read from the signature.
 - ``<!-- readme: NAME -->``: the fenced block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in
   the repository's README.md (the getting-started commands).
+- ``<!-- config: configs/GROUP/FILE.yaml -->``: that file of the shipped config tree, as a YAML
+  block titled with its path (docs/tests/test_snippets.py tests it like any YAML snippet).
 
 A registered name that cannot be resolved in the build environment is a warning, so
 ``mkdocs build --strict`` fails unless every distribution is installed where the docs are built.
@@ -27,7 +29,10 @@ from typing import Any
 log = logging.getLogger("mkdocs.hooks.generated")
 
 ROOT = Path(__file__).resolve().parents[2]
-_MARKER = re.compile(r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+))\s*-->")
+_MARKER = re.compile(
+    r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+)"
+    r"|config:\s*(configs/[\w./-]+\.yaml))\s*-->"
+)
 _ROLE = re.compile(r":\w+:`(?P<short>~?)(?P<path>[\w.]+)`")
 _FAMILIES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
 
@@ -156,6 +161,14 @@ def _readme_block(name: str, page: str) -> str:
     return match.group(1).strip()
 
 
+def _config_block(path: str, page: str) -> str:
+    file = ROOT / path
+    if not file.is_file():
+        log.warning("%s: includes %s, which does not exist.", page, path)
+        return ""
+    return f'```yaml title="{path}"\n{file.read_text(encoding="utf-8").rstrip()}\n```'
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """Replace the generated-section markers of ``page``."""
     source = page.file.src_uri
@@ -165,6 +178,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
             return _registry_table(source)
         if match.group(2):
             return _family_table(match.group(2), source)
+        if match.group(4):
+            return _config_block(match.group(4), source)
         return _readme_block(match.group(3), source)
 
     return _MARKER.sub(replace, markdown)

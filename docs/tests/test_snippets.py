@@ -1,6 +1,7 @@
 """Every YAML, Python and TOML snippet of the documentation, exercised.
 
-Fenced blocks are extracted from ``docs/**/*.md``:
+Fenced blocks are extracted from ``docs/**/*.md``, and so are the shipped config files that
+``<!-- config: configs/... -->`` markers include (docs/hooks/generated.py renders them):
 
 - ``python``: executed in a fresh namespace, in a temporary working directory.
 - ``yaml`` titled with a file of the repository's config tree (````yaml
@@ -58,6 +59,8 @@ LANGUAGES = ("python", "yaml", "toml")
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^\n`]*)$")
 _DIRECTIVE = re.compile(r"^\s*<!--\s*snippet:\s*(?P<body>.*?)\s*-->\s*$")
 _TITLE = re.compile(r'title="(?P<title>[^"]+)"')
+#: A shipped config file the docs hook includes as a YAML block at build time.
+_INCLUDE = re.compile(r"^\s*<!--\s*config:\s*(?P<path>configs/[\w./-]+\.yaml)\s*-->\s*$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ class Snippet:
         return f"{self.page}:{self.line}"
 
 
+def directive_before(lines: list[str], index: int) -> str | None:
+    """The snippet directive on the last non-blank line before ``lines[index]``, if any."""
+    previous = index - 1
+    while previous >= 0 and not lines[previous].strip():
+        previous -= 1
+    directive = _DIRECTIVE.match(lines[previous]) if previous >= 0 else None
+    return directive["body"] if directive else None
+
+
 def extract(path: Path) -> list[Snippet]:
     """The fenced blocks of ``path`` (any language), with their title and snippet directive."""
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -81,6 +93,12 @@ def extract(path: Path) -> list[Snippet]:
     snippets: list[Snippet] = []
     index = 0
     while index < len(lines):
+        included = _INCLUDE.match(lines[index])
+        if included is not None:
+            path = included["path"]
+            code = (ROOT / path).read_text(encoding="utf-8")
+            directive = directive_before(lines, index)
+            snippets.append(Snippet(page, index + 1, "yaml", path, directive, code))
         opening = _FENCE.match(lines[index])
         if opening is None:
             index += 1
@@ -91,10 +109,7 @@ def extract(path: Path) -> list[Snippet]:
             end += 1
         if end == len(lines):
             raise AssertionError(f"{page}:{index + 1}: unclosed code fence")
-        previous = index - 1
-        while previous >= 0 and not lines[previous].strip():
-            previous -= 1
-        directive = _DIRECTIVE.match(lines[previous]) if previous >= 0 else None
+        directive = directive_before(lines, index)
         title = _TITLE.search(info)
         body = "\n".join(line.removeprefix(indent) for line in lines[index + 1 : end])
         snippets.append(
@@ -103,7 +118,7 @@ def extract(path: Path) -> list[Snippet]:
                 line=index + 1,
                 language=info.split(" ", 1)[0].lower() if info else "",
                 title=title["title"] if title else None,
-                directive=directive["body"] if directive else None,
+                directive=directive,
                 code=textwrap.dedent(body) + "\n",
             )
         )
