@@ -10,6 +10,8 @@ Markers replaced in every page:
   first line of each class docstring and its constructor arguments read from the signature.
 - ``<!-- readme: NAME -->``: the fenced block between ``<!-- NAME -->`` and ``<!-- /NAME -->`` in
   the repository's README.md (the getting-started commands).
+- ``<!-- experiments-table -->``: every experiment config shipped in ``configs/experiment/``, with
+  its pipeline, backbone, algorithm and the first line of its header comment.
 - ``<!-- config: configs/GROUP/FILE.yaml -->``: that file of the shipped config tree, as a YAML
   block titled with its path (docs/tests/test_snippets.py tests it like any YAML snippet).
 
@@ -31,7 +33,7 @@ log = logging.getLogger("mkdocs.hooks.generated")
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(
     r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+)"
-    r"|config:\s*(configs/[\w./-]+\.yaml))\s*-->"
+    r"|config:\s*(configs/[\w./-]+\.yaml)|experiments-table)\s*-->"
 )
 _ROLE = re.compile(r":\w+:`(?P<short>~?)(?P<path>[\w.]+)`")
 _FAMILIES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
@@ -169,6 +171,42 @@ def _config_block(path: str, page: str) -> str:
     return f'```yaml title="{path}"\n{file.read_text(encoding="utf-8").rstrip()}\n```'
 
 
+def _experiments_table() -> str:
+    import yaml
+
+    rows = [
+        "| experiment | pipeline | backbone | algorithm | what it runs |",
+        "|---|---|---|---|---|",
+    ]
+    for file in sorted((ROOT / "configs" / "experiment").glob("*.yaml")):
+        text = file.read_text(encoding="utf-8")
+        config = yaml.safe_load(text) or {}
+        choices: dict[str, str] = {}
+        for entry in config.get("defaults", []):
+            if isinstance(entry, dict):
+                for group, choice in entry.items():
+                    choices[group.strip("/")] = str(choice).removesuffix(".yaml")
+        algorithm = next(
+            (
+                choices[g]
+                for g in ("cl_algorithm", "mtl_algorithm", "stl_algorithm")
+                if g in choices
+            ),
+            "from the saved model",
+        )
+        backbone = choices.get("backbone", "from the saved model")
+        comments = [
+            line.lstrip("# ").rstrip()
+            for line in text.splitlines()
+            if line.startswith("#") and "@package" not in line
+        ]
+        what = comments[0].rstrip(":") if comments else ""
+        rows.append(
+            f"| `{file.stem}` | `{config.get('pipeline')}` | {backbone} | {algorithm} | {what} |"
+        )
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
     """Replace the generated-section markers of ``page``."""
     source = page.file.src_uri
@@ -180,6 +218,8 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
             return _family_table(match.group(2), source)
         if match.group(4):
             return _config_block(match.group(4), source)
+        if match.group(1) == "experiments-table":
+            return _experiments_table()
         return _readme_block(match.group(3), source)
 
     return _MARKER.sub(replace, markdown)

@@ -64,3 +64,16 @@ def test_readme_commands_are_copied_verbatim():
     for name in ("main-command", "test-command"):
         block = re.search(rf"<!-- {name} -->\n(.*?)<!-- /{name} -->", readme, re.S).group(1)
         assert render(f"<!-- readme: {name} -->") == block.strip()
+
+
+def test_experiments_table_lists_every_shipped_experiment():
+    table = render("<!-- experiments-table -->")
+    shipped = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+    assert table_names(table) == shipped
+    assert "| `example_clmain_train` | `CL_MAIN_EXPR` | clmlp | finetuning |" in table
+
+
+def test_config_marker_includes_the_file_as_a_titled_yaml_block():
+    block = render("<!-- config: configs/backbone/clmlp.yaml -->")
+    content = (ROOT / "configs" / "backbone" / "clmlp.yaml").read_text(encoding="utf-8")
+    assert block == f'```yaml title="configs/backbone/clmlp.yaml"\n{content.rstrip()}\n```'
