@@ -113,9 +113,10 @@ class HATMaskBackbone(CLBackbone):
             for name in self.weighted_layer_names
         }
         self.num_units: int = sum(self.layer_units.values())
-        self.task_embedding = nn.ParameterDict(
-            {name: nn.Parameter(torch.zeros(units)) for name, units in self.layer_units.items()}
-        )
+        # Filled in order: ParameterDict sorts a plain dict's keys ('layer3/10' < 'layer3/2').
+        self.task_embedding = nn.ParameterDict()
+        for name, units in self.layer_units.items():
+            self.task_embedding[name] = nn.Parameter(torch.zeros(units))
         self.mask_store = PackedMaskStore(self.num_units)
         self.register_buffer("_cumulative", torch.zeros(self.num_units), persistent=False)
         self.register_buffer("_summative", torch.zeros(self.num_units), persistent=False)
@@ -254,7 +255,7 @@ class HATMaskBackbone(CLBackbone):
                 f"{current}); got task_id={task_id}."
             )
         with torch.no_grad():
-            flat = torch.cat([e.detach() > 0 for e in self.task_embedding.values()])
+            flat = torch.cat([self.task_embedding[name].detach() > 0 for name in self.layer_units])
         self.mask_store.store(current, flat)
         self._refresh_combined_masks()
 

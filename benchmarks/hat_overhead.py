@@ -1,0 +1,180 @@
+"""HAT mask overhead: training-step time of HAT backbones against their unmasked CL counterparts.
+
+A step is forward + backward of a mean-square loss on the feature (batch 64, 2 CPU threads). The
+HAT backbone trains task 2 with task 1's mask stored, so its mask path is the one of a real
+run. Steps of the two backbones are interleaved and the median of each is reported, so load on
+the machine affects both alike. "+mechanics" adds what a HAT training loop does per step besides
+forward/backward: the sparsity regulariser, gradient conditioning and embedding compensation.
+Also prints the bytes stored per task mask (packed, one bit per unit).
+
+Run from the repository root: ``python benchmarks/hat_overhead.py [--repeats N]``.
+Targets: HATMaskMLP / CLMLP <= 1.10, HATMaskResNet18 / CLResNet18 <= 1.05 (same batch norm),
+ResNet-18 mask <= 620 bytes per task (upstream CLArena keeps 15,616 bytes of float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from clarena.cl import CLMLP, CLResNet18
+from clarena.hat import (
+    HATMaskBackbone,
+    HATMaskMLP,
+    HATMaskResNet18,
+    annealed_scale,
+    compensate_embedding_gradients,
+    condition_gradients,
+    sparsity_regularization,
+)
+
+S_MAX = 400.0
+NUM_BATCHES = 100
+
+
+def cl_step(backbone: CLMLP | CLResNet18, x: Tensor) -> Callable[[], None]:
+    def step() -> None:
+        backbone.zero_grad(set_to_none=True)
+        feature, _ = backbone(x, "train")
+        feature.square().mean().backward()
+
+    return step
+
+
+def hat_step(backbone: HATMaskBackbone, x: Tensor, mechanics: bool) -> Callable[[], None]:
+    counter = [0]
+
+    def step() -> None:
+        batch_idx = counter[0] % NUM_BATCHES + 1
+        counter[0] += 1
+        backbone.zero_grad(set_to_none=True)
+        feature, mask, _ = backbone(
+            x, "train", s_max=S_MAX, batch_idx=batch_idx, num_batches=NUM_BATCHES
+        )
+        loss = feature.square().mean()
+        if mechanics:
+            loss = loss + 0.75 * sparsity_regularization(mask, backbone.cumulative_mask())
+        loss.backward()
+        if mechanics:
+            condition_gradients(backbone)
+            s = annealed_scale(S_MAX, batch_idx, NUM_BATCHES)
+            compensate_embedding_gradients(backbone, s, S_MAX)
+
+    return step
+
+
+def interleaved_medians(steps: list[Callable[[], None]], repeats: int, warmup: int) -> list[float]:
+    """Median seconds of each step, timing them in turn so machine load hits all alike."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for index, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            times[index].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def prepared_hat(backbone: HATMaskBackbone) -> HATMaskBackbone:
+    """``backbone`` training task 2, with task 1's mask stored."""
+    backbone.setup_task_id(1)
+    backbone.store_mask()
+    backbone.setup_task_id(2)
+    return backbone.train()
+
+
+def compare(
+    name: str,
+    cl_backbone: CLMLP | CLResNet18,
+    hat_backbone: HATMaskBackbone,
+    x: Tensor,
+    repeats: int,
+    warmup: int,
+    target: float,
+) -> None:
+    cl_backbone.setup_task_id(1)
+    cl_backbone.train()
+    hat_backbone = prepared_hat(hat_backbone)
+    cl, hat, hat_mechanics = interleaved_medians(
+        [
+            cl_step(cl_backbone, x),
+            hat_step(hat_backbone, x, False),
+            hat_step(hat_backbone, x, True),
+        ],
+        repeats,
+        warmup,
+    )
+    ratio = hat / cl
+    print(
+        f"{name:<44} CL {cl * 1e3:8.2f} ms  HAT {hat * 1e3:8.2f} ms  ratio {ratio:5.3f} "
+        f"(target <= {target:.2f}, {'ok' if ratio <= target else 'MISSED'})  "
+        f"+mechanics {hat_mechanics * 1e3:8.2f} ms ratio {hat_mechanics / cl:5.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per backbone")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, fwd+bwd")
+
+    mlp_args = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64}
+    compare(
+        "HATMaskMLP / CLMLP (784,[256,100],64)",
+        CLMLP(**mlp_args),
+        HATMaskMLP(**mlp_args),
+        torch.randn(64, 784),
+        args.repeats or 400,
+        50,
+        1.10,
+    )
+    image = torch.randn(64, 3, 32, 32)
+    resnet_args = {"input_channels": 3, "output_dim": 512, "small_input": True}
+    compare(
+        "HATMaskResNet18 / CLResNet18 32x32 shared BN",
+        CLResNet18(**resnet_args, batch_normalization=True),
+        HATMaskResNet18(**resnet_args, batch_normalization="shared"),
+        image,
+        args.repeats or 15,
+        2,
+        1.05,
+    )
+    compare(
+        "HATMaskResNet18 independent BN / CLResNet18",
+        CLResNet18(**resnet_args, batch_normalization=True),
+        HATMaskResNet18(**resnet_args, batch_normalization="independent"),
+        image,
+        args.repeats or 15,
+        2,
+        1.05,
+    )
+
+    for label, backbone in (
+        ("HATMaskResNet18 small_input", HATMaskResNet18(**resnet_args)),
+        (
+            "HATMaskResNet18 small_input + proj to 64",
+            HATMaskResNet18(**{**resnet_args, "output_dim": 64}),
+        ),
+        ("HATMaskMLP (784,[256,100],64)", HATMaskMLP(**mlp_args)),
+    ):
+        backbone = prepared_hat(backbone)
+        stored = backbone.mask_store.get_buffer("task_1")
+        num_bytes = stored.numel() * stored.element_size()
+        print(
+            f"{label:<44} {backbone.num_units:5d} units: {num_bytes:4d} bytes per stored task "
+            f"mask (float32: {backbone.num_units * 4:6d} bytes)"
+        )
+    print("upstream CLArena HATMaskResNet18 (no shortcut masks): 3,904 units, 15,616 bytes")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""Parameter-wise measures and the HAT / AdaHAT training-loop functions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from clarena.cl import TaskBatchNorm
+from clarena.hat import (
+    HATMaskMLP,
+    HATMaskResNet18,
+    adahat_condition_gradients,
+    check_optimizer,
+    clamp_task_embedding,
+    compensate_embedding_gradients,
+    condition_gradients,
+    input_unit_measure,
+    layer_sparsity,
+    parameter_measures,
+    sparsity_regularization,
+    uncovered_parameters,
+)
+
+
+def tiny_mlp(**kwargs):
+    """fc/0: 3 -> 2 units, fc/1: 2 -> 2 units."""
+    return HATMaskMLP(input_dim=3, hidden_dims=[2], output_dim=2, **kwargs)
+
+
+def store(backbone, task_id, values):
+    backbone.setup_task_id(task_id)
+    with torch.no_grad():
+        for name, value in values.items():
+            backbone.task_embedding[name].copy_(torch.tensor(value, dtype=torch.float32))
+    backbone.store_mask()
+
+
+def test_parameter_measures_aggregate_output_and_input_units():
+    mlp = tiny_mlp()
+    measure = {"fc/0": torch.tensor([0.2, 0.8]), "fc/1": torch.tensor([0.5, 1.0])}
+    minimum = parameter_measures(mlp, measure, "min")
+    maximum = parameter_measures(mlp, measure, "max")
+    mean = parameter_measures(mlp, measure, "mean")
+    # fc/0 is fed by the raw input: its input units count as 1.
+    assert torch.equal(minimum["fc/0"][0], torch.tensor([[0.2] * 3, [0.8] * 3]))
+    assert torch.equal(maximum["fc/0"][0], torch.ones(2, 3))
+    assert torch.equal(minimum["fc/1"][0], torch.tensor([[0.2, 0.5], [0.2, 0.8]]))
+    assert torch.equal(maximum["fc/1"][0], torch.tensor([[0.5, 0.8], [1.0, 1.0]]))
+    assert torch.allclose(mean["fc/1"][0], torch.tensor([[0.35, 0.65], [0.6, 0.9]]))
+    assert torch.equal(minimum["fc/1"][1], measure["fc/1"])
+    with pytest.raises(ValueError, match=r"unknown aggregation 'median'; use one of 'min'"):
+        parameter_measures(mlp, measure, "median")
+
+
+def test_parameter_measures_shapes_match_every_resnet_parameter():
+    resnet = HATMaskResNet18(small_input=True, output_dim=10, bias=True)
+    measure = {name: torch.rand(n) for name, n in resnet.layer_units.items()}
+    measures = parameter_measures(resnet, measure)
+    for name, (weight, bias) in measures.items():
+        layer = resnet.get_layer_by_name(name)
+        assert weight.shape == layer.weight.shape, name
+        assert bias.shape == layer.bias.shape, name
+    weight, _ = measures["layer2/0/conv1"]
+    out, inp = measure["layer2/0/conv1"], input_unit_measure(resnet, measure, "layer2/0/conv1")
+    assert torch.equal(weight[5, 7], torch.full((3, 3), min(out[5], inp[7]).item()))
+
+
+def test_input_units_of_a_block_are_the_max_over_everything_summed_into_it():
+    resnet = HATMaskResNet18(small_input=True)
+    measure = {name: torch.rand(n) for name, n in resnet.layer_units.items()}
+    feeders = resnet.input_layer_names("layer2/0/conv1")
+    assert set(feeders) == {"layer1/1/conv2", "layer1/0/conv2", "conv1"}
+    expected = torch.stack([measure[name] for name in feeders]).amax(dim=0)
+    assert torch.equal(input_unit_measure(resnet, measure, "layer2/0/conv1"), expected)
+    # layer2/1's identity shortcut carries layer2/0's output: its conv2 plus its shortcut conv.
+    assert set(resnet.input_layer_names("layer3/0/conv1")) == {
+        "layer2/1/conv2",
+        "layer2/0/conv2",
+        "layer2/0/downsample/0",
+    }
+    expected = torch.maximum(measure["layer2/1/conv2"], measure["layer2/0/conv2"])
+    expected = torch.maximum(expected, measure["layer2/0/downsample/0"])
+    assert torch.equal(input_unit_measure(resnet, measure, "layer3/0/conv1"), expected)
+    assert torch.equal(input_unit_measure(resnet, measure, "conv1"), torch.ones(3))
+
+
+def test_condition_gradients_hard_values():
+    mlp = tiny_mlp()
+    store(mlp, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    mlp.setup_task_id(2)
+    for parameter in mlp.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    condition_gradients(mlp)
+    assert torch.equal(mlp.fc[0].weight.grad, torch.tensor([[0.0] * 3, [1.0] * 3]))
+    assert torch.equal(mlp.fc[0].bias.grad, torch.tensor([0.0, 1.0]))
+    # fc/1 unit 1 is used and so is its input unit 0: only that weight is frozen.
+    assert torch.equal(mlp.fc[1].weight.grad, torch.tensor([[1.0, 1.0], [0.0, 1.0]]))
+    assert torch.equal(mlp.fc[1].bias.grad, torch.tensor([1.0, 0.0]))
+    assert torch.equal(mlp.task_embedding["fc/0"].grad, torch.ones(2))
+
+
+def test_condition_gradients_is_a_no_op_before_any_stored_task():
+    mlp = tiny_mlp()
+    mlp.setup_task_id(1)
+    for parameter in mlp.parameters():
+        parameter.grad = torch.full_like(parameter, 3.0)
+    condition_gradients(mlp)
+    assert all(torch.equal(p.grad, torch.full_like(p, 3.0)) for p in mlp.parameters())
+
+
+@pytest.mark.parametrize("batch_normalization", ["independent", "shared", None])
+def test_every_parameter_of_units_used_earlier_gets_exactly_zero_gradient(batch_normalization):
+    """Coverage: shortcut convolutions, proj, biases and shared batch norm included."""
+    torch.manual_seed(0)
+    resnet = HATMaskResNet18(
+        small_input=True, output_dim=10, bias=True, batch_normalization=batch_normalization
+    )
+    assert uncovered_parameters(resnet) == []
+    resnet.setup_task_id(1)
+    resnet.store_mask()
+    resnet.setup_task_id(2)
+    for parameter in resnet.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    condition_gradients(resnet)
+
+    cumulative = resnet.cumulative_mask()
+    hard = parameter_measures(resnet, cumulative, "min")
+    checked = {id(p) for p in resnet.task_embedding.values()}
+    for name, (weight_used, bias_used) in hard.items():
+        layer = resnet.get_layer_by_name(name)
+        assert weight_used.sum() > 0, name
+        assert (layer.weight.grad[weight_used == 1] == 0).all(), name
+        assert (layer.weight.grad[weight_used == 0] != 0).all(), name
+        assert (layer.bias.grad[bias_used == 1] == 0).all(), name
+        checked.update({id(layer.weight), id(layer.bias)})
+        norm = resnet.normalization_layer(name)
+        if isinstance(norm, TaskBatchNorm):
+            for key, task_norm in norm.norms.items():
+                for parameter in task_norm.parameters():
+                    assert key == "2" or (parameter.grad == 0).all()
+                    checked.add(id(parameter))
+        elif norm is not None:
+            for parameter in norm.parameters():
+                assert (parameter.grad[cumulative[name] == 1] == 0).all(), name
+                checked.add(id(parameter))
+    every = {id(p) for p in resnet.parameters()}
+    assert every == checked
+    assert any(name.startswith("layer2.0.downsample.0") for name, _ in resnet.named_parameters())
+
+
+def test_uncovered_parameter_is_refused():
+    mlp = tiny_mlp()
+    mlp.extra = nn.Linear(2, 2)
+    assert uncovered_parameters(mlp) == ["extra.weight", "extra.bias"]
+    mlp.setup_task_id(1)
+    with pytest.raises(
+        RuntimeError, match=r"\['extra.weight', 'extra.bias'\] belong to no weighted layer"
+    ):
+        condition_gradients(mlp)
+
+
+def test_sparsity_regularization_first_task_later_task_and_full_network():
+    mask = {"a": torch.tensor([0.5, 1.0]), "b": torch.tensor([0.0, 0.25, 0.75])}
+    empty = {"a": torch.zeros(2), "b": torch.zeros(3)}
+    assert sparsity_regularization(mask, empty).item() == pytest.approx(2.5 / 5)
+    previous = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0, 1.0, 1.0])}
+    assert sparsity_regularization(mask, previous).item() == pytest.approx(1.0 / 2)
+    full = {"a": torch.ones(2), "b": torch.ones(3)}
+    assert sparsity_regularization(mask, full).item() == 0.0
+    per_layer = layer_sparsity(mask, previous)
+    assert per_layer["a"].item() == 1.0
+    assert per_layer["b"].item() == 0.0
+
+
+def test_sparsity_regularization_gradient_reaches_only_free_units():
+    e = torch.zeros(3, requires_grad=True)
+    mask = {"a": torch.sigmoid(e)}
+    sparsity_regularization(mask, {"a": torch.tensor([1.0, 0.0, 0.0])}).backward()
+    assert e.grad[0] == 0
+    assert e.grad[1] > 0
+    assert e.grad[2] > 0
+
+
+def test_embedding_gradient_compensation_formula():
+    mlp = tiny_mlp()
+    mlp.setup_task_id(1)
+    e = torch.tensor([0.3, -2.0])
+    with torch.no_grad():
+        mlp.task_embedding["fc/0"].copy_(e)
+    mlp.task_embedding["fc/0"].grad = torch.ones(2)
+    s, s_max, thr = 37.5, 400.0, 50.0
+    compensate_embedding_gradients(mlp, s, s_max, clamp_threshold=thr)
+    expected = [
+        s_max * (math.cosh(max(-thr, min(thr, s * v))) + 1) / (s * (math.cosh(v) + 1))
+        for v in e.tolist()
+    ]
+    assert torch.allclose(mlp.task_embedding["fc/0"].grad, torch.tensor(expected), rtol=1e-5)
+    with torch.no_grad():
+        mlp.task_embedding["fc/0"].copy_(torch.tensor([9.0, -7.0]))
+    clamp_task_embedding(mlp, threshold=6.0)
+    assert torch.equal(mlp.task_embedding["fc/0"].detach(), torch.tensor([6.0, -6.0]))
+
+
+def test_adahat_scales_gradients_by_summative_mask():
+    mlp = tiny_mlp()
+    store(mlp, 1, {"fc/0": [1.0, -1.0], "fc/1": [1.0, 1.0]})
+    store(mlp, 2, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    mlp.setup_task_id(3)
+    for parameter in mlp.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    sparsity = {"fc/0": torch.tensor(0.5), "fc/1": torch.tensor(0.0)}
+    alpha, epsilon = 1.0, 0.1
+    adahat_condition_gradients(mlp, sparsity, alpha=alpha, epsilon=epsilon)
+    r0, r1 = alpha / (epsilon + 0.5), alpha / epsilon
+    # fc/0: summative (2, 0); raw input units count as used by both earlier tasks.
+    assert torch.allclose(mlp.fc[0].weight.grad, torch.tensor([[r0 / (2 + r0)] * 3, [1.0] * 3]))
+    assert torch.allclose(mlp.fc[0].bias.grad, torch.tensor([r0 / (2 + r0), 1.0]))
+    # fc/1: summative (1, 2), inputs (2, 0); min aggregation.
+    assert torch.allclose(
+        mlp.fc[1].weight.grad,
+        torch.tensor([[r1 / (1 + r1), 1.0], [r1 / (2 + r1), 1.0]]),
+    )
+    assert torch.allclose(mlp.fc[1].bias.grad, torch.tensor([r1 / (1 + r1), r1 / (2 + r1)]))
+
+
+def test_check_optimizer_refuses_weight_decay_and_stale_state():
+    mlp = tiny_mlp()
+    check_optimizer(torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9))
+    with pytest.raises(ValueError, match=r"weight_decay=0.01.*Set weight_decay=0"):
+        check_optimizer(torch.optim.AdamW(mlp.parameters()))
+    with pytest.raises(ValueError, match=r"SGD parameter group 1 has weight_decay=0.5"):
+        check_optimizer(
+            torch.optim.SGD(
+                [
+                    {"params": mlp.fc[0].parameters()},
+                    {"params": mlp.fc[1].parameters(), "weight_decay": 0.5},
+                ],
+                lr=0.1,
+            )
+        )
+    optimizer = torch.optim.Adam(mlp.parameters())
+    for parameter in mlp.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    optimizer.step()
+    with pytest.raises(
+        ValueError, match=r"already holds state.*create a new optimiser for each task"
+    ):
+        check_optimizer(optimizer)
+    check_optimizer(optimizer, require_fresh=False)
