@@ -18,7 +18,13 @@ from clarena.wsn.resnet import (
     WSNMaskResNet101,
     WSNMaskResNet152,
 )
-from clarena.wsn.topc import score_mask, top_count, top_fraction_mask
+from clarena.wsn.topc import (
+    ThresholdHint,
+    masked_parameter,
+    score_mask,
+    top_count,
+    top_fraction_mask,
+)
 
 #: The published docs call the 50-layer ResNet "ResNet52".
 WSNMaskResNet52 = WSNMaskResNet50
@@ -26,6 +32,7 @@ WSNMaskResNet52 = WSNMaskResNet50
 __all__ = [
     "SCORE_INIT_MODES",
     "TaskMaskStore",
+    "ThresholdHint",
     "WSNMaskBackbone",
     "WSNMaskMLP",
     "WSNMaskResNet",
@@ -38,6 +45,7 @@ __all__ = [
     "__version__",
     "check_mask_percentage",
     "check_optimizer",
+    "masked_parameter",
     "parameter_key",
     "score_mask",
     "top_count",

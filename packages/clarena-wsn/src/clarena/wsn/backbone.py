@@ -19,7 +19,7 @@ from clarena.cl import (
 )
 from clarena.cl.base import check_task_id
 from clarena.wsn.masks import TaskMaskStore, parameter_key
-from clarena.wsn.topc import score_mask, top_fraction_mask
+from clarena.wsn.topc import ThresholdHint, masked_parameter, top_fraction_mask
 
 #: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
 SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
@@ -107,7 +107,9 @@ class WSNMaskBackbone(CLBackbone):
                 )
         self.task_masks = TaskMaskStore(shapes)
         self.mask_percentage: float | None = None
-        self._forward_masks: Masks | None = None
+        # Previous thresholds per parameter: a speed-up only, masks never depend on it.
+        self._threshold_hints: dict[str, ThresholdHint] = {}
+        self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
         self.initialize_parameter_score("default")
 
     # ------------------------------------------------------------------ tasks and scores
@@ -166,16 +168,19 @@ class WSNMaskBackbone(CLBackbone):
         """The masks a forward in ``stage`` uses (arguments as for :meth:`forward`).
 
         Returns:
-            ``(weight_mask, bias_mask)``: layer name → float 0/1 mask shaped like the weight /
-            bias (``bias_mask`` only for layers with a bias). For train/validation the masks are
-            in the autograd graph of the scores (straight-through); for test they are the stored
-            masks of ``test_task_id``.
+            ``(weight_mask, bias_mask)``: layer name → 0/1 mask of the parameter's dtype, shaped
+            like the weight / bias (``bias_mask`` only for layers with a bias). For train and
+            validation, the top-``mask_percentage`` of ``|score|`` per parameter tensor; for test,
+            the stored masks of ``test_task_id``.
         """
-        return self._mask_and_task(stage, mask_percentage, test_task_id)[0]
+        masks, _ = self._select(stage, mask_percentage, test_task_id)
+        with torch.no_grad():
+            return self._masks_and_parameters(masks)[0]
 
-    def _mask_and_task(
+    def _select(
         self, stage: str, mask_percentage: float | None, test_task_id: int | None
-    ) -> tuple[Masks, int]:
+    ) -> tuple[Masks | float, int]:
+        """Stored masks (test) or the checked ``mask_percentage`` (train/validation), and the task."""
         owner = type(self).__name__
         if stage not in STAGES:
             raise ValueError(
@@ -188,9 +193,39 @@ class WSNMaskBackbone(CLBackbone):
         task_id = self.check_task_id_ready()
         fraction = check_mask_percentage(mask_percentage, stage, owner)
         self.mask_percentage = fraction
-        weight_mask = {name: score_mask(s, fraction) for name, s in self.weight_score.items()}
-        bias_mask = {name: score_mask(s, fraction) for name, s in self.bias_score.items()}
-        return (weight_mask, bias_mask), task_id
+        return fraction, task_id
+
+    def _masks_and_parameters(
+        self, selection: Masks | float
+    ) -> tuple[Masks, dict[str, tuple[Tensor, Tensor | None]]]:
+        """Masks and masked ``(weight, bias)`` per layer, from stored masks or a fraction ``c``.
+
+        With a fraction, each parameter goes through :func:`~clarena.wsn.topc.masked_parameter`,
+        so its gradient is masked and its score gets the straight-through gradient.
+        """
+        masks: Masks = ({}, {})
+        parameters: dict[str, tuple[Tensor, Tensor | None]] = {}
+        for name in self.weighted_layer_names:
+            layer = self.get_layer_by_name(name)
+            masked: list[Tensor | None] = []
+            for index, kind in enumerate(_KINDS):
+                parameter = getattr(layer, kind)
+                if parameter is None:
+                    masked.append(None)
+                    continue
+                if isinstance(selection, float):
+                    score = (self.weight_score, self.bias_score)[index][name]
+                    hint = self._threshold_hints.setdefault(
+                        parameter_key(name, kind), ThresholdHint()
+                    )
+                    value, mask = masked_parameter(parameter, score, selection, hint)
+                else:
+                    mask = selection[index][name]
+                    value = parameter * mask
+                masks[index][name] = mask
+                masked.append(value)
+            parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
+        return masks, parameters
 
     def stored_mask(self, task_id: int) -> Masks:
         """Task ``task_id``'s stored masks as float 0/1 tensors (see :meth:`get_mask`).
@@ -272,15 +307,20 @@ class WSNMaskBackbone(CLBackbone):
 
         Call after ``backward()`` and before ``optimizer.step()`` in every training step; with a
         fresh optimiser per task and no weight decay, this keeps every stored task's parameters,
-        hence its test outputs, exactly unchanged.
+        hence its test outputs, exactly unchanged (for finite gradients: a NaN or infinite
+        gradient times 0 is NaN, and such a run has diverged anyway).
         """
+        if not self.task_masks.task_ids:
+            return
         for name in self.weighted_layer_names:
             layer = self.get_layer_by_name(name)
             for kind in _KINDS:
                 parameter = getattr(layer, kind)
                 if parameter is not None and parameter.grad is not None:
                     used = self.cumulative_masks.get_buffer(parameter_key(name, kind))
-                    parameter.grad.masked_fill_(used, 0.0)
+                    # Multiplying by the uint8 view of the free mask is many times faster than
+                    # masked_fill_ on CPU; a non-finite gradient of a used parameter stays NaN.
+                    parameter.grad.mul_(used.logical_not().view(torch.uint8))
 
     def capacity(self) -> float:
         """Fraction of the masked parameters (weights and biases) used by any stored task."""
@@ -304,14 +344,12 @@ class WSNMaskBackbone(CLBackbone):
 
     def layer_forward(self, layer_name: str, layer: nn.Module, input: Tensor) -> Tensor:
         """Run ``layer`` with its weight and bias multiplied by the active masks."""
-        if self._forward_masks is None:
+        if self._forward_parameters is None:
             raise RuntimeError(
                 f"{type(self).__name__}: weighted layers run only inside forward(input, stage, "
                 f"...), which chooses their masks."
             )
-        weight_mask, bias_mask = self._forward_masks
-        weight = layer.weight * weight_mask[layer_name]
-        bias = layer.bias * bias_mask[layer_name] if layer.bias is not None else None
+        weight, bias = self._forward_parameters[layer_name]
         if isinstance(layer, nn.Linear):
             return F.linear(input, weight, bias)
         return layer._conv_forward(input, weight, bias)
@@ -342,14 +380,14 @@ class WSNMaskBackbone(CLBackbone):
                 train/validation, or a test task without a stored mask.
             RuntimeError: no task has been set up.
         """
-        masks, task_id = self._mask_and_task(stage, mask_percentage, test_task_id)
+        selection, task_id = self._select(stage, mask_percentage, test_task_id)
         for norm in self._task_norms:
             norm.select(task_id)
-        self._forward_masks = masks
+        masks, self._forward_parameters = self._masks_and_parameters(selection)
         try:
             feature, activations = self._features(input)
         finally:
-            self._forward_masks = None
+            self._forward_parameters = None
         return feature, masks[0], masks[1], activations
 
     # ------------------------------------------------------------------ state

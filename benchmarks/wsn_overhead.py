@@ -1,0 +1,185 @@
+"""WSN mask overhead: step time against the unmasked CL backbones, top-c% cost, mask bytes.
+
+A step is forward + backward of a mean-square loss on the feature (batch 64, 2 CPU threads). The
+WSN backbone trains task 2 with task 1's mask stored, so every step computes the top-c% masks
+of all layers from the scores and zeroes the gradients of parameters task 1 uses
+(``freeze_used_parameter_gradients``), as a real run does. Steps of the two backbones are
+interleaved and the median of each is reported, so load on the machine affects both alike.
+
+Also: the time to compute the top-c% mask of one 25M-weight layer (5000x5000) against
+``torch.quantile`` (which refuses inputs over 2^24 elements, so it is timed on the largest it
+takes and scaled linearly, a lower bound for its sort), and the bytes stored per task mask.
+
+Run from the repository root: ``python benchmarks/wsn_overhead.py [--repeats N]``.
+Targets: WSNMaskMLP / CLMLP <= 2.0; 25M-weight mask <= 0.3 s; MLP(784,[256,100],64) mask
+<= 30,000 bytes per task (float32 masks: 932,496).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from clarena.cl import CLMLP, CLResNet18
+from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, score_mask
+
+MASK_PERCENTAGE = 0.5
+
+
+def cl_step(backbone: CLMLP | CLResNet18, x: Tensor) -> Callable[[], None]:
+    def step() -> None:
+        backbone.zero_grad(set_to_none=True)
+        feature, _ = backbone(x, "train")
+        feature.square().mean().backward()
+
+    return step
+
+
+def wsn_step(backbone: WSNMaskBackbone, x: Tensor) -> Callable[[], None]:
+    def step() -> None:
+        backbone.zero_grad(set_to_none=True)
+        feature, *_ = backbone(x, "train", mask_percentage=MASK_PERCENTAGE)
+        feature.square().mean().backward()
+        backbone.freeze_used_parameter_gradients()
+
+    return step
+
+
+def interleaved_medians(steps: list[Callable[[], None]], repeats: int, warmup: int) -> list[float]:
+    """Median seconds of each step, timing them in turn so machine load hits all alike."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(repeats):
+        for index, step in enumerate(steps):
+            start = time.perf_counter()
+            step()
+            times[index].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def prepared_wsn(backbone: WSNMaskBackbone) -> WSNMaskBackbone:
+    """``backbone`` training task 2, with task 1's mask stored."""
+    backbone.setup_task_id(1)
+    backbone.store_mask(MASK_PERCENTAGE)
+    backbone.initialize_parameter_score("default")
+    backbone.setup_task_id(2)
+    return backbone.train()
+
+
+def compare(
+    name: str,
+    cl_backbone: CLMLP | CLResNet18,
+    wsn_backbone: WSNMaskBackbone,
+    x: Tensor,
+    repeats: int,
+    warmup: int,
+    target: float | None,
+) -> None:
+    cl_backbone.setup_task_id(1)
+    cl_backbone.train()
+    wsn_backbone = prepared_wsn(wsn_backbone)
+    cl, wsn = interleaved_medians(
+        [cl_step(cl_backbone, x), wsn_step(wsn_backbone, x)], repeats, warmup
+    )
+    ratio = wsn / cl
+    verdict = (
+        ""
+        if target is None
+        else f" (target <= {target:.2f}, {'ok' if ratio <= target else 'MISSED'})"
+    )
+    print(f"{name:<46} CL {cl * 1e3:8.2f} ms  WSN {wsn * 1e3:8.2f} ms  ratio {ratio:5.3f}{verdict}")
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def large_layer_mask(repeats: int) -> None:
+    score = torch.randn(5000, 5000)
+    ours = median_seconds(lambda: score_mask(score, MASK_PERCENTAGE), repeats)
+    print(
+        f"top-c% mask of a 5000x5000 layer (25M weights, |score| + selection): {ours:.3f} s "
+        f"(target <= 0.30, {'ok' if ours <= 0.30 else 'MISSED'})"
+    )
+    largest = (1 << 24) - 1
+    part = score.reshape(-1)[:largest].abs()
+    quantile = median_seconds(
+        lambda: torch.quantile(part, 1 - MASK_PERCENTAGE), max(1, repeats // 2)
+    )
+    print(
+        f"torch.quantile on its largest input (2^24 - 1 elements): {quantile:.3f} s; scaled to "
+        f"25M: >= {quantile * 25e6 / largest:.3f} s (it refuses the 25M layer itself); "
+        f"ours is {quantile * 25e6 / largest / ours:.1f}x faster"
+    )
+
+
+def mask_bytes() -> None:
+    backbone = WSNMaskMLP(input_dim=784, hidden_dims=[256, 100], output_dim=64)
+    backbone.setup_task_id(1)
+    backbone.store_mask(MASK_PERCENTAGE)
+    packed = backbone.task_masks.nbytes(1)
+    float32 = 4 * sum(s.numel() for s in backbone.weight_score.values()) + 4 * sum(
+        s.numel() for s in backbone.bias_score.values()
+    )
+    print(
+        f"MLP(784,[256,100],64) mask per task: {packed:,} bytes packed vs {float32:,} float32 "
+        f"(target <= 30,000, {'ok' if packed <= 30_000 else 'MISSED'})"
+    )
+    resnet = WSNMaskResNet18(input_channels=3, output_dim=512, small_input=True)
+    resnet.setup_task_id(1)
+    resnet.store_mask(MASK_PERCENTAGE)
+    numel = sum(s.numel() for s in resnet.weight_score.values())
+    print(
+        f"ResNet18 mask per task: {resnet.task_masks.nbytes(1):,} bytes packed vs "
+        f"{4 * numel:,} float32 ({numel:,} weights)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--repeats", type=int, default=None, help="timed steps per backbone")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 64, fwd+bwd")
+
+    mlp_args = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64}
+    compare(
+        "WSNMaskMLP / CLMLP (784,[256,100],64)",
+        CLMLP(**mlp_args),
+        WSNMaskMLP(**mlp_args),
+        torch.randn(64, 784),
+        args.repeats or 300,
+        30,
+        2.0,
+    )
+    resnet_args = {"input_channels": 3, "output_dim": 512, "small_input": True}
+    compare(
+        "WSNMaskResNet18 / CLResNet18 32x32 shared BN",
+        CLResNet18(**resnet_args, batch_normalization=True),
+        WSNMaskResNet18(**resnet_args, batch_normalization="shared"),
+        torch.randn(64, 3, 32, 32),
+        args.repeats or 10,
+        2,
+        None,
+    )
+    large_layer_mask(args.repeats or 5)
+    mask_bytes()
+
+
+if __name__ == "__main__":
+    main()

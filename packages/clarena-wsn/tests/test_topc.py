@@ -1,0 +1,97 @@
+"""Top-c% selection: exact counts, deterministic ties, any layer size, straight-through gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from clarena.wsn import score_mask, top_count, top_fraction_mask
+
+
+def reference_mask(values: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Top entries by a stable descending sort: ties go to the lower flattened index."""
+    flat = values.reshape(-1)
+    keep = torch.sort(-flat, stable=True).indices[: top_count(fraction, flat.numel())]
+    mask = torch.zeros(flat.numel(), dtype=torch.bool)
+    mask[keep] = True
+    return mask.reshape(values.shape)
+
+
+def test_top_count_is_python_round() -> None:
+    assert top_count(0.5, 5) == 2
+    assert top_count(0.3, 10) == 3
+    assert top_count(0.7, 3) == 2
+    assert top_count(1.0, 7) == 7
+
+
+@pytest.mark.parametrize("numel", [1, 7, 1000, 70_000, 300_001])
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.3, 0.5, 0.77, 1.0])
+def test_matches_stable_sort_reference(numel: int, fraction: float) -> None:
+    generator = torch.Generator().manual_seed(numel)
+    for values in (
+        torch.randn(numel, generator=generator).abs(),
+        torch.randint(0, 4, (numel,), generator=generator).float(),
+        torch.randn(numel, generator=generator),
+    ):
+        mask = top_fraction_mask(values, fraction)
+        assert mask.dtype == torch.bool
+        assert torch.equal(mask, reference_mask(values, fraction))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.arange(200_000).float(),
+        torch.arange(200_000).flip(0).float(),
+        (torch.arange(200_000) % 7).float(),
+        # Every sampled element (one in 32) is the largest value: the sample's bracket misses
+        # and the exact fallback must give the same answer.
+        torch.where(torch.arange(200_000) % 32 == 0, 10.0, torch.linspace(0, 1, 200_000)),
+    ],
+    ids=["ascending", "descending", "periodic-ties", "sample-misses"],
+)
+@pytest.mark.parametrize("fraction", [0.02, 0.5, 0.98])
+def test_adversarial_layouts(values: torch.Tensor, fraction: float) -> None:
+    assert torch.equal(top_fraction_mask(values, fraction), reference_mask(values, fraction))
+
+
+def test_layer_larger_than_2_pow_24_random_scores() -> None:
+    scores = torch.randn(5000, 5000, generator=torch.Generator().manual_seed(0))
+    magnitude = scores.abs()
+    mask = top_fraction_mask(magnitude, 0.3)
+    assert mask.shape == (5000, 5000)
+    assert int(mask.count_nonzero()) == round(0.3 * 25_000_000)
+    assert magnitude[mask].min() >= magnitude[~mask].max()
+
+
+def test_layer_larger_than_2_pow_24_all_equal_scores_tie_break_by_index() -> None:
+    mask = top_fraction_mask(torch.full((5000, 5000), 0.25), 0.3)
+    flat = mask.reshape(-1)
+    kept = round(0.3 * 25_000_000)
+    assert int(flat.count_nonzero()) == kept
+    assert bool(flat[:kept].all())
+    assert not bool(flat[kept:].any())
+
+
+def test_partial_ties_at_the_threshold_keep_lowest_indices() -> None:
+    values = torch.zeros(100_000)
+    values[::2] = 1.0  # 50,000 ones, 50,000 zeros
+    values[99_999] = 2.0
+    mask = top_fraction_mask(values, 0.3)  # 30,000: the 2.0, then the first 29,999 ones
+    assert int(mask.count_nonzero()) == 30_000
+    assert bool(mask[99_999])
+    ones = (values == 1.0).nonzero().squeeze(1)
+    assert bool(mask[ones[:29_999]].all())
+    assert not bool(mask[ones[29_999:]].any())
+
+
+def test_straight_through_gradient_reaches_scores() -> None:
+    generator = torch.Generator().manual_seed(1)
+    score = torch.randn(30, 40, generator=generator, requires_grad=True)
+    weight = torch.randn(30, 40, generator=generator)
+    mask = score_mask(score, 0.5)
+    assert torch.equal(mask, top_fraction_mask(score.detach().abs(), 0.5).float())
+    (mask * weight).sum().backward()
+    # d|s|/ds = sign(s), and the mask passes d(loss)/d(mask) = weight straight through.
+    assert torch.equal(score.grad, weight * score.detach().sign())
+    assert bool((score.grad != 0).all())
