@@ -12,6 +12,9 @@ Markers replaced in every page:
   the repository's README.md (the getting-started commands).
 - ``<!-- experiments-table -->``: every experiment config shipped in ``configs/experiment/``, with
   its pipeline, backbone, algorithm and the first line of its header comment.
+- ``<!-- arguments: dotted.Class [exclude=a,b] -->``: the constructor arguments of a class (a
+  config's fields), with their defaults from the signature and their meaning from the Google
+  ``Args:`` sections of the class and its bases.
 - ``<!-- config: configs/GROUP/FILE.yaml -->``: that file of the shipped config tree, as a YAML
   block titled with its path (docs/tests/test_snippets.py tests it like any YAML snippet).
 
@@ -33,7 +36,8 @@ log = logging.getLogger("mkdocs.hooks.generated")
 ROOT = Path(__file__).resolve().parents[2]
 _MARKER = re.compile(
     r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+)"
-    r"|config:\s*(configs/[\w./-]+\.yaml)|experiments-table)\s*-->"
+    r"|config:\s*(configs/[\w./-]+\.yaml)|experiments-table"
+    r"|arguments:\s*([\w.]+)(?:\s+exclude=([\w,]+))?)\s*-->"
 )
 _ROLE = re.compile(r":\w+:`(?P<short>~?)(?P<path>[\w.]+)`")
 _FAMILIES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
@@ -171,6 +175,68 @@ def _config_block(path: str, page: str) -> str:
     return f'```yaml title="{path}"\n{file.read_text(encoding="utf-8").rstrip()}\n```'
 
 
+def _google_args(docstring: str) -> dict[str, str]:
+    """Argument name -> description from the ``Args:`` section of a Google-style docstring."""
+    entries: dict[str, str] = {}
+    lines = docstring.splitlines()
+    if "Args:" not in (line.strip() for line in lines):
+        return entries
+    start = [line.strip() for line in lines].index("Args:") + 1
+    indent: int | None = None
+    current: list[str] = []
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if indent is None:
+            indent = depth
+        if depth < indent:
+            break
+        entry = re.match(r"^([\w*, ]+):\s*(.*)$", line.strip()) if depth == indent else None
+        if entry:
+            current = [entry.group(2)]
+            for name in entry.group(1).split(","):
+                entries[name.strip().lstrip("*")] = current  # type: ignore[assignment]
+        elif current:
+            current.append(line.strip())
+    return {name: " ".join(parts) for name, parts in entries.items()}  # type: ignore[arg-type]
+
+
+def _arguments_table(path: str, excluded: set[str], page: str) -> str:
+    import importlib
+
+    module_name, class_name = path.rsplit(".", 1)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        log.warning("%s: cannot document the arguments of %s (%s).", page, path, error)
+        return ""
+    descriptions: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        descriptions.update(_google_args(inspect.getdoc(klass) or ""))
+    rows = ["| argument | default | meaning |", "|---|---|---|"]
+    for klass in cls.__mro__:
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        named = [p for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if named:
+            break
+    for parameter in named:
+        if parameter.name in excluded:
+            continue
+        default = (
+            "required"
+            if parameter.default is inspect.Parameter.empty
+            else f"`{_describe_default(parameter.default)}`"
+        )
+        meaning = _markdown(descriptions.get(parameter.name, ""))
+        if not meaning:
+            log.warning(
+                "%s: %s documents no meaning for argument '%s'.", page, path, parameter.name
+            )
+        rows.append(f"| `{parameter.name}` | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
 def _experiments_table() -> str:
     import yaml
 
@@ -220,6 +286,9 @@ def on_page_markdown(markdown: str, page: Any, **_: Any) -> str:
             return _config_block(match.group(4), source)
         if match.group(1) == "experiments-table":
             return _experiments_table()
+        if match.group(5):
+            excluded = set(match.group(6).split(",")) if match.group(6) else set()
+            return _arguments_table(match.group(5), excluded, source)
         return _readme_block(match.group(3), source)
 
     return _MARKER.sub(replace, markdown)

@@ -77,3 +77,25 @@ def test_config_marker_includes_the_file_as_a_titled_yaml_block():
     block = render("<!-- config: configs/backbone/clmlp.yaml -->")
     content = (ROOT / "configs" / "backbone" / "clmlp.yaml").read_text(encoding="utf-8")
     assert block == f'```yaml title="configs/backbone/clmlp.yaml"\n{content.rstrip()}\n```'
+
+
+def test_arguments_table_follows_the_signature_and_docstring():
+    import inspect
+
+    from clarena.experiments.algorithms import HAT
+
+    table = render(
+        "<!-- arguments: clarena.experiments.algorithms.HAT "
+        "exclude=backbone,heads,optimizer,lr_scheduler -->"
+    )
+    parameters = list(inspect.signature(HAT.__init__).parameters.values())[1:]
+    expected = [
+        p.name
+        for p in parameters
+        if p.name not in ("backbone", "heads", "optimizer", "lr_scheduler")
+    ]
+    assert table_names(table) == expected
+    s_max = inspect.signature(HAT.__init__).parameters["s_max"].default
+    assert f"| `s_max` | `{s_max!r}` | " in table
+    for row in table.splitlines()[2:]:
+        assert not row.endswith("|  |"), f"argument without a meaning: {row}"
