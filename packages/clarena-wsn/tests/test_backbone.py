@@ -62,7 +62,8 @@ def every_trainable_parameter_is_masked_score_or_norm(backbone: nn.Module) -> No
 def test_every_resnet_parameter_covered_including_shortcuts_and_proj() -> None:
     backbone = WSNMaskResNet18(input_channels=3, output_dim=10, bias=True, small_input=True)
     assert "layer2/0/downsample/0" in backbone.weight_score
-    assert "proj" in backbone.weight_score and "proj" in backbone.bias_score
+    assert "proj" in backbone.weight_score
+    assert "proj" in backbone.bias_score
     assert len(backbone.weight_score) == len(backbone.weighted_layer_names) == 21
     every_trainable_parameter_is_masked_score_or_norm(backbone)
 
@@ -109,7 +110,8 @@ def test_straight_through_gradient_reaches_every_score() -> None:
     feature.pow(2).sum().backward()
     for scores in (backbone.weight_score, backbone.bias_score):
         for name, score in scores.items():
-            assert score.grad is not None and bool(score.grad.ne(0).any()), name
+            assert score.grad is not None, name
+            assert bool(score.grad.ne(0).any()), name
     # Weights outside the current subnetwork get no gradient from the masked forward.
     layer = backbone.get_layer_by_name("fc/0")
     mask = backbone.get_mask("train", mask_percentage=0.5)[0]["fc/0"]
@@ -141,12 +143,15 @@ def test_initialize_parameter_score_modes(mode: str) -> None:
     bias = backbone.bias_score["fc/0"].detach()
     if mode == "default":
         bound = 1 / math.sqrt(784)  # kaiming_uniform(a=sqrt(5)) and nn.Linear's bias bound
-        assert float(weight.abs().max()) <= bound and float(bias.abs().max()) <= bound
+        assert float(weight.abs().max()) <= bound
+        assert float(bias.abs().max()) <= bound
         assert float(weight.abs().max()) > 0.9 * bound
     elif mode == "N01":
-        assert abs(float(weight.mean())) < 0.01 and abs(float(weight.std()) - 1) < 0.01
+        assert abs(float(weight.mean())) < 0.01
+        assert abs(float(weight.std()) - 1) < 0.01
     else:
-        assert float(weight.min()) >= 0 and float(weight.max()) <= 1
+        assert float(weight.min()) >= 0
+        assert float(weight.max()) <= 1
         assert abs(float(weight.mean()) - 0.5) < 0.01
 
 
@@ -286,5 +291,5 @@ def test_check_optimizer_refuses_weight_decay_and_carried_state() -> None:
     feature.sum().backward()
     optimizer.step()
     check_optimizer(optimizer)
-    with pytest.raises(ValueError, match="already holds state .* create a fresh optimiser"):
+    with pytest.raises(ValueError, match=r"already holds state .* create a fresh optimiser"):
         check_optimizer(optimizer, fresh=True)
