@@ -196,6 +196,11 @@ def run_backbone(backbone: torch.nn.Module, input: torch.Tensor) -> torch.Tensor
     kinds = {cls.__name__ for cls in type(backbone).__mro__}
     if "CLBackbone" in kinds:
         backbone.setup_task_id(1)
+    with torch.no_grad():
+        return _forward(backbone, input, kinds)
+
+
+def _forward(backbone: torch.nn.Module, input: torch.Tensor, kinds: set[str]) -> torch.Tensor:
     if "HATMaskBackbone" in kinds:
         outputs = backbone(input, stage="train", s_max=400.0, batch_idx=1, num_batches=1)
     elif "WSNMaskBackbone" in kinds:
