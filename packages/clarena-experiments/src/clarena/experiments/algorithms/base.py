@@ -86,8 +86,8 @@ class CLAlgorithm(LightningModule):
         total = (
             sum(self.heads.num_classes(t) for t in self.heads.task_ids) if self.cil else num_classes
         )
-        self.train_accuracy = MulticlassAccuracy(num_classes=total)
-        self.val_accuracy = MulticlassAccuracy(num_classes=total)
+        self.train_accuracy = MulticlassAccuracy(num_classes=total, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes=total, average="micro")
 
     def forward(self, input: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Any]]:
         """Logits of ``input`` as task ``task_id`` in ``stage``.

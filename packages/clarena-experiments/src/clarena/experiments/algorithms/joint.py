@@ -136,8 +136,8 @@ class SingleLearning(_SupervisedAlgorithm):
     ) -> None:
         super().__init__(backbone, optimizer, lr_scheduler)
         self.head = head
-        self.train_accuracy = MulticlassAccuracy(num_classes=head.out_features)
-        self.val_accuracy = MulticlassAccuracy(num_classes=head.out_features)
+        self.train_accuracy = MulticlassAccuracy(num_classes=head.out_features, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes=head.out_features, average="micro")
         self.test_task_ids = [1]
 
     @override
