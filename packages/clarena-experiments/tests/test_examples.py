@@ -93,8 +93,18 @@ def test_masked_algorithms_never_forget(run_clarena: Run, experiment: str, num_t
     assert capacities == sorted(capacities)
 
 
-def test_masked_model_eval_reproduces_last_row(run_clarena: Run) -> None:
-    run_dir = run_clarena("example_clmain_wsn", "train_tasks=2", "trainer.max_epochs=1")
+@pytest.mark.parametrize(
+    ("experiment", "overrides"),
+    [
+        ("example_clmain_wsn", []),
+        ("example_clmain_hat", []),
+        ("example_clmain_train", ["cl_algorithm=independent"]),
+    ],
+)
+def test_saved_model_eval_reproduces_last_row(
+    run_clarena: Run, experiment: str, overrides: list[str]
+) -> None:
+    run_dir = run_clarena(experiment, "train_tasks=2", "trainer.max_epochs=1", *overrides)
     rows = accuracy_table(run_dir, 2)
     eval_dir = run_clarena(
         "example_clmain_eval", f"model_path={run_dir / 'saved_model.pt'}", output="eval"
