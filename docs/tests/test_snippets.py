@@ -126,6 +126,15 @@ def extract(path: Path) -> list[Snippet]:
     return snippets
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    # The snippets build small models; on a 2-core CI machine extra threads only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 ALL_SNIPPETS = [s for page in sorted(DOCS.rglob("*.md")) for s in extract(page)]
 SNIPPETS = [s for s in ALL_SNIPPETS if s.language in LANGUAGES]
 _WITH_REASON = re.compile(r"(?P<kind>skip|parse-only)\s+(?P<reason>\S.{9,})")
