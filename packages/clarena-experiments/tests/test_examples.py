@@ -59,7 +59,7 @@ def test_main_job_finetuning_forgets_and_eval_reproduces_last_row(run_clarena: R
     for task in range(1, 6):
         assert (run_dir / "lightning_logs" / "csv" / f"task_{task}" / "metrics.csv").is_file()
         assert list((run_dir / "lightning_logs" / "tensorboard" / f"task_{task}").glob("events.*"))
-    checkpoint = torch.load(run_dir / "saved_model.pt", weights_only=False)
+    checkpoint = torch.load(run_dir / "saved_model.pt", weights_only=True)
     assert checkpoint["trained_tasks"] == [1, 2, 3, 4, 5]
     assert checkpoint["config"]["backbone"]["_target_"] == "clarena.backbones.CLMLP"
 

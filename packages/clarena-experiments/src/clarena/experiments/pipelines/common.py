@@ -89,7 +89,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"model_path '{path}' is not a file. Point model_path at the saved_model.pt of a "
             f"training run (run it with save_model=true)."
         )
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: the file holds tensors, plain containers and numbers, so nothing in it can
+    # run code on load.
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def print_table(title: str, header: list[str], row: list[str]) -> None:
