@@ -80,7 +80,7 @@ def test_mtl_batches_carry_task_ids_and_stl_is_one_task() -> None:
     assert set(mtl._joint("val").datasets[2].tensors[2].tolist()) == {3}
     assert len(mtl.test_dataloader()) == 3
     stl = STLDataModule()
-    assert stl.num_classes_stl == 10
+    assert stl.num_classes(stl.task_id) == 10
     assert len(stl.test_dataloader().dataset) == round(0.2 * 1797)
 
 

@@ -50,7 +50,7 @@ def explain(error: BaseException) -> str:
     plain = [
         e for e in chain if not _is_hydra_wrapper(e) and not isinstance(e, ModuleNotFoundError)
     ]
-    cause = (ours or plain or chain)[-1] if not ours else ours[0]
+    cause = ours[0] if ours else (plain or chain)[-1]
     where = ""
     for link in chain:
         match = _FULL_KEY.search(str(link))

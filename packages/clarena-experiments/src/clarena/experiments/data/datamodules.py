@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -148,9 +149,8 @@ class CLDataModule(_SequenceDataModule):
     before fitting each task.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.task_id: int | None = None
+    #: The task served by the train / validation loaders (set by :meth:`setup_task_id`).
+    task_id: int | None = None
 
     def setup_task_id(self, task_id: int) -> None:
         """Make ``task_id`` the task served by :meth:`train_dataloader` / :meth:`val_dataloader`."""
@@ -213,16 +213,11 @@ class STLDataModule(_SequenceDataModule):
             defaults to ``task_id`` for a permuted sequence.
     """
 
-    def __init__(self, task_id: int = 1, **kwargs) -> None:
+    def __init__(self, task_id: int = 1, **kwargs: Any) -> None:
         if kwargs.get("sequence", "permuted") == "permuted" and kwargs.get("num_tasks") is None:
             kwargs["num_tasks"] = task_id
         super().__init__(**kwargs)
         self.task_id = task_id
-
-    @property
-    def num_classes_stl(self) -> int:
-        """Number of classes of the single task."""
-        return self.sequence.num_classes(self.task_id)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.sequence.dataset(self.task_id, "train"), train=True)

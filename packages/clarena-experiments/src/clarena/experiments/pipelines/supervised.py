@@ -48,7 +48,9 @@ def build_mtl(cfg: DictConfig, datamodule: MTLDataModule, train: bool = True) ->
 def build_stl(cfg: DictConfig, datamodule: STLDataModule, train: bool = True) -> Any:
     """Backbone, a head with the task's classes, and ``stl_algorithm``."""
     backbone = instantiate(cfg.backbone)
-    head = HeadSTL(input_dim=backbone.output_dim, num_classes=datamodule.num_classes_stl)
+    head = HeadSTL(
+        input_dim=backbone.output_dim, num_classes=datamodule.num_classes(datamodule.task_id)
+    )
     return instantiate(
         cfg.stl_algorithm,
         backbone=backbone,
