@@ -61,6 +61,26 @@ def test_bad_config_exits_1_with_one_paragraph(
     assert message.rstrip().endswith("Set CLARENA_FULL_ERROR=1 to see the full traceback.")
 
 
+def test_no_experiment_says_how_to_choose_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([f"output_dir={tmp_path / 'run'}"])
+    assert exit_info.value.code == 1
+    assert "experiment=example_clmain_train" in capsys.readouterr().err
+
+
+def test_help_lists_the_config_groups(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "clarena is powered by Hydra" in out
+    assert "cl_algorithm: adahat, finetuning, hat, independent, wsn" in out
+    assert "example_clmain_train" in out
+
+
 def test_full_error_env_keeps_the_traceback(
     run_clarena: Run, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
