@@ -317,3 +317,36 @@ def test_hydra_instantiate_with_docs_spelling():
 def test_unknown_argument_names_nearest():
     with pytest.raises(TypeError, match=r"unknown argument 'gates'.*Did you mean 'gate'"):
         small_mlp(gates="sigmoid")
+
+
+@pytest.mark.parametrize("batch_normalization", ["shared", "independent"])
+def test_mask_folded_into_batch_norm_equals_batch_norm_then_mask(batch_normalization):
+    torch.manual_seed(0)
+    mlp = small_mlp(batch_normalization=batch_normalization)
+    mlp.setup_task_id(1)
+    assert mlp._fused_layers == {"fc/0", "fc/1", "fc/2"}
+    x = torch.randn(5, 12)
+    _, mask, activations = mlp(x, "train", s_max=4.0, batch_idx=2, num_batches=3)
+    norm = mlp.fc_bn[0].norms["1"] if batch_normalization == "independent" else mlp.fc_bn[0]
+    normalised = nn.functional.batch_norm(mlp.fc[0](x), None, None, norm.weight, norm.bias, True)
+    expected = torch.relu(normalised * mask["fc/0"])
+    assert torch.allclose(activations["fc/0"], expected, atol=1e-6)
+
+
+def test_per_task_masked_batch_norms_are_bound_after_setup_and_reload():
+    mlp = small_mlp(batch_normalization="independent")
+    for task_id in (1, 2):
+        mlp.setup_task_id(task_id)
+        mlp.store_mask()
+    for key in ("1", "2"):
+        assert mlp.fc_bn[1].norms[key].hat_layer_name == "fc/1"
+    fresh = small_mlp(batch_normalization="independent")
+    fresh.load_state_dict(mlp.state_dict())
+    assert fresh.fc_bn[2].norms["2"].hat_layer_name == "fc/2"
+    assert fresh.fc_bn[2].norms["2"].hat_mask_source is fresh._mask_source
+    fresh.eval()
+    x = torch.randn(3, 12)
+    mlp.eval()
+    assert torch.equal(fresh(x, "test", test_task_id=1)[0], mlp(x, "test", test_task_id=1)[0])
+    with pytest.raises(RuntimeError, match=r"no HAT mask is active; run it inside a HAT backbone"):
+        fresh.fc_bn[0].norms["1"](torch.randn(3, 8))

@@ -16,6 +16,7 @@ from clarena.cl import (
     make_batch_norm_task_independent,
 )
 from clarena.hat.mask_store import PackedMaskStore
+from clarena.hat.masked_batch_norm import MaskSource, _MaskedBatchNorm
 
 #: Gates turning task embeddings into unit masks. Only HAT's sigmoid is supported.
 GATES: tuple[str, ...] = ("sigmoid",)
@@ -121,7 +122,31 @@ class HATMaskBackbone(CLBackbone):
         self.register_buffer("_cumulative", torch.zeros(self.num_units), persistent=False)
         self.register_buffer("_summative", torch.zeros(self.num_units), persistent=False)
         self._active_mask: dict[str, Tensor] | None = None
+        self._mask_source = MaskSource()
+        self._fused_layers: frozenset[str] = frozenset()
+        self._bind_masked_norms()
         self.register_load_state_dict_post_hook(_refresh_after_load)
+
+    def _bind_masked_norms(self) -> None:
+        """Let every masked batch norm (per-task ones included) read its layer's mask.
+
+        Layers whose batch norm applies the mask are skipped by :meth:`unit_gate`.
+        """
+        fused = set()
+        for name in self.weighted_layer_names:
+            norm = self.normalization_layer(name)
+            norms = list(norm.norms.values()) if isinstance(norm, TaskBatchNorm) else [norm]
+            if isinstance(norm, TaskBatchNorm):
+                fused_kind = issubclass(norm._kind, _MaskedBatchNorm)
+            else:
+                fused_kind = isinstance(norm, _MaskedBatchNorm)
+            if fused_kind:
+                fused.add(name)
+            for module in norms:
+                if isinstance(module, _MaskedBatchNorm):
+                    module.hat_layer_name = name
+                    module.hat_mask_source = self._mask_source
+        self._fused_layers = frozenset(fused)
 
     # ------------------------------------------------------------------ tasks and embeddings
 
@@ -136,6 +161,8 @@ class HATMaskBackbone(CLBackbone):
         super().setup_task_id(task_id)
         for norm in self._task_norms:
             norm.select(task_id, create=True)
+        if self._task_norms:
+            self._bind_masked_norms()
         if is_new:
             self.initialize_task_embedding("N01")
 
@@ -319,7 +346,13 @@ class HATMaskBackbone(CLBackbone):
         return None
 
     def unit_gate(self, layer_name: str, hidden: Tensor) -> Tensor:
-        """Multiply the active mask of ``layer_name`` into ``hidden`` (``(batch, units, ...)``)."""
+        """Multiply the active mask of ``layer_name`` into ``hidden`` (``(batch, units, ...)``).
+
+        Layers followed by batch norm had the mask folded into the batch norm's affine transform
+        (:mod:`clarena.hat.masked_batch_norm`), which is the same function computed cheaper.
+        """
+        if layer_name in self._fused_layers:
+            return hidden
         if self._active_mask is None:
             raise RuntimeError(
                 f"{type(self).__name__}: no mask is active; run the network through forward()."
@@ -363,16 +396,17 @@ class HATMaskBackbone(CLBackbone):
         for norm in self._task_norms:
             if norm.active_task != task_id:
                 norm.select(task_id)
-        self._active_mask = mask
+        self._active_mask = self._mask_source.mask = mask
         try:
             feature, activations = self._features(input)
         finally:
-            self._active_mask = None
+            self._active_mask = self._mask_source.mask = None
         return feature, mask, activations
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:
     module._refresh_combined_masks()  # type: ignore[operator]
+    module._bind_masked_norms()  # type: ignore[operator]
 
 
 def _units_of(layer: nn.Module, name: str, owner: str) -> int:

@@ -10,6 +10,7 @@ from clarena.backbones import MLP
 from clarena.backbones._layers import ActivationLayer
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
+from clarena.hat.masked_batch_norm import MaskedBatchNorm1d
 
 
 class HATMaskMLP(HATMaskBackbone, MLP):
@@ -48,6 +49,10 @@ class HATMaskMLP(HATMaskBackbone, MLP):
         check_zero_preserving(self.fc_activation[0], type(self).__name__)
         self._init_task_state()
         self._init_hat(gate, mode)
+
+    def _norm_layer(self, num_features: int) -> nn.Module:
+        """Batch norm with the HAT mask folded into its affine transform."""
+        return MaskedBatchNorm1d(num_features)
 
     def normalization_layer(self, layer_name: str) -> nn.Module | None:
         """The batch norm after ``fc/i`` (``None`` without batch norm)."""

@@ -10,6 +10,7 @@ from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, R
 from clarena.backbones._layers import ActivationLayer
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
+from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
 
 
 class HATMaskResNet(HATMaskBackbone, ResNet):
@@ -52,6 +53,10 @@ class HATMaskResNet(HATMaskBackbone, ResNet):
         check_zero_preserving(self.act1, type(self).__name__)
         self._init_task_state()
         self._init_hat(gate, mode)
+
+    def _norm_layer(self, num_features: int) -> nn.Module:
+        """Batch norm with the HAT mask folded into its affine transform."""
+        return MaskedBatchNorm2d(num_features)
 
     def normalization_layer(self, layer_name: str) -> nn.Module | None:
         """The batch norm after convolution ``layer_name`` (``None`` for ``proj`` / no batch norm)."""
