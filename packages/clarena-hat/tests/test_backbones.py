@@ -350,3 +350,20 @@ def test_per_task_masked_batch_norms_are_bound_after_setup_and_reload():
     assert torch.equal(fresh(x, "test", test_task_id=1)[0], mlp(x, "test", test_task_id=1)[0])
     with pytest.raises(RuntimeError, match=r"no HAT mask is active; run it inside a HAT backbone"):
         fresh.fc_bn[0].norms["1"](torch.randn(3, 8))
+
+
+def test_deepcopy_and_dtype_conversion_keep_masks_working():
+    import copy
+
+    mlp = small_mlp(batch_normalization="independent")
+    for task_id in (1, 2):
+        mlp.setup_task_id(task_id)
+        mlp.store_mask()
+    mlp.eval()
+    x = torch.randn(3, 12)
+    clone = copy.deepcopy(mlp)
+    assert clone.fc_bn[0].norms["1"].hat_mask_source is clone._mask_source
+    assert torch.equal(clone(x, "test", test_task_id=1)[0], mlp(x, "test", test_task_id=1)[0])
+    double = mlp.double()
+    assert double.cumulative_mask()["fc/0"].dtype == torch.float64
+    assert double(x.double(), "test", test_task_id=2)[0].dtype == torch.float64
