@@ -69,6 +69,8 @@ def test_no_experiment_says_how_to_choose_one(
         cli.main([f"output_dir={tmp_path / 'run'}"])
     assert exit_info.value.code == 1
     assert "experiment=example_clmain_train" in capsys.readouterr().err
+    # Stopped before Hydra made a run dir: no stray outputs/None/<time>/, no output_dir.
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_the_config_groups(capsys: pytest.CaptureFixture[str]) -> None:

@@ -63,10 +63,92 @@ def _task(cfg: DictConfig) -> None:
         raise SystemExit(1) from None
 
 
+#: Flags with which Hydra only prints something, needing no experiment.
+INFO_FLAGS: tuple[str, ...] = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--info",
+    "-i",
+    "--cfg",
+    "-c",
+    "--shell-completion",
+    "-sc",
+    "--version",
+    "--resolve",
+)
+
+NO_EXPERIMENT = (
+    "clarena: no experiment chosen. Run `clarena experiment=<name>`, e.g. "
+    "`clarena experiment=example_clmain_train`; `clarena --help` lists the experiments and "
+    "config groups. Nothing was written."
+)
+
+
+def _override_key(argument: str) -> str:
+    return argument.partition("=")[0].lstrip("+~")
+
+
+def _entrance_chooses_experiment(config_dir: Path) -> bool:
+    """Whether ``entrance.yaml``'s defaults list picks a (non-null) experiment."""
+    import yaml
+
+    entrance = yaml.safe_load((config_dir / f"{ENTRANCE}.yaml").read_text()) or {}
+    for entry in entrance.get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if _override_key(str(key)).split("@")[0] == "experiment" and value is not None:
+                    return True
+    return False
+
+
+def _experiment_chosen(arguments: list[str], config_dir: Path) -> bool:
+    keys = {_override_key(a) for a in arguments if "=" in a}
+    if keys & {"experiment", "pipeline"}:
+        return True
+    return _entrance_chooses_experiment(config_dir)
+
+
+def _resume_arguments(arguments: list[str]) -> list[str]:
+    """Overrides that make ``resume=<run dir>`` continue that run in that dir.
+
+    The run dir is checked before Hydra starts (Hydra would create it), and the continuation's
+    Hydra files go to ``.hydra/resume_<time>`` so the interrupted run's ``.hydra/`` stays as it
+    was.
+    """
+    from clarena.experiments.pipelines.common import PipelineConfigError
+    from clarena.experiments.resume import resume_file
+
+    keys = [_override_key(a) for a in arguments]
+    if "resume" not in keys:
+        return []
+    resume = arguments[keys.index("resume")].partition("=")[2]
+    if resume in ("", "null"):
+        return []
+    try:
+        resume_file(resume)
+    except PipelineConfigError as error:
+        if os.environ.get(FULL_ERROR_ENV) == "1":
+            raise
+        print(explain(error), file=sys.stderr)
+        raise SystemExit(1) from None
+    extra = ["hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}"]
+    if "output_dir" not in keys:
+        extra.append(f"output_dir={resume}")
+    return extra
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``clarena`` with ``argv`` (default: the command line)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     config_dir, search_path = config_search()
+    # Checked before Hydra runs: Hydra creates the run dir before the job starts.
+    info = any(a.partition("=")[0] in INFO_FLAGS for a in arguments)
+    if not info and not _experiment_chosen(arguments, config_dir):
+        print(NO_EXPERIMENT, file=sys.stderr)
+        raise SystemExit(1)
+    if not info:
+        arguments += _resume_arguments(arguments)
     if search_path and not any(a.startswith("hydra.searchpath=") for a in arguments):
         arguments.append(f"hydra.searchpath=[{','.join(search_path)}]")
     saved_argv = sys.argv

@@ -22,6 +22,13 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
+from clarena.experiments.resume import (
+    check_same_experiment,
+    load_resume_state,
+    save_resume_state,
+    set_rng_state,
+)
+from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
 
 #: Values of ``cl_paradigm``.
 CL_PARADIGMS: tuple[str, ...] = ("TIL", "CIL")
@@ -83,6 +90,10 @@ def test_tasks(
     """Test ``algorithm`` on each task of ``tasks``; returns the exact accuracy per task."""
     algorithm.test_task_ids = list(tasks)
     loaders = [datamodule.task_dataloader(task, "test") for task in tasks]
+    if trainer.world_size > 1:
+        # Every rank tests on the whole test set: the counts stay exact (no padded duplicates)
+        # and the accuracies equal on every rank.
+        loaders = [full_test_loader(loader) for loader in loaders]
     trainer.test(algorithm, dataloaders=loaders, verbose=False)
     return dict(algorithm.test_accuracy)
 
@@ -109,19 +120,29 @@ def write_results(
 def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     """Train the tasks in turn; after each, test every task trained so far.
 
+    After each task the resume state is written (``resume_state: false`` skips it), so that
+    ``resume=<run dir>`` continues an interrupted run from its last completed task. Under DDP,
+    every rank checks after each task that its algorithm state equals every other rank's.
+
     Returns:
         The accuracy matrix rows (trained task -> {tested task: accuracy}).
     """
     require(cfg, "cl_dataset", "backbone", "cl_algorithm", "optimizer", "trainer", "cl_paradigm")
     run_dir = output_dir(cfg)
+    state = _resume_state(cfg, run_dir)
     seed(cfg)
     datamodule: CLDataModule = instantiate(cfg.cl_dataset)
     algorithm = build_algorithm(cfg)
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
     rows: dict[int, dict[int, float]] = {}
     capacities: dict[int, float] = {}
+    if state is not None:
+        rows, capacities = _restore(algorithm, state, tasks)
     metrics = cfg.get("metrics") or {}
+    is_global_zero = True
     for index, task in enumerate(tasks):
+        if task in rows:
+            continue
         datamodule.setup_task_id(task)
         algorithm.setup_task_id(task, datamodule.num_classes(task))
         trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
@@ -130,8 +151,26 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         capacity = algorithm.capacity()
         if capacity is not None:
             capacities[task] = capacity
+        is_global_zero = trainer.is_global_zero
+        if trainer.world_size > 1:
+            check_ranks_agree(trainer, algorithm, run_dir, task)
+        if not is_global_zero:
+            continue
         if metrics.get("accuracy_csv"):
             results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, tasks)
+        if cfg.get("resume_state", True):
+            trained = tasks[: index + 1]
+            save_resume_state(
+                run_dir,
+                cfg,
+                state_dict=algorithm.state_dict(),
+                trained_tasks=trained,
+                num_classes={t: datamodule.num_classes(t) for t in trained},
+                rows=rows,
+                capacities=capacities,
+            )
+    if not is_global_zero:
+        return rows
     extra: dict[str, Any] = {"cl_paradigm": cfg.cl_paradigm, "algorithm": type(algorithm).__name__}
     if capacities:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
@@ -156,6 +195,41 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         ],
     )
     return rows
+
+
+def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The saved state of the run ``cfg.resume`` continues (``None`` when not resuming)."""
+    resume = cfg.get("resume")
+    if resume is None:
+        return None
+    if Path(resume).resolve() != run_dir.resolve():
+        raise PipelineConfigError(
+            f"resume='{resume}' continues that run in its own dir, but the output dir is "
+            f"'{run_dir}'. Drop output_dir= (resume sets it)."
+        )
+    state = load_resume_state(resume)
+    check_same_experiment(state["config"], cfg)
+    return state
+
+
+def _restore(
+    algorithm: CLAlgorithm, state: dict[str, Any], tasks: list[int]
+) -> tuple[dict[int, dict[int, float]], dict[int, float]]:
+    """Load the saved algorithm state and RNG states; returns the saved rows and capacities."""
+    trained = [int(t) for t in state["trained_tasks"]]
+    if trained != tasks[: len(trained)]:
+        raise PipelineConfigError(
+            f"resume: the interrupted run trained tasks {trained}, which are not the first tasks "
+            f"of train_tasks {tasks}."
+        )
+    for task in trained:
+        algorithm.setup_task_id(task, int(state["num_classes"][task]))
+    algorithm.load_state_dict(state["state_dict"])
+    # The RNG states last, after everything above drew from the generators.
+    set_rng_state(state["rng"])
+    rows = {int(t): {int(j): float(a) for j, a in row.items()} for t, row in state["rows"].items()}
+    capacities = {int(t): float(c) for t, c in state["capacities"].items()}
+    return rows, capacities
 
 
 def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:

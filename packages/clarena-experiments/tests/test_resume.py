@@ -1,0 +1,160 @@
+"""Determinism (same seed, same acc.csv bytes) and resuming an interrupted CL experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightning.pytorch import Callback
+
+from clarena.experiments import cli
+from clarena.experiments.pipelines import cl
+from clarena.experiments.resume import RESUME_FILE
+
+Run = Callable[..., Path]
+
+#: 4 short tasks: one epoch of 3 batches each, no logs or plots.
+TINY = (
+    "train_tasks=4",
+    "trainer.max_epochs=1",
+    "+trainer.limit_train_batches=3",
+    "+trainer.limit_val_batches=1",
+    "lightning_loggers=none",
+    "callbacks=none",
+    "save_model=false",
+    "metrics.accuracy_matrix_plot=null",
+    "metrics.average_accuracy_plot=null",
+)
+
+
+class Interrupted(BaseException):
+    """Stands in for a kill: not an Exception, so nothing on the way catches it."""
+
+
+def acc_bytes(run_dir: Path) -> bytes:
+    return (run_dir / "results" / "acc.csv").read_bytes()
+
+
+def interrupt_after_task(monkeypatch: pytest.MonkeyPatch, task: int) -> None:
+    """Raise :class:`Interrupted` right after the resume state of ``task`` is written."""
+    original = cl.save_resume_state
+
+    def save_then_stop(run_dir: Path, cfg: Any, **state: Any) -> Path:
+        path = original(run_dir, cfg, **state)
+        if state["trained_tasks"][-1] == task:
+            raise Interrupted
+        return path
+
+    monkeypatch.setattr(cl, "save_resume_state", save_then_stop)
+
+
+class StopInTask(Callback):
+    """Raise :class:`Interrupted` in the middle of a fit (after its second training batch)."""
+
+    def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+        if args[-1] == 1:
+            raise Interrupted
+
+
+def interrupt_during_task(monkeypatch: pytest.MonkeyPatch, task: int) -> None:
+    original = cl.make_trainer
+
+    def make(cfg: Any, run_dir: Path, version: str | None) -> Any:
+        trainer = original(cfg, run_dir, version)
+        if version == f"task_{task}":
+            trainer.callbacks.append(StopInTask())
+        return trainer
+
+    monkeypatch.setattr(cl, "make_trainer", make)
+
+
+def test_same_seed_gives_identical_acc_csv(run_clarena: Run) -> None:
+    first = run_clarena("example_clmain_train", *TINY, output="first")
+    second = run_clarena("example_clmain_train", *TINY, output="second")
+    assert acc_bytes(first) == acc_bytes(second)
+    assert acc_bytes(first).count(b"\n") == 5
+
+
+@pytest.mark.parametrize(
+    ("experiment", "interrupt"),
+    [
+        ("example_clmain_train", "between"),
+        ("example_clmain_hat", "during"),
+        ("example_clmain_wsn", "between"),
+    ],
+)
+def test_resume_after_interruption_ends_with_the_uninterrupted_acc_csv(
+    run_clarena: Run, monkeypatch: pytest.MonkeyPatch, experiment: str, interrupt: str
+) -> None:
+    reference = run_clarena(experiment, *TINY, output="reference")
+    with monkeypatch.context() as patch:
+        if interrupt == "between":
+            interrupt_after_task(patch, 2)
+        else:
+            interrupt_during_task(patch, 3)
+        with pytest.raises(Interrupted):
+            run_clarena(experiment, *TINY, output="interrupted")
+    interrupted = reference.parent / "interrupted"
+    # Rows of tasks 1 and 2 are on disk; the resume state holds tasks 1 and 2.
+    assert acc_bytes(interrupted).count(b"\n") == 3
+    assert (interrupted / RESUME_FILE).is_file()
+    cli.main([f"experiment={experiment}", *TINY, f"resume={interrupted}"])
+    assert acc_bytes(interrupted) == acc_bytes(reference)
+    assert (interrupted / "results" / "summary.json").read_text() == (
+        reference / "results" / "summary.json"
+    ).read_text()
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_keeps_results(run_clarena: Run) -> None:
+    run_dir = run_clarena("example_clmain_train", *TINY[:1], "train_tasks=2", *TINY[1:])
+    before = acc_bytes(run_dir)
+    cli.main(["experiment=example_clmain_train", "train_tasks=2", *TINY[1:], f"resume={run_dir}"])
+    assert acc_bytes(run_dir) == before
+    assert not (run_dir / "lightning_logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("make_dir", "overrides", "expected"),
+    [
+        (False, [], "is not a directory. Pass the output dir of the interrupted run"),
+        (True, [], "holds no checkpoints/resume_state.pt"),
+    ],
+)
+def test_bad_resume_path_is_a_clear_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    make_dir: bool,
+    overrides: list[str],
+    expected: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "old_run"
+    if make_dir:
+        target.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["experiment=example_clmain_train", *TINY, f"resume={target}", *overrides])
+    assert exit_info.value.code == 1
+    assert expected in capsys.readouterr().err
+    # Nothing was created: no run dir, no stray outputs/.
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["old_run"] if make_dir else [])
+    assert not make_dir or list(target.iterdir()) == []
+
+
+def test_resume_with_a_different_config_is_refused(
+    run_clarena: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = run_clarena("example_clmain_train", "train_tasks=1", *TINY[1:])
+    before = acc_bytes(run_dir)
+    config = (run_dir / ".hydra" / "config.yaml").read_bytes()
+    overrides = ["train_tasks=1", *TINY[1:], "global_seed=7", f"resume={run_dir}"]
+    with pytest.raises(SystemExit):
+        cli.main(["experiment=example_clmain_train", *overrides])
+    err = capsys.readouterr().err
+    assert "the config differs from the interrupted run's in global_seed" in err
+    assert "saved 1, now 7" in err
+    assert acc_bytes(run_dir) == before
+    # The interrupted run's Hydra files stay; the continuation's go to .hydra/resume_<time>.
+    assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config
