@@ -87,6 +87,9 @@ class WSNMaskBackbone(CLBackbone):
         self.weight_score = nn.ParameterDict()
         self.bias_score = nn.ParameterDict()
         self.cumulative_masks = nn.Module()
+        # 1 where a parameter is free (not in the accumulated mask), as uint8: the gradient
+        # factor of freeze_used_parameter_gradients. Derived from cumulative_masks, not saved.
+        self._free_masks = nn.Module()
         shapes: dict[str, tuple[int, ...]] = {}
         for name in self.weighted_layer_names:
             layer = self.get_layer_by_name(name)
@@ -105,12 +108,16 @@ class WSNMaskBackbone(CLBackbone):
                 self.cumulative_masks.register_buffer(
                     key, torch.zeros_like(parameter, dtype=torch.bool)
                 )
+                self._free_masks.register_buffer(
+                    key, torch.ones_like(parameter, dtype=torch.uint8), persistent=False
+                )
         self.task_masks = TaskMaskStore(shapes)
         self.mask_percentage: float | None = None
         # Previous thresholds per parameter: a speed-up only, masks never depend on it.
         self._threshold_hints: dict[str, ThresholdHint] = {}
         self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
         self.initialize_parameter_score("default")
+        self.register_load_state_dict_post_hook(_refresh_free_masks)
 
     # ------------------------------------------------------------------ tasks and scores
 
@@ -289,7 +296,12 @@ class WSNMaskBackbone(CLBackbone):
         self.task_masks.store(task_id, flat)
         for key, mask in flat.items():
             self.cumulative_masks.get_buffer(key).logical_or_(mask)
+        self._refresh_free_masks()
         return masks
+
+    def _refresh_free_masks(self) -> None:
+        for key, used in self.cumulative_masks.named_buffers():
+            self._free_masks.get_buffer(key).copy_(used.logical_not())
 
     def cumulative_mask(self) -> Masks:
         """The accumulated mask: bool ``(weight_mask, bias_mask)``, True where a stored task uses
@@ -317,10 +329,9 @@ class WSNMaskBackbone(CLBackbone):
             for kind in _KINDS:
                 parameter = getattr(layer, kind)
                 if parameter is not None and parameter.grad is not None:
-                    used = self.cumulative_masks.get_buffer(parameter_key(name, kind))
-                    # Multiplying by the uint8 view of the free mask is many times faster than
-                    # masked_fill_ on CPU; a non-finite gradient of a used parameter stays NaN.
-                    parameter.grad.mul_(used.logical_not().view(torch.uint8))
+                    # Multiplying by the uint8 free mask is many times faster than masked_fill_
+                    # on CPU; a non-finite gradient of a used parameter stays NaN.
+                    parameter.grad.mul_(self._free_masks.get_buffer(parameter_key(name, kind)))
 
     def capacity(self) -> float:
         """Fraction of the masked parameters (weights and biases) used by any stored task."""
@@ -400,6 +411,10 @@ class WSNMaskBackbone(CLBackbone):
         """Restore what :meth:`get_extra_state` saved."""
         super().set_extra_state(state)
         self.mask_percentage = state.get("mask_percentage")
+
+
+def _refresh_free_masks(module: nn.Module, incompatible_keys: Any) -> None:
+    module._refresh_free_masks()  # type: ignore[operator]
 
 
 def check_mask_percentage(value: object, stage: str, owner: str) -> float:

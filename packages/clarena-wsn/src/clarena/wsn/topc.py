@@ -88,29 +88,48 @@ def _top_mask(
         return torch.zeros_like(flat, dtype=dtype)
     if count >= numel:
         return torch.ones_like(flat, dtype=dtype)
-    threshold, count_above, count_equal = _threshold(flat, count, hint)
-    needed = count - count_above
-    if count_equal == needed:
-        if dtype.is_floating_point:
-            # Comparisons written straight into a float tensor run much faster than into bool.
-            return torch.ge(flat, threshold, out=torch.empty_like(flat, dtype=dtype))
-        return (flat >= threshold).to(dtype)
+    found = _threshold(flat, count, hint)
+    if found is None:
+        # Small tensor: one kthvalue, then the >= mask is the answer unless ties straddle.
+        threshold = flat.kthvalue(numel - count + 1).values
+        mask = _at_or_above(flat, threshold, dtype)
+        if _sum_count(mask if dtype == torch.float32 else mask.to(torch.float32)) == count:
+            return mask
+        count_above = _count(torch.gt, flat, threshold)
+    else:
+        threshold, count_above, count_equal = found
+        if count_equal == count - count_above:
+            return _at_or_above(flat, threshold, dtype)
     # Ties straddle the threshold: keep the first ``needed`` of them in flattened order.
     mask = flat > threshold
-    mask[(flat == threshold).nonzero().squeeze(1)[:needed]] = True
+    mask[(flat == threshold).nonzero().squeeze(1)[: count - count_above]] = True
     return mask.to(dtype)
 
 
-def _threshold(flat: Tensor, count: int, hint: ThresholdHint | None) -> tuple[Tensor, int, int]:
-    """``(threshold, count_above, count_equal)`` of the ``count``-th largest entry of ``flat``."""
+def _at_or_above(flat: Tensor, threshold: Tensor, dtype: torch.dtype) -> Tensor:
+    """0/1 mask (of ``dtype``) of ``flat >= threshold``."""
+    if dtype.is_floating_point:
+        # Comparisons written straight into a float tensor run much faster than into bool.
+        return torch.ge(flat, threshold, out=torch.empty_like(flat, dtype=dtype))
+    return (flat >= threshold).to(dtype)
+
+
+def _threshold(
+    flat: Tensor, count: int, hint: ThresholdHint | None
+) -> tuple[Tensor, int, int] | None:
+    """``(threshold, count_above, count_equal)`` of the ``count``-th largest entry of ``flat``.
+
+    ``None`` for a tensor below ``_BRACKET_MIN_NUMEL`` elements: one ``kthvalue`` is cheapest.
+    """
     numel = flat.numel()
+    if numel < _BRACKET_MIN_NUMEL:
+        return None
     found = None
-    if numel >= _BRACKET_MIN_NUMEL:
-        if hint is not None and hint.threshold is not None:
-            center, half = hint.threshold, abs(hint.threshold) * hint.width
-            found = _bracketed(flat, count, center - half, center + half)
-        if found is None:
-            found = _sampled(flat, count)
+    if hint is not None and hint.threshold is not None:
+        center, half = hint.threshold, abs(hint.threshold) * hint.width
+        found = _bracketed(flat, count, center - half, center + half)
+    if found is None:
+        found = _sampled(flat, count)
     if found is None:
         threshold = flat.kthvalue(numel - count + 1).values
         found = threshold, _count(torch.gt, flat, threshold), _count(torch.eq, flat, threshold)
