@@ -151,6 +151,16 @@ def test_reload_into_fresh_instance_reproduces_every_task(trained) -> None:
         backbone.cumulative_masks.buffers(), fresh.cumulative_masks.buffers(), strict=True
     ):
         assert torch.equal(original, reloaded)
+    # The reloaded model keeps freezing what the three tasks use.
+    fresh.setup_task_id(4)
+    fresh.train()
+    feature, *_ = fresh(data[1][0], "train", mask_percentage=1.0)
+    feature.square().sum().backward()
+    fresh.freeze_used_parameter_gradients()
+    weight_mask, _ = fresh.cumulative_mask()
+    for name, used in weight_mask.items():
+        grad = fresh.get_layer_by_name(name).weight.grad
+        assert bool(grad[used].eq(0).all()), name
 
 
 def test_shared_batch_norm_leaks() -> None:
