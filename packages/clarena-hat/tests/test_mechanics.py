@@ -250,3 +250,17 @@ def test_check_optimizer_refuses_weight_decay_and_stale_state():
     ):
         check_optimizer(optimizer)
     check_optimizer(optimizer, require_fresh=False)
+
+
+def test_conditioning_follows_masks_stored_after_earlier_calls():
+    mlp = tiny_mlp()
+    store(mlp, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, -1.0]})
+    mlp.setup_task_id(2)
+    mlp.fc[0].bias.grad = torch.ones(2)
+    condition_gradients(mlp)
+    assert torch.equal(mlp.fc[0].bias.grad, torch.tensor([0.0, 1.0]))
+    store(mlp, 2, {"fc/0": [-1.0, 1.0], "fc/1": [-1.0, -1.0]})
+    mlp.setup_task_id(3)
+    mlp.fc[0].bias.grad = torch.ones(2)
+    condition_gradients(mlp)
+    assert torch.equal(mlp.fc[0].bias.grad, torch.tensor([0.0, 0.0]))

@@ -121,6 +121,8 @@ class HATMaskBackbone(CLBackbone):
         self.mask_store = PackedMaskStore(self.num_units)
         self.register_buffer("_cumulative", torch.zeros(self.num_units), persistent=False)
         self.register_buffer("_summative", torch.zeros(self.num_units), persistent=False)
+        #: Bumped whenever the stored masks change, so derived quantities can be cached.
+        self.mask_version: int = 0
         self._active_mask: dict[str, Tensor] | None = None
         self._mask_source = MaskSource()
         self._fused_layers: frozenset[str] = frozenset()
@@ -326,6 +328,7 @@ class HATMaskBackbone(CLBackbone):
         return dict(zip(self.layer_units, flat.split(list(self.layer_units.values())), strict=True))
 
     def _refresh_combined_masks(self) -> None:
+        self.mask_version += 1
         device = self._cumulative.device
         self.mask_store.to(device)
         stacked = self.mask_store.stacked().to(device=device, dtype=self._cumulative.dtype)

@@ -19,7 +19,8 @@ After it: ``backbone.store_mask()``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -27,6 +28,8 @@ from torch import Tensor
 from clarena.cl import TaskBatchNorm
 from clarena.hat.base import HATMaskBackbone, annealed_scale
 from clarena.hat.measures import weight_measure
+
+_T = TypeVar("_T")
 
 __all__ = [
     "adahat_condition_gradients",
@@ -92,7 +95,25 @@ def uncovered_parameters(backbone: HATMaskBackbone) -> list[str]:
     ]
 
 
+def _cached(backbone: HATMaskBackbone, name: str, compute: Callable[[], _T]) -> _T:
+    """``compute()``, cached on ``backbone`` until its stored masks, device or dtype change."""
+    reference = backbone.get_buffer("_cumulative")
+    version = (backbone.mask_version, reference.device, reference.dtype)
+    cache = backbone.__dict__.get("_hat_mechanics_cache")
+    if cache is None or cache[0] != version:
+        cache = (version, {})
+        backbone.__dict__["_hat_mechanics_cache"] = cache
+    if name not in cache[1]:
+        cache[1][name] = compute()
+    return cache[1][name]
+
+
 def _check_coverage(backbone: HATMaskBackbone) -> None:
+    # Parameters only appear (a task's batch norm, a user's layer), so a changed count is what
+    # calls for a new check.
+    count = sum(1 for _ in backbone.parameters())
+    if backbone.__dict__.get("_hat_checked_parameter_count") == count:
+        return
     stray = uncovered_parameters(backbone)
     if stray:
         raise RuntimeError(
@@ -101,6 +122,7 @@ def _check_coverage(backbone: HATMaskBackbone) -> None:
             f"forgotten. Register every weighted layer (and return its batch norm from "
             f"normalization_layer), or freeze these parameters."
         )
+    backbone.__dict__["_hat_checked_parameter_count"] = count
 
 
 def _scale_gradients(
@@ -122,13 +144,12 @@ def _scale_gradients(
                 if parameter.grad is not None:
                     parameter.grad.mul_(unit_factor[name])
     current = str(backbone.task_id)
-    for module in backbone.modules():
-        if isinstance(module, TaskBatchNorm):
-            for key, norm in module.norms.items():
-                if key != current:
-                    for parameter in norm.parameters():
-                        if parameter.grad is not None:
-                            parameter.grad.zero_()
+    for module in backbone._task_norms:
+        for key, norm in module.norms.items():
+            if key != current:
+                for parameter in norm.parameters():
+                    if parameter.grad is not None:
+                        parameter.grad.zero_()
 
 
 def condition_gradients(backbone: HATMaskBackbone) -> None:
@@ -145,12 +166,16 @@ def condition_gradients(backbone: HATMaskBackbone) -> None:
     _check_coverage(backbone)
     if not backbone.stored_task_ids:
         return
-    cumulative = backbone.cumulative_mask()
-    keep = {
-        name: 1 - weight_measure(backbone, cumulative, name, "min")
-        for name in backbone.weighted_layer_names
-    }
-    _scale_gradients(backbone, keep, {name: 1 - mask for name, mask in cumulative.items()})
+
+    def factors() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        cumulative = backbone.cumulative_mask()
+        keep = {
+            name: 1 - weight_measure(backbone, cumulative, name, "min")
+            for name in backbone.weighted_layer_names
+        }
+        return keep, {name: 1 - mask for name, mask in cumulative.items()}
+
+    _scale_gradients(backbone, *_cached(backbone, "hat", factors))
 
 
 def layer_sparsity(
@@ -225,6 +250,14 @@ def adahat_condition_gradients(
     if num_tasks == 0:
         return
     summative = backbone.summative_mask()
+    measures = _cached(
+        backbone,
+        f"adahat-{aggregation}",
+        lambda: {
+            name: weight_measure(backbone, summative, name, aggregation, float(num_tasks))
+            for name in backbone.weighted_layer_names
+        },
+    )
     rates = {
         name: alpha / (epsilon + float(network_sparsity[name]))
         for name in backbone.weighted_layer_names
@@ -232,8 +265,7 @@ def adahat_condition_gradients(
     weight_factor = {}
     unit_factor = {}
     for name, rate in rates.items():
-        measure = weight_measure(backbone, summative, name, aggregation, float(num_tasks))
-        weight_factor[name] = rate / (measure + rate)
+        weight_factor[name] = rate / (measures[name] + rate)
         unit_factor[name] = rate / (summative[name] + rate)
     _scale_gradients(backbone, weight_factor, unit_factor)
 
