@@ -132,7 +132,10 @@ def _resume_arguments(arguments: list[str]) -> list[str]:
             raise
         print(explain(error), file=sys.stderr)
         raise SystemExit(1) from None
-    extra = ["hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}"]
+    extra = []
+    # DDP child processes get the parent's arguments (and their own hydra.output_subdir).
+    if "hydra.output_subdir" not in keys:
+        extra.append("hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}")
     if "output_dir" not in keys:
         extra.append(f"output_dir={resume}")
     return extra

@@ -33,7 +33,7 @@ def state_fingerprint(module: nn.Module) -> str:
     for key, value in sorted(module.state_dict().items()):
         digest.update(key.encode())
         if isinstance(value, torch.Tensor):
-            tensor = value.detach().cpu().contiguous()
+            tensor = value.detach().cpu().contiguous().reshape(-1)
             digest.update(str(tensor.dtype).encode())
             digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
         else:
