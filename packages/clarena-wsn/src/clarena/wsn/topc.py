@@ -37,6 +37,12 @@ _HINT_START_WIDTH = 1e-3
 _HINT_MIN_WIDTH = 1e-6
 
 
+#: ``(threshold, count_above, count_equal, scratch)``: the threshold (0-d tensor), how many
+#: entries exceed it and how many equal it, and a spent float32 tensor shaped like the values
+#: that the mask may be written into (or ``None``).
+_Found = tuple[Tensor, int, int, Tensor | None]
+
+
 @dataclass
 class ThresholdHint:
     """The previous threshold of one parameter tensor, to bracket the next one cheaply.
@@ -97,27 +103,29 @@ def _top_mask(
             return mask
         count_above = _count(torch.gt, flat, threshold)
     else:
-        threshold, count_above, count_equal = found
+        threshold, count_above, count_equal, scratch = found
         if count_equal == count - count_above:
-            return _at_or_above(flat, threshold, dtype)
+            return _at_or_above(flat, threshold, dtype, scratch)
     # Ties straddle the threshold: keep the first ``needed`` of them in flattened order.
     mask = flat > threshold
     mask[(flat == threshold).nonzero().squeeze(1)[: count - count_above]] = True
     return mask.to(dtype)
 
 
-def _at_or_above(flat: Tensor, threshold: Tensor, dtype: torch.dtype) -> Tensor:
-    """0/1 mask (of ``dtype``) of ``flat >= threshold``."""
+def _at_or_above(
+    flat: Tensor, threshold: Tensor, dtype: torch.dtype, scratch: Tensor | None = None
+) -> Tensor:
+    """0/1 mask (of ``dtype``) of ``flat >= threshold``, written into ``scratch`` if it fits."""
     if dtype.is_floating_point:
+        if scratch is None or scratch.dtype != dtype:
+            scratch = torch.empty_like(flat, dtype=dtype)
         # Comparisons written straight into a float tensor run much faster than into bool.
-        return torch.ge(flat, threshold, out=torch.empty_like(flat, dtype=dtype))
+        return torch.ge(flat, threshold, out=scratch)
     return (flat >= threshold).to(dtype)
 
 
-def _threshold(
-    flat: Tensor, count: int, hint: ThresholdHint | None
-) -> tuple[Tensor, int, int] | None:
-    """``(threshold, count_above, count_equal)`` of the ``count``-th largest entry of ``flat``.
+def _threshold(flat: Tensor, count: int, hint: ThresholdHint | None) -> _Found | None:
+    """The ``count``-th largest entry of ``flat`` (see :data:`_Found`).
 
     ``None`` for a tensor below ``_BRACKET_MIN_NUMEL`` elements: one ``kthvalue`` is cheapest.
     """
@@ -132,7 +140,12 @@ def _threshold(
         found = _sampled(flat, count)
     if found is None:
         threshold = flat.kthvalue(numel - count + 1).values
-        found = threshold, _count(torch.gt, flat, threshold), _count(torch.eq, flat, threshold)
+        found = (
+            threshold,
+            _count(torch.gt, flat, threshold),
+            _count(torch.eq, flat, threshold),
+            None,
+        )
     if hint is not None:
         threshold = float(found[0])
         if hint.threshold is not None and hint.threshold != 0:
@@ -143,7 +156,7 @@ def _threshold(
     return found
 
 
-def _sampled(flat: Tensor, count: int) -> tuple[Tensor, int, int] | None:
+def _sampled(flat: Tensor, count: int) -> _Found | None:
     """Bracket the threshold by a strided sample of ``flat`` (``None`` if it misses)."""
     numel = flat.numel()
     sample = flat[:: _sample_stride(numel)]
@@ -163,13 +176,8 @@ def _sampled(flat: Tensor, count: int) -> tuple[Tensor, int, int] | None:
 
 def _bracketed(
     flat: Tensor, count: int, lower: Tensor | float, upper: Tensor | float
-) -> tuple[Tensor, int, int] | None:
-    """The exact threshold if it lies in ``[lower, upper]``, else ``None``.
-
-    Returns:
-        ``(threshold, count_above, count_equal)`` — the value (0-d tensor), how many entries
-        exceed it and how many equal it.
-    """
+) -> _Found | None:
+    """The exact threshold if it lies in ``[lower, upper]``, else ``None``."""
     # Each entry is above ``upper``, inside the bracket or below ``lower``, exactly: inside is
     # (at or above lower) minus (above upper), both as float 0/1 tensors (fast on CPU).
     above = torch.gt(flat, upper, out=torch.empty_like(flat, dtype=torch.float32))
@@ -184,7 +192,8 @@ def _bracketed(
     candidates = _gather(flat, inside, count_inside)
     threshold = candidates.kthvalue(count_inside - rank + 1).values
     count_above = count_above_upper + int((candidates > threshold).count_nonzero())
-    return threshold, count_above, int((candidates == threshold).count_nonzero())
+    # ``above`` is spent: the mask can be written into it (a large fresh tensor costs page faults).
+    return threshold, count_above, int((candidates == threshold).count_nonzero()), above
 
 
 def _gather(flat: Tensor, inside: Tensor, count_inside: int) -> Tensor:
