@@ -104,6 +104,13 @@ class HATMaskBackbone(CLBackbone):
             )
         self.gate: str = gate
         self.batch_norm_mode: BatchNormMode = batch_norm_mode
+        # Layers whose batch norm applies the mask itself (see unit_gate); per-task copies made
+        # below are of the same kind.
+        self._fused_layers: frozenset[str] = frozenset(
+            name
+            for name in self.weighted_layer_names
+            if isinstance(self.normalization_layer(name), _MaskedBatchNorm)
+        )
         if batch_norm_mode == "independent":
             make_batch_norm_task_independent(self)
         self._task_norms: tuple[TaskBatchNorm, ...] = tuple(
@@ -125,30 +132,17 @@ class HATMaskBackbone(CLBackbone):
         self.mask_version: int = 0
         self._active_mask: dict[str, Tensor] | None = None
         self._mask_source = MaskSource()
-        self._fused_layers: frozenset[str] = frozenset()
         self._bind_masked_norms()
         self.register_load_state_dict_post_hook(_refresh_after_load)
 
     def _bind_masked_norms(self) -> None:
-        """Let every masked batch norm (per-task ones included) read its layer's mask.
-
-        Layers whose batch norm applies the mask are skipped by :meth:`unit_gate`.
-        """
-        fused = set()
-        for name in self.weighted_layer_names:
+        """Let every masked batch norm (per-task ones included) read its layer's mask."""
+        for name in self._fused_layers:
             norm = self.normalization_layer(name)
-            norms = list(norm.norms.values()) if isinstance(norm, TaskBatchNorm) else [norm]
-            if isinstance(norm, TaskBatchNorm):
-                fused_kind = issubclass(norm._kind, _MaskedBatchNorm)
-            else:
-                fused_kind = isinstance(norm, _MaskedBatchNorm)
-            if fused_kind:
-                fused.add(name)
+            norms = norm.norms.values() if isinstance(norm, TaskBatchNorm) else [norm]
             for module in norms:
-                if isinstance(module, _MaskedBatchNorm):
-                    module.hat_layer_name = name
-                    module.hat_mask_source = self._mask_source
-        self._fused_layers = frozenset(fused)
+                module.hat_layer_name = name
+                module.hat_mask_source = self._mask_source
 
     # ------------------------------------------------------------------ tasks and embeddings
 
