@@ -158,3 +158,11 @@ def test_resume_with_a_different_config_is_refused(
     assert acc_bytes(run_dir) == before
     # The interrupted run's Hydra files stay; the continuation's go to .hydra/resume_<time>.
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config
+
+
+def test_resume_with_more_train_tasks_extends_the_run(run_clarena: Run) -> None:
+    rest = TINY[1:]
+    reference = run_clarena("example_clmain_train", "train_tasks=3", *rest, output="reference")
+    run_dir = run_clarena("example_clmain_train", "train_tasks=2", *rest, output="extended")
+    cli.main(["experiment=example_clmain_train", "train_tasks=3", *rest, f"resume={run_dir}"])
+    assert acc_bytes(run_dir) == acc_bytes(reference)

@@ -27,7 +27,8 @@ from clarena.experiments.pipelines.common import PipelineConfigError
 RESUME_FILE = Path("checkpoints") / "resume_state.pt"
 
 #: Config keys that must be equal between the interrupted run and its continuation: they decide
-#: what is trained and how. Everything else (trainer, loggers, output files) may change.
+#: what is trained and how. Everything else (trainer, loggers, output files) may change, and
+#: ``train_tasks`` may grow (the trained tasks must stay its first tasks), to extend a run.
 SAME_KEYS: tuple[str, ...] = (
     "pipeline",
     "cl_paradigm",
@@ -36,7 +37,6 @@ SAME_KEYS: tuple[str, ...] = (
     "cl_algorithm",
     "optimizer",
     "lr_scheduler",
-    "train_tasks",
     "global_seed",
 )
 

@@ -264,6 +264,8 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         )
     trainer = make_trainer(cfg, run_dir, version="eval")
     accuracies = test_tasks(trainer, algorithm, datamodule, tasks)
+    if not trainer.is_global_zero:
+        return accuracies
     rows = {trained[-1]: accuracies}
     write_results(
         run_dir,

@@ -20,6 +20,7 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
+from clarena.experiments.scaleout import full_test_loader
 
 
 def _optimizers(cfg: DictConfig, train: bool) -> dict[str, Any]:
@@ -80,7 +81,15 @@ def _write(
 def _test(trainer: Any, algorithm: Any, datamodule: Any, mtl: bool) -> dict[int, float]:
     if mtl:
         algorithm.test_task_ids = list(datamodule.sequence.task_ids)
-    trainer.test(algorithm, dataloaders=datamodule.test_dataloader(), verbose=False)
+    loaders = datamodule.test_dataloader()
+    if trainer.world_size > 1:
+        # Every rank tests on the whole test set: exact counts, equal on every rank.
+        loaders = (
+            [full_test_loader(loader) for loader in loaders]
+            if isinstance(loaders, list)
+            else full_test_loader(loaders)
+        )
+    trainer.test(algorithm, dataloaders=loaders, verbose=False)
     return dict(algorithm.test_accuracy)
 
 
@@ -94,6 +103,8 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     trainer = make_trainer(cfg, run_dir, version=kind)
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
+    if not trainer.is_global_zero:
+        return accuracies
     _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
     if cfg.get("save_model"):
         save_checkpoint(
@@ -123,6 +134,8 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     algorithm.load_state_dict(checkpoint["state_dict"])
     trainer = make_trainer(cfg, run_dir, version="eval")
     accuracies = _test(trainer, algorithm, datamodule, mtl)
+    if not trainer.is_global_zero:
+        return accuracies
     _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)})
     print_table(
         f"{kind.upper()} evaluation of {cfg.model_path} - results in {run_dir}",
