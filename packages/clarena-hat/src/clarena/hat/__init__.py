@@ -9,6 +9,7 @@ from __future__ import annotations
 from clarena.hat._version import __version__
 from clarena.hat.base import EMBEDDING_INIT_MODES, GATES, HATMaskBackbone, annealed_scale
 from clarena.hat.mask_store import PackedMaskStore
+from clarena.hat.masked_batch_norm import MaskedBatchNorm1d, MaskedBatchNorm2d
 from clarena.hat.measures import (
     AGGREGATIONS,
     input_unit_measure,
@@ -51,6 +52,8 @@ __all__ = [
     "HATMaskResNet52",
     "HATMaskResNet101",
     "HATMaskResNet152",
+    "MaskedBatchNorm1d",
+    "MaskedBatchNorm2d",
     "PackedMaskStore",
     "__version__",
     "adahat_condition_gradients",
