@@ -28,17 +28,17 @@ def test_multirun_2x2_gives_4_job_dirs_and_a_4_row_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    sweep = tmp_path / "sweep"
     cli.main(
         [
             "-m",
             "experiment=example_clmain_train",
             "cl_algorithm=finetuning,independent",
             "optimizer=adam,sgd",
-            f"hydra.sweep.dir={sweep}",
             *TINY,
         ]
     )
+    # The default sweep dir: multirun/<time>/.
+    (sweep,) = (tmp_path / "multirun").iterdir()
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1", "2", "3"]
     with (sweep / SUMMARY_FILE).open(newline="") as file:
@@ -59,7 +59,7 @@ def test_multirun_2x2_gives_4_job_dirs_and_a_4_row_summary(
     # Independent never forgets.
     assert [float(r["forgetting"]) for r in rows[2:]] == [0.0, 0.0]
     # Only the sweep dir was written.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multirun"]
 
 
 def test_summary_lists_a_failed_job_without_results(tmp_path: Path) -> None:
