@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +26,16 @@ TINY = (
     "trainer.max_epochs=1",
     "+trainer.limit_train_batches=3",
     "+trainer.limit_val_batches=1",
+    "lightning_loggers=none",
+    "callbacks=none",
+    "save_model=false",
+    "metrics.accuracy_matrix_plot=null",
+    "metrics.average_accuracy_plot=null",
+)
+
+#: Full epochs (2 of them) per task, so that a task lasts long enough to be killed in.
+FULL_EPOCH = (
+    "trainer.max_epochs=2",
     "lightning_loggers=none",
     "callbacks=none",
     "save_model=false",
@@ -166,3 +181,39 @@ def test_resume_with_more_train_tasks_extends_the_run(run_clarena: Run) -> None:
     run_dir = run_clarena("example_clmain_train", "train_tasks=2", *rest, output="extended")
     cli.main(["experiment=example_clmain_train", "train_tasks=3", *rest, f"resume={run_dir}"])
     assert acc_bytes(run_dir) == acc_bytes(reference)
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_run_then_resume_equals_the_uninterrupted_run(tmp_path: Path) -> None:
+    """A real kill (SIGKILL of the ``clarena`` process) once task 2's row is on disk."""
+    clarena = Path(sys.executable).parent / "clarena"
+    common = [str(clarena), "experiment=example_clmain_hat", "train_tasks=4", *FULL_EPOCH]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(*extra: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*common, *extra], cwd=tmp_path, env=environment, capture_output=True, timeout=300
+        )
+
+    reference = tmp_path / "reference"
+    assert run(f"output_dir={reference}").returncode == 0
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*common, f"output_dir={killed}"],
+        cwd=tmp_path,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while b"\n2," not in _read(killed / "results" / "acc.csv") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert acc_bytes(killed).count(b"\n") < 5
+    assert run(f"resume={killed}").returncode == 0
+    assert acc_bytes(killed) == acc_bytes(reference)
+
+
+def _read(path: Path) -> bytes:
+    return path.read_bytes() if path.is_file() else b""
