@@ -7,7 +7,7 @@ Run from the repository root: ``python benchmarks/experiment_scaleout.py [--skip
    pipeline writes after each task) and ``load_resume_state`` + restore are timed (median of 5)
    and the file size is shown.
 2. DDP: wall time of ``clarena experiment=<example>`` with ``trainer=cpu`` (one process) and
-   ``trainer=ddp_cpu`` (2 processes over gloo), each process with 1 torch thread, and whether
+   ``trainer=ddp_cpu`` (2 processes over gloo), each process with 1 torch thread, and
    the last-row average accuracy of each. They differ: every rank takes ``batch_size`` samples
    per step, so DDP's effective batch is twice as large and an epoch has half the optimiser
    steps (and HAT anneals over half as many batches); compare DDP runs with DDP runs.
