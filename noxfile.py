@@ -3,10 +3,12 @@
 Distributions are discovered under ``packages/``. Sessions:
 
 - ``tests``: every distribution installed together (from its source tree, as a wheel would be),
-  then each distribution's own tests and the all-installed integration tests, in one venv.
+  then each distribution's own tests, the all-installed integration tests, the docs snippet
+  tests and the strict docs build, in one venv.
 - ``isolation``: fresh venvs holding only ``core`` or ``core+cl``, proving that each piece
   installs and imports alone and that missing pieces are named in errors.
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
+- ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def tests(session: nox.Session) -> None:
     for name in names:
         session.run(*pytest_args(session, name, f"packages/{name}/tests"))
     session.run(*pytest_args(session, "integration-all", "integration-tests/all_installed"))
+    session.run(*pytest_args(session, "docs-snippets", "docs/tests"))
+    # The strict docs build needs every distribution importable: build it here rather than pay
+    # for another multi-GB environment (``nox -s docs`` builds it alone).
+    build_docs(session)
 
 
 @nox.session(python="3.11")
@@ -96,6 +102,11 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site in strict mode: any warning (broken link, reference) fails."""
     install_distributions(session, distributions())
+    build_docs(session)
+
+
+def build_docs(session: nox.Session) -> None:
+    """Install the docs toolchain into ``session`` and build the site strictly into site/."""
     session.install("mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
