@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -22,7 +22,7 @@ class CLConfigError(ValueError):
     """An algorithm was configured in a way it cannot work (e.g. HAT with CIL)."""
 
 
-class CLAlgorithm(LightningModule):
+class CLAlgorithm(ExactTestAccuracy):
     """A continual-learning algorithm: a backbone, output heads and how they learn each task.
 
     The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
@@ -67,9 +67,7 @@ class CLAlgorithm(LightningModule):
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.task_id: int | None = None
-        self.test_task_ids: list[int] = []
-        self.test_accuracy: dict[int, float] = {}
-        self._test_counts: dict[int, list[int]] = {}
+        self._init_test_accuracy()
         self.train_accuracy = MulticlassAccuracy(num_classes=2)
         self.val_accuracy = MulticlassAccuracy(num_classes=2)
 
@@ -139,27 +137,13 @@ class CLAlgorithm(LightningModule):
         self.log(f"task_{self.task_id}/val/acc", self.val_accuracy, prog_bar=True)
 
     @override
-    def on_test_epoch_start(self) -> None:
-        self._test_counts = {task_id: [0, 0] for task_id in self.test_task_ids}
-
-    @override
     def test_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         input, labels = batch
         task_id = self.test_task_ids[dataloader_idx]
         logits, _ = self(input, "test", task_id)
-        correct = int((logits.argmax(dim=1) == self.targets(labels, task_id)).sum())
-        self._test_counts[task_id][0] += correct
-        self._test_counts[task_id][1] += len(labels)
-
-    @override
-    def on_test_epoch_end(self) -> None:
-        self.test_accuracy = {
-            task_id: correct / total for task_id, (correct, total) in self._test_counts.items()
-        }
-        for task_id, accuracy in self.test_accuracy.items():
-            self.log(f"test/acc_on_task_{task_id}", accuracy)
+        self.count_test(task_id, logits, self.targets(labels, task_id))
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters the optimiser of the current task updates.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
@@ -13,9 +12,10 @@ from typing_extensions import override
 from clarena.backbones import Backbone
 from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
+from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 
 
-class _SupervisedAlgorithm(LightningModule):
+class _SupervisedAlgorithm(ExactTestAccuracy):
     """Shared optimiser set-up and exact test-accuracy counting of MTL and STL."""
 
     def __init__(
@@ -32,30 +32,11 @@ class _SupervisedAlgorithm(LightningModule):
         self.backbone = backbone
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
-        self.test_task_ids: list[int] = []
-        self.test_accuracy: dict[int, float] = {}
-        self._test_counts: dict[int, list[int]] = {}
+        self._init_test_accuracy()
 
     def features(self, input: Tensor, stage: str) -> Tensor:
         """``(batch, output_dim)`` features of ``input``."""
         return self.backbone(input, stage=stage)[0]
-
-    @override
-    def on_test_epoch_start(self) -> None:
-        self._test_counts = {task_id: [0, 0] for task_id in self.test_task_ids}
-
-    def count_test(self, task_id: int, logits: Tensor, labels: Tensor) -> None:
-        """Add a test batch's correct predictions for ``task_id``."""
-        self._test_counts[task_id][0] += int((logits.argmax(dim=1) == labels).sum())
-        self._test_counts[task_id][1] += len(labels)
-
-    @override
-    def on_test_epoch_end(self) -> None:
-        self.test_accuracy = {
-            task_id: correct / total for task_id, (correct, total) in self._test_counts.items()
-        }
-        for task_id, accuracy in self.test_accuracy.items():
-            self.log(f"test/acc_on_task_{task_id}", accuracy)
 
     @override
     def configure_optimizers(self) -> Any:
