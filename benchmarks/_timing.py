@@ -1,9 +1,10 @@
-"""Shared timing helper for the scripts in ``benchmarks/`` (import it as ``from _timing import``)."""
+"""Shared timing helpers for the scripts in ``benchmarks/`` (import them as ``from _timing import``)."""
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -55,3 +56,37 @@ def step_time(
         step()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def paired_timings(
+    steps: list[Callable[[], None]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[list[float], list[float]]:
+    """Time ``steps`` round after round (rotating their order) for ``repeats`` rounds.
+
+    Args:
+        steps: the callables to time; the first is the reference of the ratios.
+        repeats: timed rounds.
+        warmup: untimed rounds first.
+        clock: seconds, wall time by default (``time.thread_time`` for this thread's CPU time).
+
+    Returns:
+        ``(medians, ratios)``: each step's median wall seconds, and for each step the median over
+        rounds of its time divided by the first step's time in the same round. Pairing within a
+        round cancels most of the drift caused by other processes on a shared machine.
+    """
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for round_index in range(repeats):
+        shift = round_index % len(steps)
+        for index in [*range(shift, len(steps)), *range(shift)]:
+            start = clock()
+            steps[index]()
+            times[index].append(clock() - start)
+    medians = [statistics.median(t) for t in times]
+    ratios = [statistics.median(a / b for a, b in zip(t, times[0], strict=True)) for t in times]
+    return medians, ratios

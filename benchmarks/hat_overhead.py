@@ -15,12 +15,16 @@ ResNet-18 mask <= 620 bytes per task (upstream CLArena keeps 15,616 bytes of flo
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import paired_timings
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.hat import (
@@ -66,31 +70,6 @@ def hat_step(backbone: HATMaskBackbone, x: Tensor, mechanics: bool) -> Callable[
             compensate_embedding_gradients(backbone, s, S_MAX)
 
     return step
-
-
-def paired_timings(
-    steps: list[Callable[[], None]], repeats: int, warmup: int
-) -> tuple[list[float], list[float]]:
-    """Time ``steps`` round after round (rotating their order) for ``repeats`` rounds.
-
-    Returns:
-        ``(medians, ratios)``: each step's median wall seconds, and for each step the median over
-        rounds of its time divided by the first step's time in the same round. Pairing within a
-        round cancels most of the drift caused by other processes on a shared machine.
-    """
-    for _ in range(warmup):
-        for step in steps:
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for round_index in range(repeats):
-        shift = round_index % len(steps)
-        for index in [*range(shift, len(steps)), *range(shift)]:
-            start = time.perf_counter()
-            steps[index]()
-            times[index].append(time.perf_counter() - start)
-    medians = [statistics.median(t) for t in times]
-    ratios = [statistics.median(a / b for a, b in zip(t, times[0], strict=True)) for t in times]
-    return medians, ratios
 
 
 def prepared_hat(backbone: HATMaskBackbone) -> HATMaskBackbone:

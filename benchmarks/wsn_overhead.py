@@ -5,8 +5,9 @@ followed by a plain SGD update, so the WSN scores change between steps as in tra
 selection's cost depends on it: ``kthvalue`` runs several times faster on data it has just seen).
 The WSN backbone trains task 2 with task 1's mask stored, so every step computes the top-c%
 masks of all layers from the scores and zeroes the gradients of parameters task 1 uses
-(``freeze_used_parameter_gradients``), as a real run does. Steps of the two backbones are
-interleaved and the median of each is reported, so load on the machine affects both alike.
+(``freeze_used_parameter_gradients``), as a real run does. Steps of the two backbones alternate
+and the reported ratio is the median over rounds of the per-round ratio, so load from other
+processes affects both alike.
 
 Also: the time to compute the top-c% mask of one 25M-weight layer (5000x5000) against
 ``torch.quantile`` (which refuses inputs over 2^24 elements, so it is timed on the largest it
@@ -22,11 +23,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import paired_timings
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, score_mask
@@ -65,20 +72,6 @@ def wsn_step(backbone: WSNMaskBackbone, x: Tensor) -> Callable[[], None]:
 CLOCK: Callable[[], float] = time.perf_counter
 
 
-def interleaved_medians(steps: list[Callable[[], None]], repeats: int, warmup: int) -> list[float]:
-    """Median seconds of each step, timing them in turn so machine load hits all alike."""
-    for _ in range(warmup):
-        for step in steps:
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for _ in range(repeats):
-        for index, step in enumerate(steps):
-            start = CLOCK()
-            step()
-            times[index].append(CLOCK() - start)
-    return [statistics.median(t) for t in times]
-
-
 def prepared_wsn(backbone: WSNMaskBackbone) -> WSNMaskBackbone:
     """``backbone`` training task 2, with task 1's mask stored."""
     backbone.setup_task_id(1)
@@ -100,10 +93,9 @@ def compare(
     cl_backbone.setup_task_id(1)
     cl_backbone.train()
     wsn_backbone = prepared_wsn(wsn_backbone)
-    cl, wsn = interleaved_medians(
-        [cl_step(cl_backbone, x), wsn_step(wsn_backbone, x)], repeats, warmup
+    (cl, wsn), (_, ratio) = paired_timings(
+        [cl_step(cl_backbone, x), wsn_step(wsn_backbone, x)], repeats, warmup, CLOCK
     )
-    ratio = wsn / cl
     verdict = (
         ""
         if target is None

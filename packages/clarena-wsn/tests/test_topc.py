@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from clarena.wsn import ThresholdHint, masked_parameter, score_mask, top_count, top_fraction_mask
+from clarena.wsn import (
+    ThresholdHint,
+    masked_parameter,
+    masked_parameters,
+    score_mask,
+    top_count,
+    top_fraction_mask,
+    topc,
+)
 from clarena.wsn.topc import _sample_stride
 
 
@@ -131,3 +139,74 @@ def test_masked_parameter_gradients() -> None:
     (masked * upstream).sum().backward()
     assert torch.equal(weight.grad, upstream * mask)
     assert torch.equal(score.grad, upstream * weight.detach() * score.detach().sign())
+
+
+@pytest.mark.parametrize("numel", [1, 50, 1000, 20_000, 200_001])
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+def test_hinted_selection_follows_moving_scores_exactly(numel: int, fraction: float) -> None:
+    """Training-like drift, jumps that leave the hint's window, and ties: always the reference."""
+    generator = torch.Generator().manual_seed(numel)
+    score = torch.randn(numel, generator=generator)
+    hint = ThresholdHint()
+    for step in range(12):
+        if step == 6:
+            score = score * 3.0  # the threshold jumps far outside any window
+        elif step == 9:
+            score = torch.round(score * 4) / 4  # many ties at the threshold
+        else:
+            score = score + 0.01 * torch.randn(numel, generator=generator)
+        _, mask = masked_parameter(torch.ones(numel), score, fraction, hint)
+        assert torch.equal(mask.bool(), reference_mask(score.abs(), fraction)), step
+
+
+@pytest.mark.parametrize("numel", [300, 40_000])
+@pytest.mark.parametrize("direction", ["too-many", "too-few"])
+def test_hinted_selection_swaps_entries_near_the_threshold_without_a_full_search(
+    numel: int, direction: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entries crossing the previous threshold are added or dropped from its window alone."""
+    score = torch.linspace(1.0, 2.0, numel)
+    hint = ThresholdHint()
+    masked_parameter(torch.ones(numel), score, 0.5, hint)
+    previous = hint.threshold
+    assert previous is not None
+    moved = score.clone()
+    if direction == "too-many":  # 5 entries rise to just above the threshold: 5 must leave
+        moved[(score < previous).nonzero().squeeze(1)[:5]] = previous * (1 + 1e-5)
+    else:  # 5 selected entries fall to just below it: 5 others must join
+        moved[(score >= previous).nonzero().squeeze(1)[-5:]] = previous * (1 - 1e-5)
+
+    def no_full_search(*args: object) -> None:
+        raise AssertionError("the hint's window should have held the new threshold")
+
+    monkeypatch.setattr(topc, "_threshold", no_full_search)
+    _, mask = masked_parameter(torch.ones(numel), moved, 0.5, hint)
+    assert torch.equal(mask.bool(), reference_mask(moved, 0.5))
+
+
+def test_masked_parameters_is_one_node_with_per_parameter_gradients() -> None:
+    generator = torch.Generator().manual_seed(4)
+    weights = [torch.randn(20, 30, generator=generator, requires_grad=True) for _ in range(2)]
+    bias = torch.randn(20, generator=generator, requires_grad=True)
+    scores = [torch.randn(p.shape, generator=generator, requires_grad=True) for p in weights]
+    bias_score = torch.randn(20, generator=generator, requires_grad=True)
+    hints = [ThresholdHint(), ThresholdHint(), None]
+    masked, masks = masked_parameters([*weights, bias], [*scores, bias_score], 0.4, hints)
+    assert masked[0].grad_fn is masked[2].grad_fn
+    for value, weight, mask in zip(masked, [*weights, bias], masks, strict=True):
+        assert torch.equal(value, weight.detach() * mask)
+        assert not mask.requires_grad
+    upstream = torch.randn(20, 30, generator=generator)
+    # The second weight's masked value is not used: it and its score get no gradient.
+    ((masked[0] * upstream).sum() + masked[2].sum()).backward()
+    assert torch.equal(weights[0].grad, upstream * masks[0])
+    assert torch.equal(scores[0].grad, upstream * weights[0].detach() * scores[0].detach().sign())
+    assert weights[1].grad is None
+    assert scores[1].grad is None
+    assert torch.equal(bias.grad, masks[2])
+    assert torch.equal(bias_score.grad, bias.detach() * bias_score.detach().sign())
+
+
+def test_masked_parameters_needs_one_score_per_parameter() -> None:
+    with pytest.raises(ValueError, match="one score per parameter; got 2 parameters and 1"):
+        masked_parameters([torch.ones(3), torch.ones(3)], [torch.ones(3)], 0.5)

@@ -21,6 +21,7 @@ from clarena.wsn.resnet import (
 from clarena.wsn.topc import (
     ThresholdHint,
     masked_parameter,
+    masked_parameters,
     score_mask,
     top_count,
     top_fraction_mask,
@@ -46,6 +47,7 @@ __all__ = [
     "check_mask_percentage",
     "check_optimizer",
     "masked_parameter",
+    "masked_parameters",
     "parameter_key",
     "score_mask",
     "top_count",

@@ -19,7 +19,7 @@ from clarena.cl import (
 )
 from clarena.cl.base import check_task_id
 from clarena.wsn.masks import TaskMaskStore, parameter_key
-from clarena.wsn.topc import ThresholdHint, masked_parameter, top_fraction_mask
+from clarena.wsn.topc import ThresholdHint, masked_parameters, top_fraction_mask
 
 #: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
 SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
@@ -87,8 +87,9 @@ class WSNMaskBackbone(CLBackbone):
         self.weight_score = nn.ParameterDict()
         self.bias_score = nn.ParameterDict()
         self.cumulative_masks = nn.Module()
-        # 1 where a parameter is free (not in the accumulated mask), as uint8: the gradient
-        # factor of freeze_used_parameter_gradients. Derived from cumulative_masks, not saved.
+        # 1 where a parameter is free (not in the accumulated mask), in the parameter's dtype: the
+        # gradient factor of freeze_used_parameter_gradients (a same-dtype multiply needs no
+        # conversion). Derived from cumulative_masks, not saved.
         self._free_masks = nn.Module()
         shapes: dict[str, tuple[int, ...]] = {}
         for name in self.weighted_layer_names:
@@ -108,9 +109,7 @@ class WSNMaskBackbone(CLBackbone):
                 self.cumulative_masks.register_buffer(
                     key, torch.zeros_like(parameter, dtype=torch.bool)
                 )
-                self._free_masks.register_buffer(
-                    key, torch.ones_like(parameter, dtype=torch.uint8), persistent=False
-                )
+                self._free_masks.register_buffer(key, torch.ones_like(parameter), persistent=False)
         self.task_masks = TaskMaskStore(shapes)
         self.mask_percentage: float | None = None
         # Previous thresholds per parameter: a speed-up only, masks never depend on it.
@@ -212,26 +211,46 @@ class WSNMaskBackbone(CLBackbone):
         """
         masks: Masks = ({}, {})
         parameters: dict[str, tuple[Tensor, Tensor | None]] = {}
+        if not isinstance(selection, float):
+            for name in self.weighted_layer_names:
+                layer = self.get_layer_by_name(name)
+                masked: list[Tensor | None] = []
+                for index, kind in enumerate(_KINDS):
+                    parameter = getattr(layer, kind)
+                    if parameter is None:
+                        masked.append(None)
+                        continue
+                    mask = selection[index][name]
+                    masks[index][name] = mask
+                    masked.append(parameter * mask)
+                parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
+            return masks, parameters
+        # Train/validation: every parameter in one autograd node (see masked_parameters).
+        keys: list[tuple[str, int]] = []
+        values: list[Tensor] = []
+        scores: list[Tensor] = []
+        hints: list[ThresholdHint] = []
         for name in self.weighted_layer_names:
             layer = self.get_layer_by_name(name)
-            masked: list[Tensor | None] = []
             for index, kind in enumerate(_KINDS):
                 parameter = getattr(layer, kind)
                 if parameter is None:
-                    masked.append(None)
                     continue
-                if isinstance(selection, float):
-                    score = (self.weight_score, self.bias_score)[index][name]
-                    hint = self._threshold_hints.setdefault(
-                        parameter_key(name, kind), ThresholdHint()
-                    )
-                    value, mask = masked_parameter(parameter, score, selection, hint)
-                else:
-                    mask = selection[index][name]
-                    value = parameter * mask
-                masks[index][name] = mask
-                masked.append(value)
-            parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
+                keys.append((name, index))
+                values.append(parameter)
+                scores.append((self.weight_score, self.bias_score)[index][name])
+                hints.append(
+                    self._threshold_hints.setdefault(parameter_key(name, kind), ThresholdHint())
+                )
+        masked_values, selected = masked_parameters(values, scores, selection, hints)
+        pairs: dict[str, list[Tensor | None]] = {
+            name: [None, None] for name in self.weighted_layer_names
+        }
+        for (name, index), value, mask in zip(keys, masked_values, selected, strict=True):
+            masks[index][name] = mask
+            pairs[name][index] = value
+        for name, (weight, bias) in pairs.items():
+            parameters[name] = (weight, bias)  # type: ignore[assignment]
         return masks, parameters
 
     def stored_mask(self, task_id: int) -> Masks:
@@ -324,14 +343,19 @@ class WSNMaskBackbone(CLBackbone):
         """
         if not self.task_masks.task_ids:
             return
+        grads: list[Tensor] = []
+        free: list[Tensor] = []
         for name in self.weighted_layer_names:
             layer = self.get_layer_by_name(name)
             for kind in _KINDS:
                 parameter = getattr(layer, kind)
                 if parameter is not None and parameter.grad is not None:
-                    # Multiplying by the uint8 free mask is many times faster than masked_fill_
-                    # on CPU; a non-finite gradient of a used parameter stays NaN.
-                    parameter.grad.mul_(self._free_masks.get_buffer(parameter_key(name, kind)))
+                    grads.append(parameter.grad)
+                    free.append(self._free_masks.get_buffer(parameter_key(name, kind)))
+        if grads:
+            # A multiply by the 0/1 free mask is many times faster than masked_fill_ on CPU; a
+            # non-finite gradient of a used parameter stays NaN.
+            torch._foreach_mul_(grads, free)
 
     def capacity(self) -> float:
         """Fraction of the masked parameters (weights and biases) used by any stored task."""

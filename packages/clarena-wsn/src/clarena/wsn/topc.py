@@ -5,9 +5,12 @@ largest ``|score|``. The threshold (the ``round(c * n)``-th largest value) is fo
 without sorting the layer (``torch.quantile`` sorts all of it and refuses more than 2^24
 elements):
 
-1. a bracket ``[lower, upper]`` that should hold the threshold: around the previous step's
-   threshold when a :class:`ThresholdHint` has one (scores move little per step), else from a
-   strided sample of the layer;
+0. during training, with a :class:`ThresholdHint` holding the previous step's threshold
+   ``t0``: the mask ``|score| >= t0`` is counted; when it does not hold exactly ``round(c * n)``
+   entries, only the thin window between ``t0`` and ``t0 (1 -/+ width)`` is gathered and the
+   entries crossing are added or dropped (scores move little per step, so few do);
+1. otherwise a bracket ``[lower, upper]`` that should hold the threshold: around the previous
+   step's threshold when a hint has one, else from a strided sample of the layer;
 2. vectorised passes count the values above ``upper`` and gather the few inside the bracket,
    which proves the bracket holds the threshold;
 3. ``kthvalue`` on the gathered values gives the exact threshold.
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -50,13 +53,32 @@ class ThresholdHint:
     Purely a speed-up: the selected mask is exact and identical with or without a hint.
 
     Attributes:
-        threshold: the last exact threshold, ``None`` before the first selection.
+        threshold: the last threshold found (a step whose mask it selects exactly keeps it);
+            ``None`` before the first selection.
         width: relative half-width of the next bracket around ``threshold``: four times the
             threshold's last relative move.
+        magnitude: a reused buffer for ``|score|`` of large tensors (never saved for backward,
+            so reusing it between steps is safe); allocated on first use.
     """
 
     threshold: float | None = None
     width: float = _HINT_START_WIDTH
+    magnitude: Tensor | None = field(default=None, repr=False, compare=False)
+
+    def magnitude_of(self, score: Tensor) -> Tensor:
+        """``|score|`` flattened, written into :attr:`magnitude` for large tensors."""
+        flat = score.detach().reshape(-1)
+        if flat.numel() < _BRACKET_MIN_NUMEL:
+            return torch.abs(flat)
+        buffer = self.magnitude
+        if (
+            buffer is None
+            or buffer.shape != flat.shape
+            or buffer.dtype != flat.dtype
+            or buffer.device != flat.device
+        ):
+            buffer = self.magnitude = torch.empty_like(flat)
+        return torch.abs(flat, out=buffer)
 
 
 def top_count(fraction: float, numel: int) -> int:
@@ -94,10 +116,16 @@ def _top_mask(
         return torch.zeros_like(flat, dtype=dtype)
     if count >= numel:
         return torch.ones_like(flat, dtype=dtype)
+    if hint is not None:
+        incremental = _incremental_mask(flat, count, hint)
+        if incremental is not None:
+            return incremental if dtype == torch.float32 else incremental.to(dtype)
     found = _threshold(flat, count, hint)
     if found is None:
         # Small tensor: one kthvalue, then the >= mask is the answer unless ties straddle.
         threshold = flat.kthvalue(numel - count + 1).values
+        if hint is not None:
+            hint.threshold = float(threshold)
         mask = _at_or_above(flat, threshold, dtype)
         if _sum_count(mask if dtype == torch.float32 else mask.to(torch.float32)) == count:
             return mask
@@ -110,6 +138,71 @@ def _top_mask(
     mask = flat > threshold
     mask[(flat == threshold).nonzero().squeeze(1)[: count - count_above]] = True
     return mask.to(dtype)
+
+
+def _incremental_mask(flat: Tensor, count: int, hint: ThresholdHint) -> Tensor | None:
+    """Float32 0/1 mask of the ``count`` largest entries, found from the hint's threshold ``t0``.
+
+    ``flat >= t0`` is counted; the entries to add (too few) or drop (too many) all lie in the
+    window between ``t0`` and ``t0 (1 -/+ width)``, which is gathered and ranked alone. Ties at
+    the new threshold go to the lower index, as everywhere. Returns ``None`` (hint widened) when
+    the window does not reach the threshold or there is no positive hint.
+    """
+    previous = hint.threshold
+    if previous is None or not previous > 0 or not math.isfinite(previous):
+        return None
+    mask = torch.ge(flat, previous, out=torch.empty_like(flat, dtype=torch.float32))
+    selected = _sum_count(mask)
+    if selected == count:
+        return mask
+    adding = selected < count
+    bound = previous * (1 - hint.width if adding else 1 + hint.width)
+    window = torch.ge(flat, bound, out=torch.empty_like(mask))
+    reached = _sum_count(window)
+    if (reached < count) if adding else (reached >= count):
+        hint.width = min(8 * hint.width, 1.0)
+        return None
+    if adding:
+        # Window [bound, t0): its `rank` largest entries join the mask.
+        torch.sub(window, mask, out=window)
+        window_size, rank = reached - selected, count - selected
+    else:
+        # Window [t0, bound): its `rank` largest entries stay, the others leave.
+        torch.sub(mask, window, out=window)
+        window_size, rank = selected - reached, count - reached
+    index = _indices(window, window_size)
+    values = flat[index]
+    threshold = values.kthvalue(window_size - rank + 1).values
+    top = values > threshold
+    ties = (values == threshold).nonzero().squeeze(1)
+    top[ties[: rank - int(top.count_nonzero())]] = True
+    if adding:
+        mask[index[top]] = 1.0
+    else:
+        mask[index[~top]] = 0.0
+    new = float(threshold)
+    hint.width = min(max(4 * abs(new - previous) / previous, _HINT_MIN_WIDTH), 1.0)
+    hint.threshold = new
+    return mask
+
+
+def _indices(indicator: Tensor, count: int) -> Tensor:
+    """Ascending flat indices where the float 0/1 tensor ``indicator`` is 1 (``count`` of them).
+
+    When they are rare, blocks holding none are skipped first (see :func:`_gather`).
+    """
+    numel = indicator.numel()
+    body = numel - numel % _BLOCK
+    if count * 4 * _BLOCK > numel or body == 0:
+        return indicator.to(torch.bool).nonzero().squeeze(1)
+    blocks = indicator[:body].view(-1, _BLOCK)
+    hit = blocks.amax(dim=1).to(torch.bool).nonzero().squeeze(1)
+    local = blocks.index_select(0, hit).to(torch.bool).nonzero()
+    index = hit[local[:, 0]] * _BLOCK + local[:, 1]
+    if body == numel:
+        return index
+    tail = indicator[body:].to(torch.bool).nonzero().squeeze(1) + body
+    return torch.cat([index, tail])
 
 
 def _at_or_above(
@@ -227,6 +320,8 @@ def _sum_count(indicator: Tensor) -> int:
     A float32 sum is exact while the total stays within 2^24, so longer tensors are summed in
     chunks of 2^24 (a float64 sum would be exact too, but is several times slower on CPU).
     """
+    if indicator.numel() <= 1 << 24:
+        return int(indicator.sum())
     return sum(int(chunk.sum()) for chunk in indicator.split(1 << 24))
 
 
@@ -275,35 +370,103 @@ def score_mask(score: Tensor, fraction: float) -> Tensor:
     return _ScoreMask.apply(score.abs(), fraction)
 
 
-class _MaskedParameter(torch.autograd.Function):
-    """``parameter * mask`` with the score's top-c% mask, as one autograd node."""
+class _MaskedParameters(torch.autograd.Function):
+    """``parameter * mask`` for several parameters at once, as one autograd node.
+
+    Inputs: ``count``, then ``count`` parameters, their scores and their 0/1 masks. Backward
+    gives ``g * mask`` to each parameter and the straight-through ``g * parameter * sign(score)``
+    to each score, with one fused (``torch._foreach``) kernel call per term for all parameters.
+    """
 
     @staticmethod
     def forward(
-        ctx: Any,
-        parameter: Tensor,
-        score: Tensor,
-        fraction: float,
-        hint: ThresholdHint | None,
-    ) -> tuple[Tensor, Tensor]:
-        flat = score.detach().abs().reshape(-1)
-        mask = _top_mask(flat, top_count(fraction, flat.numel()), parameter.dtype, hint)
-        mask = mask.reshape(score.shape)
-        ctx.save_for_backward(parameter, score, mask)
-        ctx.mark_non_differentiable(mask)
-        return parameter * mask, mask
+        ctx: Any, count: int, hints: Sequence[ThresholdHint | None], *tensors: Tensor
+    ) -> tuple[Tensor, ...]:
+        ctx.count = count
+        ctx.hints = hints
+        ctx.save_for_backward(*tensors)
+        # Outputs that get no gradient are left as None rather than filled with zeros.
+        ctx.set_materialize_grads(False)
+        return tuple(torch._foreach_mul(tensors[:count], tensors[2 * count :]))
 
     @staticmethod
-    def backward(
-        ctx: Any, grad_masked: Tensor, grad_mask: Tensor | None
-    ) -> tuple[Tensor | None, Tensor | None, None, None]:
-        parameter, score, mask = ctx.saved_tensors
-        grad_parameter = grad_masked * mask if ctx.needs_input_grad[0] else None
-        grad_score = None
-        if ctx.needs_input_grad[1]:
-            grad_score = grad_masked * parameter
-            grad_score.mul_(score.sign())
-        return grad_parameter, grad_score, None, None
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        count = ctx.count
+        saved = ctx.saved_tensors
+        parameters, scores, masks = saved[:count], saved[count : 2 * count], saved[2 * count :]
+        needs = ctx.needs_input_grad[2:]
+        grad_parameters: list[Tensor | None] = [None] * count
+        grad_scores: list[Tensor | None] = [None] * count
+        live = [i for i, grad in enumerate(grads) if grad is not None]
+        wanted = [i for i in live if needs[i]]
+        if wanted:
+            products = torch._foreach_mul([grads[i] for i in wanted], [masks[i] for i in wanted])
+            for i, product in zip(wanted, products, strict=True):
+                grad_parameters[i] = product
+        wanted = [i for i in live if needs[count + i]]
+        if wanted:
+            products = torch._foreach_mul(
+                [grads[i] for i in wanted], [parameters[i] for i in wanted]
+            )
+            signs = [_sign(scores[i], ctx.hints[i]) for i in wanted]
+            torch._foreach_mul_(products, signs)
+            for i, product in zip(wanted, products, strict=True):
+                grad_scores[i] = product
+        return (None, None, *grad_parameters, *grad_scores, *([None] * count))
+
+
+def _sign(score: Tensor, hint: ThresholdHint | None) -> Tensor:
+    """``sign(score)``, written into the hint's magnitude buffer when it has a fitting one.
+
+    The buffer only ever holds values used at once (in a forward's selection or here), so
+    borrowing it saves a fresh allocation of a large tensor.
+    """
+    buffer = None if hint is None else hint.magnitude
+    if buffer is None or buffer.numel() != score.numel() or buffer.dtype != score.dtype:
+        return score.sign()
+    if buffer.device != score.device:
+        return score.sign()
+    return torch.sign(score, out=buffer.view(score.shape))
+
+
+def masked_parameters(
+    parameters: Sequence[Tensor],
+    scores: Sequence[Tensor],
+    fraction: float,
+    hints: Sequence[ThresholdHint | None] | None = None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Several parameters restricted to their WSN subnetworks, as one autograd node.
+
+    The batched form of :func:`masked_parameter` that a WSN backbone's training forward uses: a
+    step pays one autograd node, and one fused kernel call per backward term, for all its
+    parameters.
+
+    Args:
+        parameters: weights and biases.
+        scores: their scores, same shapes.
+        fraction: ``c`` in ``(0, 1]``.
+        hints: one :class:`ThresholdHint` (or ``None``) per parameter.
+
+    Returns:
+        ``(masked, masks)``: ``parameter * mask`` per parameter, and the 0/1 masks (of each
+        parameter's dtype, no gradient of their own).
+    """
+    if len(parameters) != len(scores):
+        raise ValueError(
+            f"masked_parameters needs one score per parameter; got {len(parameters)} parameters "
+            f"and {len(scores)} scores."
+        )
+    hints = [None] * len(parameters) if hints is None else list(hints)
+    masks = []
+    with torch.no_grad():
+        for parameter, score, hint in zip(parameters, scores, hints, strict=True):
+            flat = score.reshape(-1).abs() if hint is None else hint.magnitude_of(score)
+            mask = _top_mask(flat, top_count(fraction, flat.numel()), parameter.dtype, hint)
+            masks.append(mask.view(score.shape))
+    if not parameters:
+        return [], []
+    masked = _MaskedParameters.apply(len(parameters), hints, *parameters, *scores, *masks)
+    return list(masked), masks
 
 
 def masked_parameter(
@@ -311,8 +474,7 @@ def masked_parameter(
 ) -> tuple[Tensor, Tensor]:
     """A parameter restricted to its WSN subnetwork, with the straight-through score gradient.
 
-    Equivalent to ``parameter * score_mask(score, fraction)`` but one autograd node, which is
-    what a training step pays for every masked parameter.
+    Equivalent to ``parameter * score_mask(score, fraction)`` but one autograd node.
 
     Args:
         parameter: a weight or bias.
@@ -326,4 +488,5 @@ def masked_parameter(
         gradient of its own). Backward: ``dL/dparameter = g * mask`` and
         ``dL/dscore = g * parameter * sign(score)`` for the incoming gradient ``g``.
     """
-    return _MaskedParameter.apply(parameter, score, fraction, hint)
+    masked, masks = masked_parameters([parameter], [score], fraction, [hint])
+    return masked[0], masks[0]
