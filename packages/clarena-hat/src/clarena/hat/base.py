@@ -253,7 +253,10 @@ class HATMaskBackbone(CLBackbone):
                     f"call forward(input, 'validation', s_max=...)."
                 )
             s = float(s_max)
-        return {name: torch.sigmoid(s * e) for name, e in self.task_embedding.items()}, current
+        # One fused call per op for all layers: a training step pays each op once, not per layer.
+        embeddings = list(self.task_embedding.values())
+        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, s))
+        return dict(zip(self.task_embedding.keys(), masks, strict=True)), current
 
     @property
     def stored_task_ids(self) -> list[int]:
