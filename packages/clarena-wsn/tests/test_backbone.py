@@ -118,6 +118,37 @@ def test_straight_through_gradient_reaches_every_score() -> None:
     assert bool(layer.weight.grad[mask == 0].eq(0).all())
 
 
+def test_training_gradients_equal_plain_masking_exactly() -> None:
+    """The fused node (incoming gradients masked in place) gives plain autograd's gradients."""
+    backbone = make_mlp()
+    backbone.setup_task_id(1)
+    x = torch.randn(16, 784)
+    feature, weight_mask, bias_mask, _ = backbone(x, "train", mask_percentage=0.3)
+    feature.pow(2).sum().backward()
+    reference = make_mlp()
+    reference.load_state_dict(backbone.state_dict())
+    h = x
+    for index, name in enumerate(reference.weighted_layer_names):
+        layer = reference.get_layer_by_name(name)
+        weight_score = reference.weight_score[name]
+        bias_score = reference.bias_score[name]
+        # Straight-through: the mask's value in the forward, |score|'s gradient in the backward.
+        weight = layer.weight * (
+            weight_mask[name] + weight_score.abs() - weight_score.abs().detach()
+        )
+        bias = layer.bias * (bias_mask[name] + bias_score.abs() - bias_score.abs().detach())
+        h = reference.fc_activation[index](F.linear(h, weight, bias))
+    h.pow(2).sum().backward()
+    for (name, mine), theirs in zip(
+        backbone.named_parameters(), reference.parameters(), strict=True
+    ):
+        assert torch.allclose(mine.grad, theirs.grad, rtol=1e-5, atol=1e-7), name
+    for name in backbone.weighted_layer_names:
+        layer = backbone.get_layer_by_name(name)
+        # A weight's gradient is exactly zero outside the subnetwork.
+        assert bool(layer.weight.grad[weight_mask[name] == 0].eq(0).all()), name
+
+
 def test_validation_uses_scores_and_test_uses_stored_mask() -> None:
     backbone = make_mlp()
     backbone.setup_task_id(1)

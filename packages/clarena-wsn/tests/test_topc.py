@@ -207,6 +207,26 @@ def test_masked_parameters_is_one_node_with_per_parameter_gradients() -> None:
     assert torch.equal(bias_score.grad, bias.detach() * bias_score.detach().sign())
 
 
+def test_private_outputs_give_the_same_gradients() -> None:
+    """``private=True`` masks the incoming gradients in place: the same values as a copy."""
+    x = torch.randn(8, 30, generator=torch.Generator().manual_seed(5))
+    results = []
+    for private in (False, True):
+        weight = torch.randn(40, 30, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        score = torch.randn(40, 30, generator=torch.Generator().manual_seed(7), requires_grad=True)
+        (masked,), (mask,) = masked_parameters([weight], [score], 0.5, private=private)
+        torch.nn.functional.linear(x, masked).square().sum().backward()
+        results.append((weight.grad, score.grad, mask))
+    (weight_grad, score_grad, mask), (private_weight_grad, private_score_grad, private_mask) = (
+        results
+    )
+    assert torch.equal(private_mask, mask)
+    assert torch.equal(private_weight_grad, weight_grad)
+    assert torch.equal(private_score_grad, score_grad)
+    assert bool(weight_grad[mask == 0].eq(0).all())
+    assert bool(weight_grad[mask == 1].ne(0).all())
+
+
 def test_masked_parameters_needs_one_score_per_parameter() -> None:
     with pytest.raises(ValueError, match="one score per parameter; got 2 parameters and 1"):
         masked_parameters([torch.ones(3), torch.ones(3)], [torch.ones(3)], 0.5)

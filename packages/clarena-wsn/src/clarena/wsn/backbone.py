@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -112,8 +112,15 @@ class WSNMaskBackbone(CLBackbone):
                 self._free_masks.register_buffer(key, torch.ones_like(parameter), persistent=False)
         self.task_masks = TaskMaskStore(shapes)
         self.mask_percentage: float | None = None
-        # Previous thresholds per parameter: a speed-up only, masks never depend on it.
-        self._threshold_hints: dict[str, ThresholdHint] = {}
+        # Every masked parameter, resolved once: a training step walks this, not module paths.
+        # Each keeps its previous threshold (a speed-up only: masks never depend on it).
+        self._slots: tuple[_Slot, ...] = tuple(
+            _Slot(name, index, kind, parameter_key(name, kind), layer, ThresholdHint())
+            for name in self.weighted_layer_names
+            for layer in (self.get_layer_by_name(name),)
+            for index, kind in enumerate(_KINDS)
+            if getattr(layer, kind) is not None
+        )
         self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
         self.initialize_parameter_score("default")
         self.register_load_state_dict_post_hook(_refresh_free_masks)
@@ -226,29 +233,20 @@ class WSNMaskBackbone(CLBackbone):
                 parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
             return masks, parameters
         # Train/validation: every parameter in one autograd node (see masked_parameters).
-        keys: list[tuple[str, int]] = []
-        values: list[Tensor] = []
-        scores: list[Tensor] = []
-        hints: list[ThresholdHint] = []
-        for name in self.weighted_layer_names:
-            layer = self.get_layer_by_name(name)
-            for index, kind in enumerate(_KINDS):
-                parameter = getattr(layer, kind)
-                if parameter is None:
-                    continue
-                keys.append((name, index))
-                values.append(parameter)
-                scores.append((self.weight_score, self.bias_score)[index][name])
-                hints.append(
-                    self._threshold_hints.setdefault(parameter_key(name, kind), ThresholdHint())
-                )
-        masked_values, selected = masked_parameters(values, scores, selection, hints)
+        score_dicts = (self.weight_score, self.bias_score)
+        masked_values, selected = masked_parameters(
+            [getattr(slot.layer, slot.kind) for slot in self._slots],
+            [score_dicts[slot.index][slot.name] for slot in self._slots],
+            selection,
+            [slot.hint for slot in self._slots],
+            private=True,
+        )
         pairs: dict[str, list[Tensor | None]] = {
             name: [None, None] for name in self.weighted_layer_names
         }
-        for (name, index), value, mask in zip(keys, masked_values, selected, strict=True):
-            masks[index][name] = mask
-            pairs[name][index] = value
+        for slot, value, mask in zip(self._slots, masked_values, selected, strict=True):
+            masks[slot.index][slot.name] = mask
+            pairs[slot.name][slot.index] = value
         for name, (weight, bias) in pairs.items():
             parameters[name] = (weight, bias)  # type: ignore[assignment]
         return masks, parameters
@@ -345,13 +343,11 @@ class WSNMaskBackbone(CLBackbone):
             return
         grads: list[Tensor] = []
         free: list[Tensor] = []
-        for name in self.weighted_layer_names:
-            layer = self.get_layer_by_name(name)
-            for kind in _KINDS:
-                parameter = getattr(layer, kind)
-                if parameter is not None and parameter.grad is not None:
-                    grads.append(parameter.grad)
-                    free.append(self._free_masks.get_buffer(parameter_key(name, kind)))
+        for slot in self._slots:
+            grad = getattr(slot.layer, slot.kind).grad
+            if grad is not None:
+                grads.append(grad)
+                free.append(getattr(self._free_masks, slot.key))
         if grads:
             # A multiply by the 0/1 free mask is many times faster than masked_fill_ on CPU; a
             # non-finite gradient of a used parameter stays NaN.
@@ -435,6 +431,17 @@ class WSNMaskBackbone(CLBackbone):
         """Restore what :meth:`get_extra_state` saved."""
         super().set_extra_state(state)
         self.mask_percentage = state.get("mask_percentage")
+
+
+class _Slot(NamedTuple):
+    """One masked parameter: ``getattr(layer, kind)`` of weighted layer ``name``."""
+
+    name: str
+    index: int  # 0 for the weight, 1 for the bias (position in the mask pairs)
+    kind: str
+    key: str  # parameter_key(name, kind)
+    layer: nn.Module
+    hint: ThresholdHint
 
 
 def _refresh_free_masks(module: nn.Module, incompatible_keys: Any) -> None:

@@ -57,28 +57,29 @@ class ThresholdHint:
             ``None`` before the first selection.
         width: relative half-width of the next bracket around ``threshold``: four times the
             threshold's last relative move.
-        magnitude: a reused buffer for ``|score|`` of large tensors (never saved for backward,
-            so reusing it between steps is safe); allocated on first use.
+        magnitude: a reused buffer for ``|score|`` (and ``sign(score)`` in backward) of a large
+            tensor; it never holds anything kept beyond the call that writes it.
     """
 
     threshold: float | None = None
     width: float = _HINT_START_WIDTH
     magnitude: Tensor | None = field(default=None, repr=False, compare=False)
 
-    def magnitude_of(self, score: Tensor) -> Tensor:
-        """``|score|`` flattened, written into :attr:`magnitude` for large tensors."""
-        flat = score.detach().reshape(-1)
-        if flat.numel() < _BRACKET_MIN_NUMEL:
-            return torch.abs(flat)
+    def workspace(self, score: Tensor) -> Tensor | None:
+        """The reused buffer shaped like a large ``score`` (made on first use), else ``None``."""
+        if score.numel() < _BRACKET_MIN_NUMEL:
+            return None
         buffer = self.magnitude
         if (
             buffer is None
-            or buffer.shape != flat.shape
-            or buffer.dtype != flat.dtype
-            or buffer.device != flat.device
+            or buffer.shape != score.shape
+            or buffer.dtype != score.dtype
+            or buffer.device != score.device
         ):
-            buffer = self.magnitude = torch.empty_like(flat)
-        return torch.abs(flat, out=buffer)
+            buffer = self.magnitude = torch.empty(
+                score.shape, dtype=score.dtype, device=score.device
+            )
+        return buffer
 
 
 def top_count(fraction: float, numel: int) -> int:
@@ -105,11 +106,16 @@ def top_fraction_mask(values: Tensor, fraction: float) -> Tensor:
 
 
 def _top_mask(
-    flat: Tensor, count: int, dtype: torch.dtype, hint: ThresholdHint | None = None
+    flat: Tensor,
+    count: int,
+    dtype: torch.dtype,
+    hint: ThresholdHint | None = None,
+    trial: tuple[Tensor, int] | None = None,
 ) -> Tensor:
     """Flat 0/1 mask (of ``dtype``) of the ``count`` largest entries of 1-D ``flat``.
 
-    Ties at the threshold go to the lower index. ``hint`` is read and updated.
+    Ties at the threshold go to the lower index. ``hint`` is read and updated; ``trial`` is the
+    float32 mask ``flat >= hint.threshold`` and its count, when the caller has them already.
     """
     numel = flat.numel()
     if count <= 0:
@@ -117,7 +123,7 @@ def _top_mask(
     if count >= numel:
         return torch.ones_like(flat, dtype=dtype)
     if hint is not None:
-        incremental = _incremental_mask(flat, count, hint)
+        incremental = _incremental_mask(flat, count, hint, trial)
         if incremental is not None:
             return incremental if dtype == torch.float32 else incremental.to(dtype)
     found = _threshold(flat, count, hint)
@@ -140,19 +146,25 @@ def _top_mask(
     return mask.to(dtype)
 
 
-def _incremental_mask(flat: Tensor, count: int, hint: ThresholdHint) -> Tensor | None:
+def _incremental_mask(
+    flat: Tensor, count: int, hint: ThresholdHint, trial: tuple[Tensor, int] | None = None
+) -> Tensor | None:
     """Float32 0/1 mask of the ``count`` largest entries, found from the hint's threshold ``t0``.
 
     ``flat >= t0`` is counted; the entries to add (too few) or drop (too many) all lie in the
     window between ``t0`` and ``t0 (1 -/+ width)``, which is gathered and ranked alone. Ties at
     the new threshold go to the lower index, as everywhere. Returns ``None`` (hint widened) when
-    the window does not reach the threshold or there is no positive hint.
+    the window does not reach the threshold or there is no positive hint. ``trial``: the mask
+    ``flat >= t0`` (float32, flat) and its count, if already computed.
     """
     previous = hint.threshold
-    if previous is None or not previous > 0 or not math.isfinite(previous):
+    if previous is None or not _usable(previous):
         return None
-    mask = torch.ge(flat, previous, out=torch.empty_like(flat, dtype=torch.float32))
-    selected = _sum_count(mask)
+    if trial is None:
+        mask = torch.ge(flat, previous, out=torch.empty_like(flat, dtype=torch.float32))
+        selected = _sum_count(mask)
+    else:
+        mask, selected = trial
     if selected == count:
         return mask
     adding = selected < count
@@ -184,6 +196,11 @@ def _incremental_mask(flat: Tensor, count: int, hint: ThresholdHint) -> Tensor |
     hint.width = min(max(4 * abs(new - previous) / previous, _HINT_MIN_WIDTH), 1.0)
     hint.threshold = new
     return mask
+
+
+def _usable(threshold: float | None) -> bool:
+    """Whether a hinted threshold can start an incremental selection (positive and finite)."""
+    return threshold is not None and threshold > 0 and math.isfinite(threshold)
 
 
 def _indices(indicator: Tensor, count: int) -> Tensor:
@@ -373,17 +390,23 @@ def score_mask(score: Tensor, fraction: float) -> Tensor:
 class _MaskedParameters(torch.autograd.Function):
     """``parameter * mask`` for several parameters at once, as one autograd node.
 
-    Inputs: ``count``, then ``count`` parameters, their scores and their 0/1 masks. Backward
-    gives ``g * mask`` to each parameter and the straight-through ``g * parameter * sign(score)``
-    to each score, with one fused (``torch._foreach``) kernel call per term for all parameters.
+    Inputs: ``count``, the parameters' workspaces (or ``None``), whether the outputs are private
+    (see :func:`masked_parameters`), then ``count`` parameters, their scores and their 0/1 masks. Backward gives ``g * mask`` to each parameter and the
+    straight-through ``g * parameter * sign(score)`` to each score, with one fused
+    (``torch._foreach``) kernel call per term for all parameters.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, count: int, hints: Sequence[ThresholdHint | None], *tensors: Tensor
+        ctx: Any,
+        count: int,
+        workspaces: Sequence[Tensor | None],
+        private: bool,
+        *tensors: Tensor,
     ) -> tuple[Tensor, ...]:
         ctx.count = count
-        ctx.hints = hints
+        ctx.workspaces = workspaces
+        ctx.private = private
         ctx.save_for_backward(*tensors)
         # Outputs that get no gradient are left as None rather than filled with zeros.
         ctx.set_materialize_grads(False)
@@ -394,39 +417,105 @@ class _MaskedParameters(torch.autograd.Function):
         count = ctx.count
         saved = ctx.saved_tensors
         parameters, scores, masks = saved[:count], saved[count : 2 * count], saved[2 * count :]
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.needs_input_grad[3:]
         grad_parameters: list[Tensor | None] = [None] * count
         grad_scores: list[Tensor | None] = [None] * count
         live = [i for i, grad in enumerate(grads) if grad is not None]
-        wanted = [i for i in live if needs[i]]
-        if wanted:
-            products = torch._foreach_mul([grads[i] for i in wanted], [masks[i] for i in wanted])
-            for i, product in zip(wanted, products, strict=True):
-                grad_parameters[i] = product
+        # The score term reads the incoming gradient, so it goes first.
         wanted = [i for i in live if needs[count + i]]
         if wanted:
             products = torch._foreach_mul(
                 [grads[i] for i in wanted], [parameters[i] for i in wanted]
             )
-            signs = [_sign(scores[i], ctx.hints[i]) for i in wanted]
+            signs = _signs([scores[i] for i in wanted], [ctx.workspaces[i] for i in wanted])
             torch._foreach_mul_(products, signs)
             for i, product in zip(wanted, products, strict=True):
                 grad_scores[i] = product
-        return (None, None, *grad_parameters, *grad_scores, *([None] * count))
+        wanted = [i for i in live if needs[i]]
+        if wanted:
+            incoming = [grads[i] for i in wanted]
+            factors = [masks[i] for i in wanted]
+            if ctx.private and all(_writable(g, m) for g, m in zip(incoming, factors, strict=True)):
+                # Nothing else reads these gradients: masking them in place saves allocating
+                # (and page-faulting) a parameter-sized tensor each.
+                torch._foreach_mul_(incoming, factors)
+                products = incoming
+            else:
+                products = torch._foreach_mul(incoming, factors)
+            for i, product in zip(wanted, products, strict=True):
+                grad_parameters[i] = product
+        return (None, None, None, *grad_parameters, *grad_scores, *([None] * count))
 
 
-def _sign(score: Tensor, hint: ThresholdHint | None) -> Tensor:
-    """``sign(score)``, written into the hint's magnitude buffer when it has a fitting one.
+def _writable(grad: Tensor, mask: Tensor) -> bool:
+    """Whether ``grad *= mask`` in place gives the same tensor ``grad * mask`` would."""
+    return (
+        grad.is_contiguous()
+        and not grad.requires_grad
+        and grad.shape == mask.shape
+        and grad.dtype == torch.promote_types(grad.dtype, mask.dtype)
+    )
 
-    The buffer only ever holds values used at once (in a forward's selection or here), so
-    borrowing it saves a fresh allocation of a large tensor.
+
+def _magnitudes(scores: Sequence[Tensor], workspaces: Sequence[Tensor | None]) -> list[Tensor]:
+    """``|score|`` of each score: into its workspace if it has one, the rest in one call."""
+    magnitudes: list[Tensor | None] = [None] * len(scores)
+    small = [i for i, workspace in enumerate(workspaces) if workspace is None]
+    if small:
+        for i, value in zip(small, torch._foreach_abs([scores[i] for i in small]), strict=True):
+            magnitudes[i] = value
+    for i, workspace in enumerate(workspaces):
+        if workspace is not None:
+            magnitudes[i] = torch.abs(scores[i], out=workspace)
+    return magnitudes  # type: ignore[return-value]
+
+
+def _signs(scores: Sequence[Tensor], workspaces: Sequence[Tensor | None]) -> list[Tensor]:
+    """``sign(score)`` of each score: into its workspace if it has one, the rest in one call.
+
+    A workspace only holds values used at once (a forward's selection, or a backward's score
+    gradient), so borrowing it saves a fresh allocation of a large tensor.
     """
-    buffer = None if hint is None else hint.magnitude
-    if buffer is None or buffer.numel() != score.numel() or buffer.dtype != score.dtype:
-        return score.sign()
-    if buffer.device != score.device:
-        return score.sign()
-    return torch.sign(score, out=buffer.view(score.shape))
+    signs: list[Tensor | None] = [None] * len(scores)
+    small = [i for i, workspace in enumerate(workspaces) if workspace is None]
+    if small:
+        for i, value in zip(small, torch._foreach_sign([scores[i] for i in small]), strict=True):
+            signs[i] = value
+    with torch.no_grad():  # out= refuses autograd, as in a create_graph backward
+        for i, workspace in enumerate(workspaces):
+            if workspace is not None:
+                signs[i] = torch.sign(scores[i], out=workspace)
+    return signs  # type: ignore[return-value]
+
+
+def _hinted_trials(
+    magnitudes: Sequence[Tensor], hints: Sequence[ThresholdHint | None]
+) -> list[tuple[Tensor, int] | None]:
+    """Per magnitude with a usable hint: the float32 mask at the hinted threshold, and its count.
+
+    All counts come from one fused call: the L1 norm of a 0/1 tensor is its count, exact in
+    float32 below 2^24 entries (larger tensors are left to the caller).
+    """
+    hinted = [
+        i
+        for i, hint in enumerate(hints)
+        if hint is not None and _usable(hint.threshold) and magnitudes[i].numel() < 1 << 24
+    ]
+    trials: list[tuple[Tensor, int] | None] = [None] * len(magnitudes)
+    if not hinted:
+        return trials
+    masks = [
+        torch.ge(
+            magnitudes[i],
+            hints[i].threshold,  # type: ignore[union-attr]
+            out=torch.empty_like(magnitudes[i], dtype=torch.float32),
+        )
+        for i in hinted
+    ]
+    counts = torch.stack(torch._foreach_norm(masks, 1)).tolist()
+    for i, mask, count in zip(hinted, masks, counts, strict=True):
+        trials[i] = (mask, round(count))
+    return trials
 
 
 def masked_parameters(
@@ -434,38 +523,63 @@ def masked_parameters(
     scores: Sequence[Tensor],
     fraction: float,
     hints: Sequence[ThresholdHint | None] | None = None,
+    *,
+    private: bool = False,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Several parameters restricted to their WSN subnetworks, as one autograd node.
 
     The batched form of :func:`masked_parameter` that a WSN backbone's training forward uses: a
-    step pays one autograd node, and one fused kernel call per backward term, for all its
-    parameters.
+    step pays one autograd node, and one fused kernel call per elementwise term, for all its
+    parameters. With hints, each mask is first tried at the previous step's threshold, all of
+    them counted in one call; only a parameter whose count is off searches further.
 
     Args:
         parameters: weights and biases.
         scores: their scores, same shapes.
         fraction: ``c`` in ``(0, 1]``.
         hints: one :class:`ThresholdHint` (or ``None``) per parameter.
+        private: the masked values feed only the caller's own layers (no hooks, no
+            ``retain_grad``, no other use of their gradients), so backward may mask their
+            incoming gradients in place; WSN backbones pass ``True``.
 
     Returns:
         ``(masked, masks)``: ``parameter * mask`` per parameter, and the 0/1 masks (of each
         parameter's dtype, no gradient of their own).
+
+    Raises:
+        ValueError: not one score per parameter.
     """
     if len(parameters) != len(scores):
         raise ValueError(
             f"masked_parameters needs one score per parameter; got {len(parameters)} parameters "
             f"and {len(scores)} scores."
         )
-    hints = [None] * len(parameters) if hints is None else list(hints)
-    masks = []
-    with torch.no_grad():
-        for parameter, score, hint in zip(parameters, scores, hints, strict=True):
-            flat = score.reshape(-1).abs() if hint is None else hint.magnitude_of(score)
-            mask = _top_mask(flat, top_count(fraction, flat.numel()), parameter.dtype, hint)
-            masks.append(mask.view(score.shape))
     if not parameters:
         return [], []
-    masked = _MaskedParameters.apply(len(parameters), hints, *parameters, *scores, *masks)
+    hints = [None] * len(parameters) if hints is None else list(hints)
+    workspaces = [
+        None if hint is None else hint.workspace(score)
+        for score, hint in zip(scores, hints, strict=True)
+    ]
+    masks: list[Tensor] = []
+    with torch.no_grad():
+        magnitudes = _magnitudes(scores, workspaces)
+        trials = _hinted_trials(magnitudes, hints)
+        for parameter, magnitude, hint, trial in zip(
+            parameters, magnitudes, hints, trials, strict=True
+        ):
+            count = top_count(fraction, magnitude.numel())
+            if trial is not None and trial[1] == count:
+                # The previous threshold still selects exactly: the common case in training.
+                mask = trial[0]
+                masks.append(mask if mask.dtype == parameter.dtype else mask.to(parameter.dtype))
+                continue
+            first = None if trial is None else (trial[0].view(-1), trial[1])
+            mask = _top_mask(magnitude.view(-1), count, parameter.dtype, hint, first)
+            masks.append(mask.view(magnitude.shape))
+    masked = _MaskedParameters.apply(
+        len(parameters), workspaces, private, *parameters, *scores, *masks
+    )
     return list(masked), masks
 
 
