@@ -5,7 +5,9 @@ HAT backbone trains task 2 with task 1's mask stored, so its mask path is the on
 run. Steps of the backbones alternate and the reported ratio is the median over rounds of the
 per-round ratio, so load from other processes affects both alike. "+mechanics" adds what a HAT training loop does per step besides
 forward/backward: the sparsity regulariser, gradient conditioning and embedding compensation.
-Also prints the bytes stored per task mask (packed, one bit per unit).
+Also prints the bytes stored per task mask (packed, one bit per unit), and for the MLP a floor:
+the CL backbone whose units are only multiplied by constant masks (no mask computation and no
+mask gradient), which is the least any unit-masking backbone adds in eager PyTorch.
 
 Run from the repository root: ``python benchmarks/hat_overhead.py [--repeats N]``.
 Targets: HATMaskMLP / CLMLP <= 1.10, HATMaskResNet18 / CLResNet18 <= 1.05 (same batch norm),
@@ -15,12 +17,13 @@ ResNet-18 mask <= 620 bytes per task (upstream CLArena keeps 15,616 bytes of flo
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -88,20 +91,20 @@ def compare(
     repeats: int,
     warmup: int,
     target: float,
+    floor: bool = False,
 ) -> None:
     cl_backbone.setup_task_id(1)
     cl_backbone.train()
     hat_backbone = prepared_hat(hat_backbone)
-    medians, ratios = paired_timings(
-        [
-            cl_step(cl_backbone, x),
-            hat_step(hat_backbone, x, False),
-            hat_step(hat_backbone, x, True),
-        ],
-        repeats,
-        warmup,
-    )
-    cl, hat, hat_mechanics = medians
+    steps = [
+        cl_step(cl_backbone, x),
+        hat_step(hat_backbone, x, False),
+        hat_step(hat_backbone, x, True),
+    ]
+    if floor:
+        steps.append(cl_step(constant_gate(cl_backbone, hat_backbone), x))
+    medians, ratios = paired_timings(steps, repeats, warmup)
+    cl, hat, hat_mechanics = medians[:3]
     verdict = "ok" if ratios[1] <= target else "missed"
     print(
         f"{name:<46} CL {cl * 1e3:8.2f} ms  HAT {hat * 1e3:8.2f} ms  ratio {ratios[1]:5.3f} "
@@ -109,6 +112,30 @@ def compare(
         f"ratio {ratios[2]:5.3f}",
         flush=True,
     )
+    if floor:
+        print(
+            f"{'  floor: CL x constant unit masks':<46} {medians[3] * 1e3:8.2f} ms, ratio "
+            f"{ratios[3]:5.3f} (no mask computation, no mask gradient)",
+            flush=True,
+        )
+
+
+def constant_gate(cl_backbone: CLMLP | CLResNet18, hat_backbone: HATMaskBackbone) -> nn.Module:
+    """A copy of ``cl_backbone`` whose units are multiplied by fixed masks (no gradient to them)."""
+    gated = copy.deepcopy(cl_backbone)
+    with torch.no_grad():
+        masks = {
+            name: mask.detach()
+            for name, mask in hat_backbone.get_mask(
+                "validation", s_max=S_MAX, test_task_id=None
+            ).items()
+        }
+
+    def unit_gate(layer_name: str, hidden: Tensor) -> Tensor:
+        return hidden * masks[layer_name]
+
+    gated.unit_gate = unit_gate  # type: ignore[method-assign]
+    return gated
 
 
 def main() -> None:
@@ -132,6 +159,7 @@ def main() -> None:
         args.repeats or 400,
         50,
         1.10,
+        floor=True,
     )
     image = torch.randn(64, 3, 32, 32)
     resnet_args = {"input_channels": 3, "output_dim": 512, "small_input": True}

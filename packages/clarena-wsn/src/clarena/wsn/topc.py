@@ -391,9 +391,10 @@ class _MaskedParameters(torch.autograd.Function):
     """``parameter * mask`` for several parameters at once, as one autograd node.
 
     Inputs: ``count``, the parameters' workspaces (or ``None``), whether the outputs are private
-    (see :func:`masked_parameters`), then ``count`` parameters, their scores and their 0/1 masks. Backward gives ``g * mask`` to each parameter and the
-    straight-through ``g * parameter * sign(score)`` to each score, with one fused
-    (``torch._foreach``) kernel call per term for all parameters.
+    (see :func:`masked_parameters`), then ``count`` parameters, their scores and their 0/1
+    masks. Backward gives ``g * mask`` to each parameter and the straight-through
+    ``g * parameter * sign(score)`` to each score, with one fused (``torch._foreach``) kernel
+    call per term for all parameters.
     """
 
     @staticmethod
@@ -512,7 +513,11 @@ def _hinted_trials(
         )
         for i in hinted
     ]
-    counts = torch.stack(torch._foreach_norm(masks, 1)).tolist()
+    norms = torch._foreach_norm(masks, 1)
+    if len({norm.device for norm in norms}) == 1:
+        counts = torch.stack(norms).tolist()
+    else:  # a model spread over devices
+        counts = [norm.item() for norm in norms]
     for i, mask, count in zip(hinted, masks, counts, strict=True):
         trials[i] = (mask, round(count))
     return trials
