@@ -5,8 +5,8 @@ largest ``|score|``. The threshold (the ``round(c * n)``-th largest value) is fo
 without sorting the layer (``torch.quantile`` sorts all of it and refuses more than 2^24
 elements):
 
-0. during training, with a :class:`ThresholdHint` holding the previous step's threshold
-   ``t0``: the mask ``|score| >= t0`` is counted; when it does not hold exactly ``round(c * n)``
+0. during training, with a :class:`ThresholdHint` holding a value ``t0`` that separated the
+   previous step's selection: the mask ``|score| >= t0`` is counted; when it does not hold exactly ``round(c * n)``
    entries, only the thin window between ``t0`` and ``t0 (1 -/+ width)`` is gathered and the
    entries crossing are added or dropped (scores move little per step, so few do);
 1. otherwise a bracket ``[lower, upper]`` that should hold the threshold: around the previous
@@ -53,8 +53,9 @@ class ThresholdHint:
     Purely a speed-up: the selected mask is exact and identical with or without a hint.
 
     Attributes:
-        threshold: the last threshold found (a step whose mask it selects exactly keeps it);
-            ``None`` before the first selection.
+        threshold: a value separating the last selection: every kept magnitude is at or above
+            it, every other one below (halfway between them where known); ``None`` before the
+            first selection.
         width: relative half-width of the next bracket around ``threshold``: four times the
             threshold's last relative move.
         magnitude: a reused buffer for ``|score|`` (and ``sign(score)`` in backward) of a large
@@ -131,7 +132,8 @@ def _top_mask(
         # Small tensor: one kthvalue, then the >= mask is the answer unless ties straddle.
         threshold = flat.kthvalue(numel - count + 1).values
         if hint is not None:
-            hint.threshold = float(threshold)
+            below = float(flat.kthvalue(numel - count).values)
+            hint.threshold = _between(below, float(threshold), flat.dtype)
         mask = _at_or_above(flat, threshold, dtype)
         if _sum_count(mask if dtype == torch.float32 else mask.to(torch.float32)) == count:
             return mask
@@ -171,7 +173,12 @@ def _incremental_mask(
     bound = previous * (1 - hint.width if adding else 1 + hint.width)
     window = torch.ge(flat, bound, out=torch.empty_like(mask))
     reached = _sum_count(window)
-    if (reached < count) if adding else (reached >= count):
+    if reached == count:
+        # The window's far end selects exactly: it is the mask, and the next hint.
+        hint.width = min(max(4 * hint.width, _HINT_MIN_WIDTH), 1.0)
+        hint.threshold = bound
+        return window
+    if (reached < count) if adding else (reached > count):
         hint.width = min(8 * hint.width, 1.0)
         return None
     if adding:
@@ -194,8 +201,22 @@ def _incremental_mask(
         mask[index[~top]] = 0.0
     new = float(threshold)
     hint.width = min(max(4 * abs(new - previous) / previous, _HINT_MIN_WIDTH), 1.0)
-    hint.threshold = new
+    # The largest entry left out: in the window if any is, else below the window's near end.
+    rest = values[~top]
+    below = float(rest.max()) if rest.numel() else (bound if adding else previous)
+    hint.threshold = _between(below, new, flat.dtype)
     return mask
+
+
+def _between(below: float, threshold: float, dtype: torch.dtype) -> float:
+    """A value in ``(below, threshold]`` representable in ``dtype``: the next step's hint.
+
+    The midpoint between the smallest kept entry and the largest one left out selects the same
+    entries, and keeps selecting them while both drift a little: an entry that sits exactly on
+    the hint would leave the mask at its first downward step.
+    """
+    middle = torch.tensor((below + threshold) / 2, dtype=dtype).item()
+    return middle if below < middle <= threshold else threshold
 
 
 def _usable(threshold: float | None) -> bool:
@@ -494,8 +515,9 @@ def _hinted_trials(
 ) -> list[tuple[Tensor, int] | None]:
     """Per magnitude with a usable hint: the float32 mask at the hinted threshold, and its count.
 
-    All counts come from one fused call: the L1 norm of a 0/1 tensor is its count, exact in
-    float32 below 2^24 entries (larger tensors are left to the caller).
+    The counts are read in one go (one device synchronisation); a float32 sum of 0/1 values is
+    exact below 2^24 entries (larger tensors are left to the caller). ``torch._foreach_norm``
+    would fuse the sums but is several times slower on CPU.
     """
     hinted = [
         i
@@ -513,11 +535,11 @@ def _hinted_trials(
         )
         for i in hinted
     ]
-    norms = torch._foreach_norm(masks, 1)
-    if len({norm.device for norm in norms}) == 1:
-        counts = torch.stack(norms).tolist()
+    sums = [mask.sum() for mask in masks]
+    if len({total.device for total in sums}) == 1:
+        counts = torch.stack(sums).tolist()  # one device synchronisation for all
     else:  # a model spread over devices
-        counts = [norm.item() for norm in norms]
+        counts = [total.item() for total in sums]
     for i, mask, count in zip(hinted, masks, counts, strict=True):
         trials[i] = (mask, round(count))
     return trials
