@@ -6,9 +6,10 @@ without sorting the layer (``torch.quantile`` sorts all of it and refuses more t
 elements):
 
 0. during training, with a :class:`ThresholdHint` holding a value ``t0`` that separated the
-   previous step's selection: the mask ``|score| >= t0`` is counted; when it does not hold exactly ``round(c * n)``
-   entries, only the thin window between ``t0`` and ``t0 (1 -/+ width)`` is gathered and the
-   entries crossing are added or dropped (scores move little per step, so few do);
+   previous step's selection: the mask ``|score| >= t0`` is counted; when it does not hold
+   exactly ``round(c * n)`` entries, only the thin window between ``t0`` and
+   ``t0 (1 -/+ width)`` is gathered and the entries crossing are added or dropped (scores move
+   little per step, so few do);
 1. otherwise a bracket ``[lower, upper]`` that should hold the threshold: around the previous
    step's threshold when a hint has one, else from a strided sample of the layer;
 2. vectorised passes count the values above ``upper`` and gather the few inside the bracket,
