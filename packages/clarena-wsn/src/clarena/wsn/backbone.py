@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from numbers import Real
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -213,12 +213,12 @@ class WSNMaskBackbone(CLBackbone):
     ) -> tuple[Masks, dict[str, tuple[Tensor, Tensor | None]]]:
         """Masks and masked ``(weight, bias)`` per layer, from stored masks or a fraction ``c``.
 
-        With a fraction, each parameter goes through :func:`~clarena.wsn.topc.masked_parameter`,
-        so its gradient is masked and its score gets the straight-through gradient.
+        With a fraction, all parameters go through one :func:`~clarena.wsn.topc.masked_parameters`
+        node, so their gradients are masked and their scores get the straight-through gradient.
         """
         masks: Masks = ({}, {})
-        parameters: dict[str, tuple[Tensor, Tensor | None]] = {}
         if not isinstance(selection, float):
+            parameters: dict[str, tuple[Tensor, Tensor | None]] = {}
             for name in self.weighted_layer_names:
                 layer = self.get_layer_by_name(name)
                 masked: list[Tensor | None] = []
@@ -236,7 +236,7 @@ class WSNMaskBackbone(CLBackbone):
         score_dicts = (self.weight_score, self.bias_score)
         masked_values, selected = masked_parameters(
             [getattr(slot.layer, slot.kind) for slot in self._slots],
-            [score_dicts[slot.index][slot.name] for slot in self._slots],
+            [score_dicts[slot.position][slot.name] for slot in self._slots],
             selection,
             [slot.hint for slot in self._slots],
             private=True,
@@ -245,11 +245,10 @@ class WSNMaskBackbone(CLBackbone):
             name: [None, None] for name in self.weighted_layer_names
         }
         for slot, value, mask in zip(self._slots, masked_values, selected, strict=True):
-            masks[slot.index][slot.name] = mask
-            pairs[slot.name][slot.index] = value
-        for name, (weight, bias) in pairs.items():
-            parameters[name] = (weight, bias)  # type: ignore[assignment]
-        return masks, parameters
+            masks[slot.position][slot.name] = mask
+            pairs[slot.name][slot.position] = value
+        # Every weighted layer has a weight, so no pair's first entry is left None.
+        return masks, {name: (cast(Tensor, weight), bias) for name, (weight, bias) in pairs.items()}
 
     def stored_mask(self, task_id: int) -> Masks:
         """Task ``task_id``'s stored masks as float 0/1 tensors (see :meth:`get_mask`).
@@ -437,7 +436,7 @@ class _Slot(NamedTuple):
     """One masked parameter: ``getattr(layer, kind)`` of weighted layer ``name``."""
 
     name: str
-    index: int  # 0 for the weight, 1 for the bias (position in the mask pairs)
+    position: int  # 0 for the weight, 1 for the bias (their place in the mask pairs)
     kind: str
     key: str  # parameter_key(name, kind)
     layer: nn.Module

@@ -59,28 +59,26 @@ class ThresholdHint:
             first selection.
         width: relative half-width of the next bracket around ``threshold``: four times the
             threshold's last relative move.
-        magnitude: a reused buffer for ``|score|`` (and ``sign(score)`` in backward) of a large
+        scratch: a reused buffer for ``|score|`` (and ``sign(score)`` in backward) of a large
             tensor; it never holds anything kept beyond the call that writes it.
     """
 
     threshold: float | None = None
     width: float = _HINT_START_WIDTH
-    magnitude: Tensor | None = field(default=None, repr=False, compare=False)
+    scratch: Tensor | None = field(default=None, repr=False, compare=False)
 
     def workspace(self, score: Tensor) -> Tensor | None:
         """The reused buffer shaped like a large ``score`` (made on first use), else ``None``."""
         if score.numel() < _BRACKET_MIN_NUMEL:
             return None
-        buffer = self.magnitude
+        buffer = self.scratch
         if (
             buffer is None
             or buffer.shape != score.shape
             or buffer.dtype != score.dtype
             or buffer.device != score.device
         ):
-            buffer = self.magnitude = torch.empty(
-                score.shape, dtype=score.dtype, device=score.device
-            )
+            buffer = self.scratch = torch.empty(score.shape, dtype=score.dtype, device=score.device)
         return buffer
 
 
@@ -228,7 +226,8 @@ def _usable(threshold: float | None) -> bool:
 def _indices(indicator: Tensor, count: int) -> Tensor:
     """Ascending flat indices where the float 0/1 tensor ``indicator`` is 1 (``count`` of them).
 
-    When they are rare, blocks holding none are skipped first (see :func:`_gather`).
+    When they are rare, blocks holding none are skipped first: a float max per block is far
+    cheaper than ``nonzero`` over the whole tensor.
     """
     numel = indicator.numel()
     body = numel - numel % _BLOCK
@@ -329,22 +328,8 @@ def _bracketed(
 
 
 def _gather(flat: Tensor, inside: Tensor, count_inside: int) -> Tensor:
-    """The entries of ``flat`` where the 0/1 float tensor ``inside`` is 1 (in any order).
-
-    When they are rare, blocks holding none are skipped first: a float max per block is far
-    cheaper than ``nonzero`` over the whole tensor.
-    """
-    numel = flat.numel()
-    body = numel - numel % _BLOCK
-    if count_inside * 4 * _BLOCK > numel or body == 0:
-        return flat[inside.to(torch.bool)]
-    blocks = inside[:body].view(-1, _BLOCK)
-    hit = blocks.amax(dim=1).to(torch.bool).nonzero().squeeze(1)
-    hit_inside = blocks.index_select(0, hit).to(torch.bool)
-    picked = flat[:body].view(-1, _BLOCK).index_select(0, hit)[hit_inside]
-    if body == numel:
-        return picked
-    return torch.cat([picked, flat[body:][inside[body:].to(torch.bool)]])
+    """The entries of ``flat`` where the 0/1 float tensor ``inside`` is 1 (``count_inside``)."""
+    return flat[_indices(inside, count_inside)]
 
 
 def _count(compare: Callable[..., Tensor], flat: Tensor, value: Tensor | float) -> int:
@@ -443,26 +428,31 @@ class _MaskedParameters(torch.autograd.Function):
         needs = ctx.needs_input_grad[3:]
         grad_parameters: list[Tensor | None] = [None] * count
         grad_scores: list[Tensor | None] = [None] * count
-        live = [i for i, grad in enumerate(grads) if grad is not None]
+        live = {i: grad for i, grad in enumerate(grads) if grad is not None}
         # The score term reads the incoming gradient, so it goes first.
         wanted = [i for i in live if needs[count + i]]
         if wanted:
             products = torch._foreach_mul(
-                [grads[i] for i in wanted], [parameters[i] for i in wanted]
+                [live[i] for i in wanted], [parameters[i] for i in wanted]
             )
-            signs = _signs([scores[i] for i in wanted], [ctx.workspaces[i] for i in wanted])
+            signs = _elementwise(
+                [scores[i] for i in wanted],
+                [ctx.workspaces[i] for i in wanted],
+                torch._foreach_sign,
+                torch.sign,
+            )
             torch._foreach_mul_(products, signs)
             for i, product in zip(wanted, products, strict=True):
                 grad_scores[i] = product
         wanted = [i for i in live if needs[i]]
         if wanted:
-            incoming = [grads[i] for i in wanted]
+            incoming = [live[i] for i in wanted]
             factors = [masks[i] for i in wanted]
             if ctx.private and all(_writable(g, m) for g, m in zip(incoming, factors, strict=True)):
                 # Nothing else reads these gradients: masking them in place saves allocating
                 # (and page-faulting) a parameter-sized tensor each.
                 torch._foreach_mul_(incoming, factors)
-                products = incoming
+                products = tuple(incoming)
             else:
                 products = torch._foreach_mul(incoming, factors)
             for i, product in zip(wanted, products, strict=True):
@@ -480,35 +470,28 @@ def _writable(grad: Tensor, mask: Tensor) -> bool:
     )
 
 
-def _magnitudes(scores: Sequence[Tensor], workspaces: Sequence[Tensor | None]) -> list[Tensor]:
-    """``|score|`` of each score: into its workspace if it has one, the rest in one call."""
-    magnitudes: list[Tensor | None] = [None] * len(scores)
-    small = [i for i, workspace in enumerate(workspaces) if workspace is None]
-    if small:
-        for i, value in zip(small, torch._foreach_abs([scores[i] for i in small]), strict=True):
-            magnitudes[i] = value
-    for i, workspace in enumerate(workspaces):
-        if workspace is not None:
-            magnitudes[i] = torch.abs(scores[i], out=workspace)
-    return magnitudes  # type: ignore[return-value]
-
-
-def _signs(scores: Sequence[Tensor], workspaces: Sequence[Tensor | None]) -> list[Tensor]:
-    """``sign(score)`` of each score: into its workspace if it has one, the rest in one call.
+def _elementwise(
+    scores: Sequence[Tensor],
+    workspaces: Sequence[Tensor | None],
+    fused: Callable[[list[Tensor]], Sequence[Tensor]],
+    single: Callable[..., Tensor],
+) -> list[Tensor]:
+    """``single(score)`` of each score: written into its workspace if it has one, the others
+    computed by one ``fused`` (``torch._foreach_*``) call.
 
     A workspace only holds values used at once (a forward's selection, or a backward's score
     gradient), so borrowing it saves a fresh allocation of a large tensor.
     """
-    signs: list[Tensor | None] = [None] * len(scores)
+    results: list[Tensor | None] = [None] * len(scores)
     small = [i for i, workspace in enumerate(workspaces) if workspace is None]
     if small:
-        for i, value in zip(small, torch._foreach_sign([scores[i] for i in small]), strict=True):
-            signs[i] = value
+        for i, value in zip(small, fused([scores[i] for i in small]), strict=True):
+            results[i] = value
     with torch.no_grad():  # out= refuses autograd, as in a create_graph backward
         for i, workspace in enumerate(workspaces):
             if workspace is not None:
-                signs[i] = torch.sign(scores[i], out=workspace)
-    return signs  # type: ignore[return-value]
+                results[i] = single(scores[i], out=workspace)
+    return results  # type: ignore[return-value]
 
 
 def _hinted_trials(
@@ -521,27 +504,26 @@ def _hinted_trials(
     would fuse the sums but is several times slower on CPU.
     """
     hinted = [
-        i
+        (i, hint.threshold)
         for i, hint in enumerate(hints)
-        if hint is not None and _usable(hint.threshold) and magnitudes[i].numel() < 1 << 24
+        if hint is not None
+        and hint.threshold is not None
+        and _usable(hint.threshold)
+        and magnitudes[i].numel() < 1 << 24
     ]
     trials: list[tuple[Tensor, int] | None] = [None] * len(magnitudes)
     if not hinted:
         return trials
     masks = [
-        torch.ge(
-            magnitudes[i],
-            hints[i].threshold,  # type: ignore[union-attr]
-            out=torch.empty_like(magnitudes[i], dtype=torch.float32),
-        )
-        for i in hinted
+        torch.ge(magnitudes[i], threshold, out=torch.empty_like(magnitudes[i], dtype=torch.float32))
+        for i, threshold in hinted
     ]
     sums = [mask.sum() for mask in masks]
     if len({total.device for total in sums}) == 1:
         counts = torch.stack(sums).tolist()  # one device synchronisation for all
     else:  # a model spread over devices
         counts = [total.item() for total in sums]
-    for i, mask, count in zip(hinted, masks, counts, strict=True):
+    for (i, _), mask, count in zip(hinted, masks, counts, strict=True):
         trials[i] = (mask, round(count))
     return trials
 
@@ -591,7 +573,7 @@ def masked_parameters(
     ]
     masks: list[Tensor] = []
     with torch.no_grad():
-        magnitudes = _magnitudes(scores, workspaces)
+        magnitudes = _elementwise(scores, workspaces, torch._foreach_abs, torch.abs)
         trials = _hinted_trials(magnitudes, hints)
         for parameter, magnitude, hint, trial in zip(
             parameters, magnitudes, hints, trials, strict=True
