@@ -13,12 +13,16 @@ Distributions are discovered under ``packages/``. Sessions:
 
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
 
 import nox
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT / "integration-tests"))
+import check_install_lines as install_lines  # noqa: E402
+
 PACKAGES = ROOT / "packages"
 REPORTS = ROOT / ".nox" / "reports"
 #: Install order respects the dependency direction core <- cl <- {hat, wsn} <- experiments.
@@ -84,8 +88,13 @@ def tests(session: nox.Session) -> None:
     ],
 )
 def isolation(session: nox.Session, stack: list[str]) -> None:
-    """A fresh venv with only ``stack`` installed: imports stay light, missing pieces are named."""
-    session.install(*TEST_REQUIREMENTS, *(str(PACKAGES / name) for name in stack))
+    """A fresh venv with only ``stack`` installed: imports stay light, missing pieces are named.
+
+    ``stack`` is installed with the docs' own install line for its last distribution
+    (docs/getting-started.md), word for word.
+    """
+    session.install(*TEST_REQUIREMENTS)
+    session.install(*install_lines.install_line(stack[-1]))
     folder = "core_only" if len(stack) == 1 else "core_and_cl"
     session.run(*pytest_args(session, f"isolation-{folder}", f"integration-tests/{folder}"))
 
@@ -107,7 +116,8 @@ def docs(session: nox.Session) -> None:
 
 def build_docs(session: nox.Session) -> None:
     """Install the docs toolchain into ``session`` and build the site strictly into site/."""
-    session.install("mkdocs-material>=9.5", "mkdocstrings-python>=1.10", "ruff>=0.6")
+    session.install("-r", str(ROOT / "docs" / "requirements.txt"))
+    # Material's end-of-life notice for MkDocs 2 (docs/requirements.txt says why we stay on 9.x).
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 
@@ -120,3 +130,10 @@ def build(session: nox.Session) -> None:
     for name in distributions():
         session.run("python", "-m", "build", "--outdir", str(out), str(PACKAGES / name))
     session.run("python", str(ROOT / "integration-tests" / "check_wheels.py"), str(out))
+    # Every install line of README.md and docs/getting-started.md resolves on an empty machine.
+    session.run(
+        "python",
+        str(ROOT / "integration-tests" / "check_install_lines.py"),
+        "--wheelhouse",
+        str(out),
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from importlib.metadata import distribution
 
 import clarena.backbones
@@ -24,3 +26,13 @@ def test_sibling_pins_are_ranges_not_paths() -> None:
                 assert "<" in requirement, requirement
                 assert "@" not in requirement, requirement
                 assert "file:" not in requirement, requirement
+
+
+def test_command_line_lists_every_backbone_installed() -> None:
+    output = subprocess.run(
+        [sys.executable, "-m", "clarena.backbones"], capture_output=True, text=True, check=True
+    ).stdout
+    header, *rows = output.splitlines()
+    assert header.split() == ["backbone", "distribution", "state"]
+    listed = {row.split()[0]: row.split()[1:] for row in rows}
+    assert listed == {name: [provider, "installed"] for name, provider in KNOWN_BACKBONES.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,3 +75,20 @@ def test_core_backbones_work_and_are_listed() -> None:
     }
     feature, _ = clarena.backbones.MLP(784, [32], 16)(torch.randn(4, 1, 28, 28))
     assert feature.shape == (4, 16)
+
+
+def test_command_line_lists_core_installed_and_the_rest_missing() -> None:
+    from clarena.backbones.registry import KNOWN_BACKBONES
+
+    output = subprocess.run(
+        [sys.executable, "-m", "clarena.backbones"], capture_output=True, text=True, check=True
+    ).stdout
+    header, *rows = output.splitlines()
+    assert header.split() == ["backbone", "distribution", "state"]
+    states = {row.split(maxsplit=2)[0]: row.split(maxsplit=2)[2] for row in rows}
+    assert set(states) == set(KNOWN_BACKBONES)
+    for name, provider in KNOWN_BACKBONES.items():
+        if provider == "clarena-backbones-core":
+            assert states[name] == "installed", name
+        else:
+            assert states[name] == f"missing: pip install {provider}", name

@@ -108,19 +108,36 @@ def test_dunder_lookups_are_plain_attribute_errors():
     assert not hasattr(clarena.backbones, "__wrapped__")
 
 
-@pytest.mark.usefixtures("core_only")
-def test_command_line_lists_backbones_and_missing_installs(monkeypatch, capsys):
+def _listed_states(monkeypatch, capsys) -> dict[str, tuple[str, str]]:
+    """Run ``python -m clarena.backbones``'s main; map each listed name to (distribution, state)."""
     from clarena.backbones.__main__ import main
 
     monkeypatch.setattr(sys, "argv", ["python -m clarena.backbones"])
     main()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["backbone", "distribution"]
-    assert "ResNet52 clarena-backbones-core" in {" ".join(line.split()) for line in lines}
-    assert any(
-        line.startswith("HATMaskMLP") and line.endswith("(not installed: pip install clarena-hat)")
-        for line in lines
-    )
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["backbone", "distribution", "state"]
+    listed = {}
+    for row in rows:
+        name, distribution, state = row.split(maxsplit=2)
+        listed[name] = (distribution, state)
+    return listed
+
+
+@pytest.mark.usefixtures("core_only")
+def test_command_line_shows_installed_and_missing_states(monkeypatch, capsys):
+    listed = _listed_states(monkeypatch, capsys)
+    assert set(listed) == set(registry.KNOWN_BACKBONES)
+    for name, distribution in registry.KNOWN_BACKBONES.items():
+        expected = "installed" if name in CORE_NAMES else f"missing: pip install {distribution}"
+        assert listed[name] == (distribution, expected), name
+
+
+def test_command_line_shows_the_state_of_this_environment(monkeypatch, capsys):
+    listed = _listed_states(monkeypatch, capsys)
+    installed = registry.available_backbones()
+    for name, distribution in registry.KNOWN_BACKBONES.items():
+        expected = "installed" if name in installed else f"missing: pip install {distribution}"
+        assert listed[name] == (distribution, expected), name
 
 
 def test_command_line_demo_runs_every_core_backbone():

@@ -1,4 +1,7 @@
-"""``python -m clarena.backbones``: list the backbones available in this environment.
+"""``python -m clarena.backbones``: list every backbone name and whether it is installed here.
+
+Each row names a backbone, the distribution providing it and its state: ``installed``, or the
+``pip install`` line that brings it (from a checkout, see the docs' install page).
 
 With ``--demo``, build each installed core backbone on a small input and print its feature shape
 and parameter count.
@@ -14,14 +17,28 @@ from clarena.backbones import MLP, ResNet18, ResNet34, ResNet50, ResNet101, ResN
 from clarena.backbones.registry import KNOWN_BACKBONES, available_backbones
 
 
-def _list() -> None:
+def backbone_states() -> list[tuple[str, str, str]]:
+    """Every known or installed backbone name with its distribution and its state here.
+
+    Returns:
+        ``(name, distribution, state)`` rows sorted by name; ``state`` is ``installed`` or the
+        ``pip install`` line that brings the name's distribution.
+    """
     installed = available_backbones()
-    width = max(map(len, KNOWN_BACKBONES | installed))
-    print(f"{'backbone':<{width}}  distribution")
+    rows = []
     for name in sorted(KNOWN_BACKBONES | installed):
-        where = installed.get(name)
-        status = where if where else f"(not installed: pip install {KNOWN_BACKBONES[name]})"
-        print(f"{name:<{width}}  {status}")
+        distribution = installed.get(name) or KNOWN_BACKBONES[name]
+        state = "installed" if name in installed else f"missing: pip install {distribution}"
+        rows.append((name, distribution, state))
+    return rows
+
+
+def _list() -> None:
+    rows = [("backbone", "distribution", "state"), *backbone_states()]
+    name_width = max(len(row[0]) for row in rows)
+    distribution_width = max(len(row[1]) for row in rows)
+    for name, distribution, state in rows:
+        print(f"{name:<{name_width}}  {distribution:<{distribution_width}}  {state}")
 
 
 def _demo() -> None:
