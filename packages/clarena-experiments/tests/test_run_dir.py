@@ -185,8 +185,7 @@ def test_sweep_runs_every_job_and_lists_the_failed_one(
     with (sweep / SUMMARY_FILE).open(newline="") as file:
         rows = list(csv.DictReader(file))
     expected_error = (
-        "clarena: PipelineConfigError: train_tasks names tasks [6], but the dataset has tasks "
-        "1..5."
+        "clarena: PipelineConfigError: train_tasks names tasks [6], but the dataset has tasks 1..5."
     )
     assert [(r["job"], r["cl_algorithm"], r["train_tasks"], r["status"]) for r in rows] == [
         ("0", "finetuning", "1", "ok"),
