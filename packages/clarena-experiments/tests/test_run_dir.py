@@ -168,20 +168,20 @@ def test_sweep_runs_every_job_and_lists_the_failed_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "sweep"
+    arguments = [
+        "-m",
+        "experiment=example_clmain_train",
+        "cl_algorithm=finetuning,independent",
+        # Task 6 does not exist: those jobs fail at run time.
+        "train_tasks=1,6",
+        "save_model=false",
+        *TINY[1:],
+        f"hydra.sweep.dir={sweep}",
+    ]
     with pytest.raises(SystemExit) as exited:
-        cli.main(
-            [
-                "-m",
-                "experiment=example_clmain_train",
-                "cl_algorithm=finetuning,independent",
-                # Task 6 does not exist: those jobs fail at run time.
-                "train_tasks=1,6",
-                "save_model=false",
-                *TINY[1:],
-            ]
-        )
+        cli.main(arguments)
     assert exited.value.code == 1
-    (sweep,) = (tmp_path / "multirun").iterdir()
     with (sweep / SUMMARY_FILE).open(newline="") as file:
         rows = list(csv.DictReader(file))
     expected_error = (
@@ -200,6 +200,15 @@ def test_sweep_runs_every_job_and_lists_the_failed_one(
     err = capsys.readouterr().err
     assert err.count(expected_error) == 2
     assert "clarena: 2 sweep job(s) failed" in err
+    # The same sweep again into the same dir is refused before any job starts.
+    before = snapshot(sweep)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(arguments)
+    assert exited.value.code == 1
+    assert f"RunDirUsedError: The output dir '{sweep / '0'}' holds a previous run's files" in (
+        capsys.readouterr().err
+    )
+    assert snapshot(sweep) == before
 
 
 def test_clarena_log_holds_the_config_and_each_tasks_accuracies(run_clarena: Run) -> None:

@@ -243,28 +243,37 @@ def check_free(run_dir: Path) -> None:
 
 
 def check_command_line(arguments: list[str]) -> None:
-    """Check the run dir named on the command line before Hydra writes its ``.hydra/`` there.
+    """Check the run dirs named on the command line before Hydra writes its ``.hydra/`` there.
 
-    Applies to a single run (not ``-m``) whose ``output_dir=`` is a plain path: it must not be
-    locked by a live run, and, unless ``resume=`` or ``overwrite=true`` is given, must not hold
-    a previous run's files. The pipeline repeats both checks under the lock.
+    A single run whose ``output_dir=`` is a plain path, and each existing job dir of a sweep
+    (``-m``) whose ``hydra.sweep.dir=`` is one, must not be locked by a live run, and, unless
+    ``resume=`` or ``overwrite=true`` is given, must not hold a previous run's files. The
+    pipeline repeats both checks under the lock.
 
     Raises:
         RunDirBusyError: see :func:`check_free`.
         RunDirUsedError: see :func:`check_previous_run`.
     """
-    if not is_global_zero() or any(a in ("-m", "--multirun") for a in arguments):
+    if not is_global_zero():
         return
     values = {a.partition("=")[0].lstrip("+~"): a.partition("=")[2] for a in arguments}
-    run_dir = values.get("output_dir")
-    if not run_dir or "${" in run_dir:
-        return
-    check_free(Path(run_dir))
+    if any(a in ("-m", "--multirun") for a in arguments):
+        sweep_dir = values.get("hydra.sweep.dir")
+        if not sweep_dir or "${" in sweep_dir or not Path(sweep_dir).is_dir():
+            return
+        run_dirs = sorted(path for path in Path(sweep_dir).iterdir() if path.is_dir())
+    else:
+        output = values.get("output_dir")
+        if not output or "${" in output:
+            return
+        run_dirs = [Path(output)]
     resuming = values.get("resume") not in (None, "", "null")
-    if resuming or values.get("overwrite", "").lower() == "true":
-        return
+    overwrite = values.get("overwrite", "").lower() == "true"
     model_file = values.get("model_file") or "saved_model.pt"
-    check_previous_run(Path(run_dir), [model_file], overwrite=False)
+    for run_dir in run_dirs:
+        check_free(run_dir)
+        if not (resuming or overwrite):
+            check_previous_run(run_dir, [model_file], overwrite=False)
 
 
 @contextlib.contextmanager

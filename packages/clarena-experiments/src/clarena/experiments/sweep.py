@@ -32,6 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from clarena.experiments.errors import FULL_ERROR_ENV, explain
+from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def record_job_error(error: BaseException) -> None:
     """Report the error that ended a sweep job, so that the sweep goes on.
 
     Prints it to stderr (one paragraph; the traceback with ``CLARENA_FULL_ERROR=1``), logs it
-    to the job's log and writes the paragraph to ``<job dir>/error.txt``.
+    to the job's log and writes the paragraph to ``<job dir>/error.txt`` (unless the error is
+    that the dir belongs to another run).
     """
     message = explain(error)
     if os.environ.get(FULL_ERROR_ENV) == "1":
@@ -67,9 +69,11 @@ def record_job_error(error: BaseException) -> None:
         print(message, file=sys.stderr)
     log.error("%s", message.splitlines()[0])
     job_dir = Path(HydraConfig.get().runtime.output_dir)
+    _failed_jobs.add(str(job_dir.resolve()))
+    if isinstance(error, RunDirBusyError | RunDirUsedError):
+        return  # the dir is another run's: leave it as it is
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / ERROR_FILE).write_text(message.splitlines()[0] + "\n")
-    _failed_jobs.add(str(job_dir.resolve()))
 
 
 @contextlib.contextmanager
