@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clarena.experiments import cli
-from clarena.experiments.sweep import SUMMARY_FILE, write_multirun_summary
+from clarena.experiments.sweep import ERROR_FILE, SUMMARY_FILE, write_multirun_summary
 
 TINY = (
     "train_tasks=2",
@@ -74,7 +74,11 @@ def test_summary_lists_a_failed_job_without_results(tmp_path: Path) -> None:
     )
     path = write_multirun_summary(tmp_path)
     assert path.read_text().splitlines() == [
-        "job,optimizer,average_accuracy,backward_transfer,forgetting,status,output_dir",
-        f"0,adam,0.5,,0.25,ok,{tmp_path / '0'}",
-        f"1,sgd,,,,no results,{tmp_path / '1'}",
+        "job,optimizer,average_accuracy,backward_transfer,forgetting,status,error,output_dir",
+        f"0,adam,0.5,,0.25,ok,,{tmp_path / '0'}",
+        f"1,sgd,,,,no results,,{tmp_path / '1'}",
     ]
+    (tmp_path / "1" / ERROR_FILE).write_text("clarena: ValueError: lr must be positive\n")
+    assert write_multirun_summary(tmp_path).read_text().splitlines()[2] == (
+        f"1,sgd,,,,failed,clarena: ValueError: lr must be positive,{tmp_path / '1'}"
+    )

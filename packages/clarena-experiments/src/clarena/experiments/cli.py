@@ -18,6 +18,8 @@ import hydra
 from omegaconf import DictConfig
 
 from clarena.experiments.errors import FULL_ERROR_ENV, explain
+from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
+from clarena.experiments.sweep import exit_status_of_jobs, in_sweep, record_job_error
 
 ENTRANCE = "entrance"
 
@@ -57,6 +59,10 @@ def _task(cfg: DictConfig) -> None:
     try:
         run_pipeline(cfg)
     except Exception as error:
+        if in_sweep():
+            # Reported and recorded; the sweep goes on and exits 1 at its end.
+            record_job_error(error)
+            return
         if os.environ.get(FULL_ERROR_ENV) == "1":
             raise
         print(explain(error), file=sys.stderr)
@@ -141,6 +147,17 @@ def _resume_arguments(arguments: list[str]) -> list[str]:
     return extra
 
 
+def _check_run_dir(arguments: list[str]) -> None:
+    """Refuse a busy or used ``output_dir=`` before Hydra writes its ``.hydra/`` into it."""
+    try:
+        check_command_line(arguments)
+    except (RunDirBusyError, RunDirUsedError) as error:
+        if os.environ.get(FULL_ERROR_ENV) == "1":
+            raise
+        print(explain(error), file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``clarena`` with ``argv`` (default: the command line)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -152,12 +169,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(1)
     if not info:
         arguments += _resume_arguments(arguments)
+        _check_run_dir(arguments)
     if search_path and not any(a.startswith("hydra.searchpath=") for a in arguments):
         arguments.append(f"hydra.searchpath=[{','.join(search_path)}]")
     saved_argv = sys.argv
     sys.argv = [saved_argv[0] if saved_argv else "clarena", *arguments]
     try:
-        hydra.main(version_base=None, config_path=str(config_dir), config_name=ENTRANCE)(_task)()
+        with exit_status_of_jobs():
+            hydra.main(version_base=None, config_path=str(config_dir), config_name=ENTRANCE)(
+                _task
+            )()
     finally:
         sys.argv = saved_argv
 

@@ -8,13 +8,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from clarena.experiments.pipelines.cl import run_cl_main_evaluation, run_cl_main_experiment
-from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.pipelines.common import PipelineConfigError, output_dir
 from clarena.experiments.pipelines.supervised import (
     run_mtl_evaluation,
     run_mtl_experiment,
     run_stl_evaluation,
     run_stl_experiment,
 )
+from clarena.experiments.run_lock import claim_run_dir
+from clarena.experiments.run_log import log_config_summary, warnings_to_log
 
 #: Pipeline name (the ``pipeline:`` config key) -> function running it.
 PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
@@ -28,10 +30,14 @@ PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
 
 
 def run_pipeline(cfg: DictConfig) -> Any:
-    """Run the pipeline named by ``cfg.pipeline``.
+    """Run the pipeline named by ``cfg.pipeline``, holding its output dir's lock.
+
+    The config summary and every warning go to the run's log.
 
     Raises:
         PipelineConfigError: ``pipeline`` is missing or unknown.
+        RunDirBusyError: another run is writing into the output dir.
+        RunDirUsedError: the output dir holds a previous run's files and ``overwrite`` is false.
     """
     name = cfg.get("pipeline")
     if name not in PIPELINES:
@@ -39,7 +45,10 @@ def run_pipeline(cfg: DictConfig) -> Any:
             f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
             f"with experiment=<name> (e.g. experiment=example_clmain_train)."
         )
-    return PIPELINES[name](cfg)
+    run_dir = output_dir(cfg)
+    with claim_run_dir(run_dir, cfg), warnings_to_log():
+        log_config_summary(cfg, run_dir)
+        return PIPELINES[name](cfg)
 
 
 __all__ = ["PIPELINES", "PipelineConfigError", "run_pipeline"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from clarena.experiments.resume import (
     set_rng_state,
 )
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
+
+log = logging.getLogger(__name__)
 
 #: Values of ``cl_paradigm``.
 CL_PARADIGMS: tuple[str, ...] = ("TIL", "CIL")
@@ -148,6 +151,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
         trainer.fit(algorithm, datamodule=datamodule)
         rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
+        log.info("after training task %d: %s", task, _accuracies_text(rows[task]))
         capacity = algorithm.capacity()
         if capacity is not None:
             capacities[task] = capacity
@@ -175,14 +179,17 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     if capacities:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
     write_results(run_dir, cfg, rows, tasks, extra)
+    log.info("results in %s", run_dir)
     if cfg.get("save_model"):
+        model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(
-            run_dir / cfg.get("model_file", "saved_model.pt"),
+            model_path,
             cfg,
             algorithm.state_dict(),
             trained_tasks=tasks,
             num_classes={task: datamodule.num_classes(task) for task in tasks},
         )
+        log.info("saved the model to %s", model_path)
     last = rows[tasks[-1]]
     print_table(
         f"CL main experiment ({type(algorithm).__name__}, {cfg.cl_paradigm}) - results in {run_dir}",
@@ -229,6 +236,12 @@ def _restore(
     set_rng_state(state["rng"])
     rows = {int(t): {int(j): float(a) for j, a in row.items()} for t, row in state["rows"].items()}
     capacities = {int(t): float(c) for t, c in state["capacities"].items()}
+    remaining = [t for t in tasks if t not in rows]
+    log.info(
+        "resumed: tasks %s trained before; %s",
+        trained,
+        f"continuing with tasks {remaining}" if remaining else "nothing left to train",
+    )
     return rows, capacities
 
 
@@ -264,6 +277,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         )
     trainer = make_trainer(cfg, run_dir, version="eval")
     accuracies = test_tasks(trainer, algorithm, datamodule, tasks)
+    log.info("evaluation of %s: %s", cfg.model_path, _accuracies_text(accuracies))
     if not trainer.is_global_zero:
         return accuracies
     rows = {trained[-1]: accuracies}
@@ -280,6 +294,12 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         [str(len(tasks)), f"{results.average(accuracies):.4f}"],
     )
     return accuracies
+
+
+def _accuracies_text(accuracies: dict[int, float]) -> str:
+    """``test accuracy task 1 0.9889, task 2 0.9777; average 0.9833``."""
+    per_task = ", ".join(f"task {t} {a:.4f}" for t, a in accuracies.items())
+    return f"test accuracy {per_task}; average {results.average(accuracies):.4f}"
 
 
 def _fmt(value: float | None) -> str:

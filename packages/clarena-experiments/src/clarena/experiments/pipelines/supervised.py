@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from clarena.experiments.pipelines.common import (
     seed,
 )
 from clarena.experiments.scaleout import full_test_loader
+
+log = logging.getLogger(__name__)
 
 
 def _optimizers(cfg: DictConfig, train: bool) -> dict[str, Any]:
@@ -90,7 +93,13 @@ def _test(trainer: Any, algorithm: Any, datamodule: Any, mtl: bool) -> dict[int,
             else full_test_loader(loaders)
         )
     trainer.test(algorithm, dataloaders=loaders, verbose=False)
-    return dict(algorithm.test_accuracy)
+    accuracies = dict(algorithm.test_accuracy)
+    log.info(
+        "test accuracy %s; average %.4f",
+        ", ".join(f"task {t} {a:.4f}" for t, a in accuracies.items()),
+        results.average(accuracies),
+    )
+    return accuracies
 
 
 def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
@@ -107,9 +116,9 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         return accuracies
     _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
     if cfg.get("save_model"):
-        save_checkpoint(
-            run_dir / cfg.get("model_file", "saved_model.pt"), cfg, algorithm.state_dict()
-        )
+        model_path = run_dir / cfg.get("model_file", "saved_model.pt")
+        save_checkpoint(model_path, cfg, algorithm.state_dict())
+        log.info("saved the model to %s", model_path)
     print_table(
         f"{kind.upper()} experiment ({type(algorithm).__name__}) - results in {run_dir}",
         ["tasks", "average accuracy"],
