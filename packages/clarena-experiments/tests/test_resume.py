@@ -171,8 +171,10 @@ def test_resume_with_a_different_config_is_refused(
     assert "the config differs from the interrupted run's in global_seed" in err
     assert "saved 1, now 7" in err
     assert acc_bytes(run_dir) == before
-    # The interrupted run's Hydra files stay; the continuation's go to .hydra/resume_<time>.
+    # The interrupted run's Hydra files stay; the refused continuation leaves no
+    # .hydra/resume_<time>.
     assert (run_dir / ".hydra" / "config.yaml").read_bytes() == config
+    assert not list((run_dir / ".hydra").glob("resume_*"))
 
 
 def test_resume_with_more_train_tasks_extends_the_run(run_clarena: Run) -> None:

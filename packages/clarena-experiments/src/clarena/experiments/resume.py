@@ -1,30 +1,44 @@
 """Resume state of a CL main experiment: everything needed to continue after the last task.
 
-After every task the pipeline writes ``<run dir>/checkpoints/resume_state.pt`` (atomically: a
+After every task the pipeline writes ``<run dir>/checkpoints/resume_state.pt`` atomically (a
 temporary file renamed over the old one, so an interruption while writing leaves the previous
-state intact). It holds the algorithm's state dict (backbone incl. HAT/WSN masks, embeddings,
-scores and per-task batch norm, all heads), the trained tasks and their class counts, the
-accuracy matrix rows so far, the capacities, and the Python / NumPy / torch RNG states at that
-point. ``clarena experiment=<name> resume=<run dir>`` restores all of it and carries on with the
-next task, so the run ends with the same ``acc.csv`` as an uninterrupted one.
+state intact), with a SHA-256 of its contents that the resume checks. It holds the algorithm's
+state dict (backbone incl. HAT/WSN masks, embeddings, scores and per-task batch norm, all heads),
+the trained tasks and their class counts, the accuracy matrix rows so far, the capacities, and
+the Python / NumPy / torch RNG states at that point. ``clarena experiment=<name>
+resume=<run dir>`` restores all of it and carries on with the next task, so the run ends with
+the same ``acc.csv`` as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import os
 import random
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from clarena.experiments import model_file
 from clarena.experiments.pipelines.common import PipelineConfigError
 
 #: Resume state file, relative to the run dir.
 RESUME_FILE = Path("checkpoints") / "resume_state.pt"
+
+#: Entries of a resume state file.
+RESUME_ENTRIES: tuple[str, ...] = (
+    "config",
+    "rng",
+    "state_dict",
+    "trained_tasks",
+    "num_classes",
+    "rows",
+    "capacities",
+)
 
 #: Config keys that must be equal between the interrupted run and its continuation: they decide
 #: what is trained and how. Everything else (trainer, loggers, output files) may change, and
@@ -64,20 +78,16 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_resume_state(run_dir: Path, cfg: DictConfig, **state: Any) -> Path:
-    """Write the resume state (``state`` + config + RNG states) atomically; returns its path."""
-    path = run_dir / RESUME_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(
-        {
-            "config": OmegaConf.to_container(cfg, resolve=True),
-            "rng": rng_state(),
-            **state,
-        },
-        temporary,
+    """Write the resume state (``state`` + config + RNG states + checksum) atomically.
+
+    Returns:
+        The file's path. A failed write (a full disk) leaves the previous file and no temporary
+        file.
+    """
+    return model_file.write(
+        run_dir / RESUME_FILE,
+        {"config": OmegaConf.to_container(cfg, resolve=True), "rng": rng_state(), **state},
     )
-    os.replace(temporary, path)
-    return path
 
 
 def resume_file(resume: str | Path) -> Path:
@@ -103,8 +113,28 @@ def resume_file(resume: str | Path) -> Path:
 
 
 def load_resume_state(resume: str | Path) -> dict[str, Any]:
-    """Load the resume state of the run dir ``resume`` (errors as :func:`resume_file`)."""
-    return torch.load(resume_file(resume), map_location="cpu", weights_only=True)
+    """Load and verify the resume state of the run dir ``resume``.
+
+    Raises:
+        PipelineConfigError: as :func:`resume_file`.
+        ModelFileError: the file is empty, truncated or corrupt.
+    """
+    path = resume_file(resume)
+    return model_file.read(path, f"resume file '{path}'", required=RESUME_ENTRIES)
+
+
+def discard_continuation_hydra_dir() -> None:
+    """Remove the ``.hydra/resume_<time>/`` folder Hydra wrote for a refused continuation.
+
+    ``resume=`` sends the continuation's Hydra files there (see ``clarena.experiments.cli``);
+    when the resume is refused nothing ran, so the folder is left out of the run dir.
+    """
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    subdir = Path(hydra_cfg.output_subdir or "")
+    if subdir.parent.name == ".hydra" and subdir.name.startswith("resume_"):
+        shutil.rmtree(Path(hydra_cfg.runtime.output_dir) / subdir, ignore_errors=True)
 
 
 def check_same_experiment(saved: Mapping[str, Any], cfg: DictConfig) -> None:

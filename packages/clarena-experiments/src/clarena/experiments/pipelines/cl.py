@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments import results
@@ -25,10 +27,13 @@ from clarena.experiments.pipelines.common import (
 )
 from clarena.experiments.resume import (
     check_same_experiment,
+    discard_continuation_hydra_dir,
     load_resume_state,
+    resume_file,
     save_resume_state,
     set_rng_state,
 )
+from clarena.experiments.safe_config import TRUST_KEY, checked_config, config_targets
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
 
 log = logging.getLogger(__name__)
@@ -214,9 +219,29 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
             f"resume='{resume}' continues that run in its own dir, but the output dir is "
             f"'{run_dir}'. Drop output_dir= (resume sets it)."
         )
-    state = load_resume_state(resume)
-    check_same_experiment(state["config"], cfg)
+    with _discarding_refused_resume():
+        state = load_resume_state(resume)
+        # Nothing is built from the saved config (the run builds ``cfg``, which must equal it),
+        # but it is held to the same rule as a model file's: targets the user's config names, or
+        # allowed ones.
+        checked_config(
+            state["config"],
+            f"resume file '{resume_file(resume)}'",
+            trust=bool(cfg.get(TRUST_KEY)),
+            also_allowed=config_targets(cfg),
+        )
+        check_same_experiment(state["config"], cfg)
     return state
+
+
+@contextlib.contextmanager
+def _discarding_refused_resume() -> Iterator[None]:
+    """On a refused resume, remove the ``.hydra/resume_<time>/`` folder of the continuation."""
+    try:
+        yield
+    except Exception:
+        discard_continuation_hydra_dir()
+        raise
 
 
 def _restore(
@@ -225,6 +250,7 @@ def _restore(
     """Load the saved algorithm state and RNG states; returns the saved rows and capacities."""
     trained = [int(t) for t in state["trained_tasks"]]
     if trained != tasks[: len(trained)]:
+        discard_continuation_hydra_dir()
         raise PipelineConfigError(
             f"resume: the interrupted run trained tasks {trained}, which are not the first tasks "
             f"of train_tasks {tasks}."
@@ -258,7 +284,9 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     require(cfg, "model_path", "trainer")
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
-    saved = OmegaConf.create(checkpoint["config"])
+    saved = checked_config(
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+    )
     seed(saved)
     datamodule: CLDataModule = instantiate(saved.cl_dataset)
     algorithm = build_algorithm(saved, with_optimizer=False)
@@ -286,7 +314,11 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         cfg,
         rows,
         tasks,
-        {"model_path": str(cfg.model_path), "algorithm": type(algorithm).__name__},
+        {
+            "trained_tasks": trained,
+            "model_path": str(cfg.model_path),
+            "algorithm": type(algorithm).__name__,
+        },
     )
     print_table(
         f"CL main evaluation of {cfg.model_path} - results in {run_dir}",

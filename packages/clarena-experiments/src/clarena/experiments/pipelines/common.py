@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from clarena.experiments import model_file
+
 
 class PipelineConfigError(ValueError):
     """The experiment config is missing something the pipeline needs, or holds a bad value."""
@@ -69,19 +71,25 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer
 
 
 def save_checkpoint(path: Path, cfg: DictConfig, state_dict: dict[str, Any], **extra: Any) -> None:
-    """Save a model file: the resolved config, the state dict and ``extra`` bookkeeping."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {"config": OmegaConf.to_container(cfg, resolve=True), "state_dict": state_dict, **extra},
+    """Save a model file: the resolved config, the state dict, ``extra`` bookkeeping, a checksum.
+
+    Written atomically (see :func:`clarena.experiments.model_file.write`).
+    """
+    model_file.write(
         path,
+        {"config": OmegaConf.to_container(cfg, resolve=True), "state_dict": state_dict, **extra},
     )
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a file written by :func:`save_checkpoint`.
+    """Load a file written by :func:`save_checkpoint`, verifying its checksum.
+
+    Only its data is loaded; build objects from its config with
+    :func:`clarena.experiments.safe_config.checked_config`.
 
     Raises:
         PipelineConfigError: no file at ``path``.
+        ModelFileError: the file is empty, truncated, corrupt or not a clarena model file.
     """
     path = Path(path)
     if not path.is_file():
@@ -89,9 +97,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"model_path '{path}' is not a file. Point model_path at the saved_model.pt of a "
             f"training run (run it with save_model=true)."
         )
-    # weights_only: the file holds tensors, plain containers and numbers, so nothing in it can
-    # run code on load.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return model_file.read(path, f"model_path '{path}'")
 
 
 def print_table(title: str, header: list[str], row: list[str]) -> None:

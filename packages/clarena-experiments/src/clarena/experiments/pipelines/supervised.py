@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments import results
@@ -21,6 +21,7 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
+from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,9 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     require(cfg, "model_path", "trainer")
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
-    saved = OmegaConf.create(checkpoint["config"])
+    saved = checked_config(
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+    )
     seed(saved)
     datamodule = instantiate(saved[f"{kind}_dataset"])
     algorithm = (
