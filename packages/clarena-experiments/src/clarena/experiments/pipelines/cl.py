@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
