@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import io
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -444,3 +446,17 @@ def test_to_float64_moves_the_state_and_the_factor_follows():
         parameter.grad = torch.ones_like(parameter)
     fg_adahat_condition_gradients(mlp, importance, {"fc/0": 0.0, "fc/1": 0.0}, alpha=0.1)
     assert all(p.grad.dtype == torch.float64 for p in mlp.parameters())
+
+
+def test_readme_fg_adahat_recipe_runs_as_written():
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.DOTALL)
+    recipe = next(block for block in blocks if "fg_adahat_condition_gradients(backbone" in block)
+    namespace: dict = {}
+    torch.manual_seed(0)
+    exec(compile(recipe, str(readme), "exec"), namespace)
+    importance, backbone = namespace["importance"], namespace["backbone"]
+    assert importance.finished_task_ids == [1, 2]
+    assert backbone.stored_task_ids == [1, 2]
+    assert torch.isfinite(importance.summed).all()
+    assert importance.summed.max() > 0
