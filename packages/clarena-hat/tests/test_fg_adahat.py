@@ -460,3 +460,21 @@ def test_readme_fg_adahat_recipe_runs_as_written():
     assert backbone.stored_task_ids == [1, 2]
     assert torch.isfinite(importance.summed).all()
     assert importance.summed.max() > 0
+
+
+def test_factor_follows_a_newly_finished_task():
+    mlp = tiny_mlp()
+    store_random_masks(mlp, 1)
+    importance = importance_for(mlp)
+    importance.add_task(1, {"fc/0": torch.tensor([1.0, 0.0]), "fc/1": torch.tensor([0.0, 0.0])})
+    sparsity = {"fc/0": 0.0, "fc/1": 0.0}
+    for parameter in mlp.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    fg_adahat_condition_gradients(mlp, importance, sparsity, alpha=0.1)
+    assert torch.equal(mlp.fc[1].bias.grad, torch.ones(2))
+    importance.add_task(2, {"fc/0": torch.tensor([0.0, 0.0]), "fc/1": torch.tensor([1.0, 0.0])})
+    for parameter in mlp.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    fg_adahat_condition_gradients(mlp, importance, sparsity, alpha=0.1)
+    rate = 0.1 / 0.1
+    assert torch.equal(mlp.fc[1].bias.grad, torch.tensor([rate / (1 + rate), 1.0]))

@@ -164,6 +164,18 @@ def _safe_inverse(values: Tensor) -> Tensor:
     return inverse.clamp(max=largest)
 
 
+def _layer_graph(backbone: CLBackbone) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """``(feature layers, layer -> readers)``, computed once per backbone (the graph is fixed)."""
+    cached = backbone.__dict__.get("_importance_layer_graph")
+    if cached is None:
+        readers = {
+            name: backbone.output_layer_names(name) for name in backbone.weighted_layer_names
+        }
+        cached = (backbone.feature_layer_names(), readers)
+        backbone.__dict__["_importance_layer_graph"] = cached
+    return cached
+
+
 def step_importance(
     backbone: CLBackbone,
     importance_type: str,
@@ -201,13 +213,14 @@ def step_importance(
             f"importance_type {importance_type!r} needs the activations of the forward pass."
         )
     feature_layers: tuple[str, ...] = ()
+    readers_of: dict[str, tuple[str, ...]] = {}
     if "out" in factors:
         if head_weight is None:
             raise ValueError(
                 f"importance_type {importance_type!r} reads the weights that leave each unit, "
                 f"so it needs head_weight, the weight of the head reading the feature."
             )
-        feature_layers = backbone.feature_layer_names()
+        feature_layers, readers_of = _layer_graph(backbone)
     result = {}
     for name in backbone.weighted_layer_names:
         weight = backbone.get_layer_by_name(name).weight
@@ -217,10 +230,7 @@ def step_importance(
             if factor == "act":
                 value = activation_abs(activations[name])  # type: ignore[index]
             elif factor == "out":
-                readers = [
-                    backbone.get_layer_by_name(reader).weight
-                    for reader in backbone.output_layer_names(name)
-                ]
+                readers = [backbone.get_layer_by_name(r).weight for r in readers_of[name]]
                 if name in feature_layers:
                     readers.append(head_weight)  # type: ignore[arg-type]
                 value = output_side_sum(readers, num_units, kind)  # type: ignore[arg-type]
