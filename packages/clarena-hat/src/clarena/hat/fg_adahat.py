@@ -1,5 +1,6 @@
-"""FG-AdaHAT (fine-grained AdaHAT): importance accumulation, summing across tasks, scheduler,
-neuron-to-weight aggregation and the gradient factor, in plain PyTorch.
+"""FG-AdaHAT's importance accumulation, summing, scheduler, aggregation and gradient factor.
+
+Plain PyTorch, usable from any training loop.
 
 FG-AdaHAT keeps HAT's masks and AdaHAT's soft gradient adjustment, but scales a gradient by a
 data-driven importance carried over from earlier tasks instead of AdaHAT's integer count. For
@@ -75,9 +76,8 @@ def minmax_scale(values: Tensor) -> Tensor:
     """
     low, high = values.min(), values.max()
     span = high - low
-    if not span > 0:
-        return torch.zeros_like(values)
-    return (values - low) / span
+    # where() rather than an if: no device-to-host sync per layer and step.
+    return torch.where(span > 0, (values - low) / span, torch.zeros_like(values))
 
 
 def check_summing_strategy(
@@ -134,7 +134,7 @@ def summing_weights(
     age = num_tasks - k + 1  # T - k + 1, 1 for the latest task
     if strategy == "add_latest":
         return torch.ones_like(k)
-    if strategy in ("add_all",):
+    if strategy == "add_all":
         return age
     if strategy == "add_average":
         harmonic = torch.cat([torch.zeros(1, dtype=torch.float64), (1 / k).cumsum(0)])
@@ -270,13 +270,15 @@ class FGAdaHATImportance(nn.Module):
         """
         scaled = {name: minmax_scale(value.detach()) for name, value in importance.items()}
         if self.step_multiply_training_mask:
-            if training_mask is None:
+            missing = [n for n in scaled if training_mask is None or n not in training_mask]
+            if missing:
                 raise ValueError(
-                    "FGAdaHATImportance: step_multiply_training_mask is set, so add_step needs "
-                    "the training_mask of this step (the mask returned by the train forward)."
+                    f"FGAdaHATImportance: step_multiply_training_mask is set, so add_step needs "
+                    f"the training_mask of this step (the mask returned by the train forward); "
+                    f"it has none for layers {missing}."
                 )
             scaled = {
-                name: value * training_mask[name].detach().to(value.dtype)
+                name: value * training_mask[name].detach().to(value.dtype)  # type: ignore[index]
                 for name, value in scaled.items()
             }
         self.step_sum += self._flatten(scaled, "the step importance")
