@@ -494,7 +494,7 @@ def fg_adahat_condition_gradients(
     """
     _check_factor_arguments(alpha, scheduler, aggregation, base_mask_sparsity_reg, base_linear)
     _check_coverage(backbone)
-    if not importance.finished_task_ids:
+    if importance.task_ids.numel() == 0:
         return
     weight_part, unit_part = weight_importance(
         backbone, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
