@@ -478,3 +478,33 @@ def test_factor_follows_a_newly_finished_task():
     fg_adahat_condition_gradients(mlp, importance, sparsity, alpha=0.1)
     rate = 0.1 / 0.1
     assert torch.equal(mlp.fc[1].bias.grad, torch.tensor([rate / (1 + rate), 1.0]))
+
+
+def _close_task_on_rank(rank: int, world_size: int, store_path: str, result_path: str) -> None:
+    """One DDP rank: add this rank's step, all-reduce, close the task, save its importance."""
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size
+    )
+    try:
+        importance = FGAdaHATImportance({"a": 3}, "add_latest", base_importance=0.0)
+        steps = [torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])]
+        importance.add_step({"a": steps[rank]}, {"a": torch.ones(3)})
+        importance.all_reduce_steps()
+        importance.end_task(1, {"a": torch.ones(3)})
+        torch.save(importance.state_dict(), f"{result_path}.{rank}")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_all_reduce_steps_gives_every_rank_the_same_task_importance(tmp_path):
+    torch.multiprocessing.spawn(
+        _close_task_on_rank,
+        args=(2, str(tmp_path / "store"), str(tmp_path / "state")),
+        nprocs=2,
+    )
+    states = [torch.load(tmp_path / f"state.{rank}", weights_only=True) for rank in (0, 1)]
+    expected = torch.tensor([0.5, 0.5, 0.25])  # the mean of both ranks' steps
+    for state in states:
+        assert torch.equal(state["summed"], expected)
+        assert torch.equal(state["task_importance"], expected[None])
