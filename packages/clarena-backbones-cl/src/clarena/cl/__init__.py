@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from clarena.cl._version import __version__
 from clarena.cl.base import CLBackbone
 from clarena.cl.bits import pack_bits, unpack_bits
+from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
+from clarena.cl.layer_graph import feature_layer_names, output_layer_names
 from clarena.cl.mlp import CLMLP
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
@@ -46,13 +48,16 @@ __all__ = [
     "CLResNet52",
     "CLResNet101",
     "CLResNet152",
+    "HeadDIL",
     "HeadSTL",
     "HeadsCIL",
     "HeadsMTL",
     "HeadsTIL",
     "TaskBatchNorm",
     "__version__",
+    "feature_layer_names",
     "make_batch_norm_task_independent",
+    "output_layer_names",
     "pack_bits",
     "resolve_batch_norm_mode",
     "select_task_batch_norm",

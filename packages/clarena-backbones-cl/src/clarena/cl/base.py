@@ -8,6 +8,7 @@ from torch import Tensor
 
 from clarena.backbones import Backbone
 from clarena.backbones.base import check_stage
+from clarena.cl import layer_graph
 
 
 class CLBackbone(Backbone):
@@ -79,6 +80,20 @@ class CLBackbone(Backbone):
         check_stage(stage, type(self).__name__)
         self.check_task_id_ready(task_id)
         return self._features(input)
+
+    def output_layer_names(self, layer_name: str) -> tuple[str, ...]:
+        """Weighted layers that read the unit outputs of ``layer_name``; empty if only heads do.
+
+        See :func:`clarena.cl.layer_graph.output_layer_names`.
+        """
+        return layer_graph.output_layer_names(self, layer_name)
+
+    def feature_layer_names(self) -> tuple[str, ...]:
+        """Weighted layers summed into the feature the heads read.
+
+        See :func:`clarena.cl.layer_graph.feature_layer_names`; override for a new family.
+        """
+        return layer_graph.feature_layer_names(self)
 
     def get_extra_state(self) -> dict[str, Any]:
         """Task bookkeeping saved with ``state_dict()``."""

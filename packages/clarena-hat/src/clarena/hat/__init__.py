@@ -1,13 +1,30 @@
-"""clarena HAT: hard attention to the task (Serra et al., 2018) and AdaHAT, in plain PyTorch.
+"""clarena HAT: hard attention to the task (Serra et al., 2018), AdaHAT and FG-AdaHAT, in plain PyTorch.
 
 Backbones here are also reachable as ``clarena.backbones.HATMaskMLP`` ... through the registry.
-The training-loop functions live in :mod:`clarena.hat.mechanics`.
+The training-loop functions live in :mod:`clarena.hat.mechanics`; FG-AdaHAT's importance
+measures in :mod:`clarena.hat.importance` and its accumulation and factor in
+:mod:`clarena.hat.fg_adahat`.
 """
 
 from __future__ import annotations
 
 from clarena.hat._version import __version__
 from clarena.hat.base import EMBEDDING_INIT_MODES, GATES, HATMaskBackbone, annealed_scale
+from clarena.hat.fg_adahat import (
+    SCHEDULERS,
+    SUMMING_STRATEGIES,
+    FGAdaHATImportance,
+    fg_adahat_condition_gradients,
+    minmax_scale,
+    summing_weights,
+    weight_importance,
+)
+from clarena.hat.importance import (
+    ATTRIBUTION_IMPORTANCE_TYPES,
+    IMPORTANCE_TYPES,
+    PLAIN_IMPORTANCE_TYPES,
+    step_importance,
+)
 from clarena.hat.mask_store import PackedMaskStore
 from clarena.hat.masked_batch_norm import MaskedBatchNorm1d, MaskedBatchNorm2d
 from clarena.hat.measures import (
@@ -41,8 +58,14 @@ HATMaskResNet52 = HATMaskResNet50
 
 __all__ = [
     "AGGREGATIONS",
+    "ATTRIBUTION_IMPORTANCE_TYPES",
     "EMBEDDING_INIT_MODES",
     "GATES",
+    "IMPORTANCE_TYPES",
+    "PLAIN_IMPORTANCE_TYPES",
+    "SCHEDULERS",
+    "SUMMING_STRATEGIES",
+    "FGAdaHATImportance",
     "HATMaskBackbone",
     "HATMaskMLP",
     "HATMaskResNet",
@@ -62,10 +85,15 @@ __all__ = [
     "clamp_task_embedding",
     "compensate_embedding_gradients",
     "condition_gradients",
+    "fg_adahat_condition_gradients",
     "input_unit_measure",
     "layer_sparsity",
+    "minmax_scale",
     "parameter_measures",
     "sparsity_regularization",
+    "step_importance",
+    "summing_weights",
     "uncovered_parameters",
+    "weight_importance",
     "weight_measure",
 ]

@@ -56,9 +56,12 @@ def weight_measure(
     unit_measure: Mapping[str, Tensor],
     layer_name: str,
     aggregation: str = "min",
-    raw_input_value: float = 1.0,
+    raw_input_value: float | None = 1.0,
 ) -> Tensor:
     """The measure of ``layer_name``'s weight, broadcastable to the weight.
+
+    ``raw_input_value=None`` gives a layer fed by the raw input no input side: its weight measure
+    is the output-unit measure, whatever the aggregation (FG-AdaHAT's importance).
 
     Returns:
         ``(out, in)`` for a linear layer, ``(out, in, 1, 1)`` for a convolution: aggregate of the
@@ -75,7 +78,16 @@ def weight_measure(
         )
     weight = backbone.get_layer_by_name(layer_name).weight
     out = unit_measure[layer_name]
-    inp = input_unit_measure(backbone, unit_measure, layer_name, raw_input_value)
+    if raw_input_value is None and not backbone.input_layer_names(layer_name):
+        if weight.shape[0] != out.numel():
+            raise ValueError(
+                f"layer '{layer_name}': weight of shape {tuple(weight.shape)} does not have "
+                f"{out.numel()} output units."
+            )
+        measure = out[:, None].expand(-1, weight.shape[1])
+        return measure.reshape(*measure.shape, *(1,) * (weight.ndim - 2))
+    # raw_input_value is only read for a layer without input layers, handled above when None.
+    inp = input_unit_measure(backbone, unit_measure, layer_name, raw_input_value or 0.0)
     if weight.shape[0] != out.numel() or weight.shape[1] != inp.numel():
         raise ValueError(
             f"layer '{layer_name}': weight of shape {tuple(weight.shape)} does not connect "
