@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 
 import pytest
 import torch
@@ -148,3 +149,22 @@ def test_adahat_refuses_an_adaptive_optimiser_a_plain_factory_builds():
     model.setup_task_id(1, NUM_CLASSES)
     with pytest.raises(CLConfigError, match="AdaHAT cannot protect earlier tasks with Adam"):
         model.configure_optimizers()
+
+
+@pytest.mark.slow
+def test_adahat_example_forgets_far_less_than_finetuning_with_the_same_optimiser(run_clarena):
+    short = ("train_tasks=3", "trainer.max_epochs=2", "lightning_loggers=none", "save_model=false")
+    adahat = run_clarena("example_clmain_adahat", *short)
+    finetuning = run_clarena(
+        "example_clmain_adahat",
+        "cl_algorithm=finetuning",
+        "backbone=clmlp",
+        *short,
+        output="finetuning",
+    )
+    measured = {
+        run: json.loads((path / "results" / "summary.json").read_text())
+        for run, path in (("adahat", adahat), ("finetuning", finetuning))
+    }
+    assert measured["finetuning"]["forgetting"] > 0.1
+    assert measured["adahat"]["forgetting"] < measured["finetuning"]["forgetting"] / 4

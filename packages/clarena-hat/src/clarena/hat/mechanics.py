@@ -79,8 +79,8 @@ def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True
         )
 
 
-#: Optimisers whose update is linear in the gradient, so a constant gradient factor survives.
-LINEAR_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD,)
+# Optimisers whose update is linear in the gradient, so a constant gradient factor survives.
+_LINEAR_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD,)
 
 
 def check_adahat_optimizer(
@@ -103,7 +103,7 @@ def check_adahat_optimizer(
         ValueError: the optimiser is not SGD (or a subclass of it).
     """
     kind = optimizer if isinstance(optimizer, type) else type(optimizer)
-    if not issubclass(kind, LINEAR_OPTIMIZERS):
+    if not issubclass(kind, _LINEAR_OPTIMIZERS):
         raise ValueError(
             f"{owner} cannot protect earlier tasks with {kind.__name__}: an adaptive optimiser "
             f"divides each update by the gradient's running scale, which cancels {owner}'s soft "
