@@ -313,3 +313,12 @@ def test_new_heads_follow_the_modules_dtype(heads_class):
     assert list(heads.state_dict()) == [
         f"heads.{t}.{kind}" for t in (1, 2) for kind in ("weight", "bias")
     ]
+
+
+def test_reloaded_heads_follow_the_modules_dtype():
+    saved = HeadsTIL(6)
+    saved.setup_task_id(1, 3)
+    fresh = HeadsTIL(6).double()
+    fresh.load_state_dict(saved.state_dict())
+    assert fresh.heads["1"].weight.dtype == torch.float64
+    assert torch.equal(fresh.heads["1"].weight, saved.heads["1"].weight.double())

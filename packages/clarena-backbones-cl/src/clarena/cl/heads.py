@@ -92,8 +92,12 @@ class _PerTaskHeads(nn.Module):
             if key.startswith(marker) and key.endswith(".weight"):
                 task_key = key[len(marker) : -len(".weight")]
                 if task_key not in self.heads:
+                    placement = self.get_buffer("_placement")
                     self.heads[task_key] = nn.Linear(
-                        value.shape[1], value.shape[0], device=value.device, dtype=value.dtype
+                        value.shape[1],
+                        value.shape[0],
+                        device=placement.device,
+                        dtype=placement.dtype,
                     )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
