@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.errors import PipelineConfigError
 
 #: Resume state file, relative to the run dir.
 RESUME_FILE = Path("checkpoints") / "resume_state.pt"

@@ -13,9 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-
-class PipelineConfigError(ValueError):
-    """The experiment config is missing something the pipeline needs, or holds a bad value."""
+from clarena.experiments.errors import PipelineConfigError
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
