@@ -7,6 +7,8 @@ Distributions are discovered under ``packages/``. Sessions:
   tests and the strict docs build, in one venv.
 - ``isolation``: fresh venvs holding only ``core`` or ``core+cl``, proving that each piece
   installs and imports alone and that missing pieces are named in errors.
+- ``isolation_imports``: per distribution, a fresh venv with it and only what it declares (plus
+  pytest, for core's ``clarena.backbones.testing``); every module imports on its own.
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
 - ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 """
@@ -31,7 +33,7 @@ ORDER = [
 ]
 TEST_REQUIREMENTS = ["pytest>=8"]
 
-nox.options.sessions = ["lint", "tests", "isolation", "build"]
+nox.options.sessions = ["lint", "tests", "isolation", "isolation_imports", "build"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -88,6 +90,26 @@ def isolation(session: nox.Session, stack: list[str]) -> None:
     session.install(*TEST_REQUIREMENTS, *(str(PACKAGES / name) for name in stack))
     folder = "core_only" if len(stack) == 1 else "core_and_cl"
     session.run(*pytest_args(session, f"isolation-{folder}", f"integration-tests/{folder}"))
+
+
+def clarena_stack(name: str) -> list[str]:
+    """``name`` and every clarena distribution it depends on (transitively), in install order."""
+    project = tomllib.loads((PACKAGES / name / "pyproject.toml").read_text())["project"]
+    needed = {name}
+    for requirement in project.get("dependencies", []):
+        dependency = requirement.split(">")[0].split("=")[0].split("<")[0].strip()
+        if dependency in ORDER:
+            needed.update(clarena_stack(dependency))
+    return [n for n in ORDER if n in needed]
+
+
+@nox.session(python="3.11")
+@nox.parametrize("name", ORDER)
+def isolation_imports(session: nox.Session, name: str) -> None:
+    """A fresh venv with ``name``, its clarena siblings and only what they declare: every module
+    of ``name`` imports on its own (undeclared dependencies and import cycles fail here)."""
+    session.install(*TEST_REQUIREMENTS, *(str(PACKAGES / n) for n in clarena_stack(name)))
+    session.run("python", str(ROOT / "integration-tests" / "import_each_module.py"), name)
 
 
 @nox.session(python="3.11")
