@@ -76,6 +76,17 @@ def _entrance(config_path: str) -> DictConfig:
     return OmegaConf.load(Path(config_path) / f"{ENTRANCE}.yaml")
 
 
+def _parses(overrides: list[str]) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    try:
+        OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return False
+    return True
+
+
 def _chosen(overrides: list[str], keys: set[str]) -> set[str]:
     """Which of ``keys`` the command-line ``overrides`` set to a value (Hydra's override parser)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -146,9 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         _task(_get_rerun_conf(args.experimental_rerun, args.overrides))
         return
     config_path = args.config_path or primary_config_path()
-    # Checked before Hydra runs: Hydra creates the run dir before the job starts.
-    if not _prints_only(args):
-        if not _experiment_chosen(args.overrides, config_path):
+    # Checked before Hydra runs: Hydra creates the run dir before the job starts. Overrides
+    # Hydra cannot parse are left to Hydra, which reports them.
+    if not _prints_only(args) and _parses(args.overrides):
+        if args.config_name is None and not _experiment_chosen(args.overrides, config_path):
             print(NO_EXPERIMENT, file=sys.stderr)
             raise SystemExit(1)
         args.overrides += _resume_overrides(args.overrides)
