@@ -17,10 +17,14 @@ import sys
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments.errors import FULL_ERROR_ENV, PipelineConfigError, explain
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 ENTRANCE = "entrance"
 
@@ -70,40 +74,33 @@ def _prints_only(args: argparse.Namespace) -> bool:
     return bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
 
 
-def _entrance(config_path: str) -> DictConfig:
-    if config_path == SHIPPED_CONFIGS:
-        return OmegaConf.load(shipped_config_dir() / f"{ENTRANCE}.yaml")
-    return OmegaConf.load(Path(config_path) / f"{ENTRANCE}.yaml")
-
-
-def _parses(overrides: list[str]) -> bool:
+def _parsed(overrides: list[str]) -> dict[str, Override] | None:
+    """The command-line overrides by key (Hydra's override parser); None if one is malformed."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
     try:
-        OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except OverrideParseException:
-        return False
-    return True
+        return None
+    return {override.key_or_group: override for override in parsed}
 
 
-def _chosen(overrides: list[str], keys: set[str]) -> set[str]:
-    """Which of ``keys`` the command-line ``overrides`` set to a value (Hydra's override parser)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return {
-        override.key_or_group
-        for override in OverridesParser.create().parse_overrides(overrides)
-        if override.key_or_group in keys
-        and not override.is_delete()
-        and override.value() is not None
-    }
+def _sets(overrides: dict[str, Override], key: str) -> bool:
+    override = overrides.get(key)
+    return override is not None and not override.is_delete() and override.value() is not None
 
 
-def _experiment_chosen(overrides: list[str], config_path: str) -> bool:
-    if _chosen(overrides, {"experiment", "pipeline"}):
+def _experiment_chosen(overrides: dict[str, Override], config_path: str) -> bool:
+    if _sets(overrides, "experiment") or _sets(overrides, "pipeline"):
         return True
-    for entry in _entrance(config_path).get("defaults") or []:
+    if config_path == SHIPPED_CONFIGS:
+        entrance = shipped_config_dir() / f"{ENTRANCE}.yaml"
+    else:
+        entrance = Path(config_path) / f"{ENTRANCE}.yaml"
+    if not entrance.is_file():
+        return True  # a config path Hydra resolves itself (--config-path): Hydra reports it
+    for entry in OmegaConf.load(entrance).get("defaults") or []:
         if isinstance(entry, DictConfig):
             for key, value in entry.items():
                 if str(key).lstrip("+").split("@")[0] == "experiment" and value is not None:
@@ -111,23 +108,20 @@ def _experiment_chosen(overrides: list[str], config_path: str) -> bool:
     return False
 
 
-def _resume_overrides(overrides: list[str]) -> list[str]:
+def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
     """Overrides that make ``resume=<run dir>`` continue that run in that dir.
 
     The run dir is checked before Hydra starts (Hydra would create it), and the continuation's
     Hydra files go to ``.hydra/resume_<time>`` so the interrupted run's ``.hydra/`` stays as it
     was.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     from clarena.experiments.resume import resume_file
 
-    parsed = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(overrides)}
-    resume = parsed.get("resume")
-    if resume is None or resume.is_delete() or resume.value() in (None, ""):
+    resume = str(overrides["resume"].value()) if _sets(overrides, "resume") else ""
+    if not resume:
         return []
     try:
-        resume_file(str(resume.value()))
+        resume_file(resume)
     except PipelineConfigError as error:
         if os.environ.get(FULL_ERROR_ENV) == "1":
             raise
@@ -135,10 +129,10 @@ def _resume_overrides(overrides: list[str]) -> list[str]:
         raise SystemExit(1) from None
     extra = []
     # DDP child processes get the parent's arguments (and their own hydra.output_subdir).
-    if "hydra.output_subdir" not in parsed:
+    if "hydra.output_subdir" not in overrides:
         extra.append("hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}")
-    if "output_dir" not in parsed:
-        extra.append(f"output_dir={resume.value()}")
+    if "output_dir" not in overrides:
+        extra.append(f"output_dir={resume}")
     return extra
 
 
@@ -159,11 +153,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     config_path = args.config_path or primary_config_path()
     # Checked before Hydra runs: Hydra creates the run dir before the job starts. Overrides
     # Hydra cannot parse are left to Hydra, which reports them.
-    if not _prints_only(args) and _parses(args.overrides):
-        if args.config_name is None and not _experiment_chosen(args.overrides, config_path):
+    overrides = _parsed(args.overrides)
+    if not _prints_only(args) and overrides is not None:
+        if args.config_name is None and not _experiment_chosen(overrides, config_path):
             print(NO_EXPERIMENT, file=sys.stderr)
             raise SystemExit(1)
-        args.overrides += _resume_overrides(args.overrides)
+        args.overrides += _resume_overrides(overrides)
     _run_hydra(
         args=args,
         args_parser=parser,
