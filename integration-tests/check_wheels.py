@@ -1,4 +1,4 @@
-"""Check the built wheels: shared namespace left open, typing marker, entry points, configs.
+"""Check the built wheels: shared namespaces left open, typing marker, entry points, configs.
 
 Usage: ``python integration-tests/check_wheels.py DIST_DIR`` (run by ``nox -s build``).
 """
@@ -33,7 +33,12 @@ def check(wheel: Path) -> list[str]:
         problems.append(f"{wheel.name}: no {package}py.typed")
     if f"{package}__init__.py" not in names:
         problems.append(f"{wheel.name}: no {package}__init__.py")
-    stray = [n for n in names if not n.startswith((package, f"{distribution}-"))]
+    # clarena-experiments also ships its Hydra search-path plugin in the hydra_plugins namespace.
+    plugins = (
+        "hydra_plugins/clarena_experiments/" if distribution == "clarena_experiments" else None
+    )
+    allowed = (package, f"{distribution}-", *([plugins] if plugins else []))
+    stray = [n for n in names if not n.startswith(allowed)]
     if stray:
         problems.append(f"{wheel.name}: files outside {package}: {stray[:5]}")
     if distribution != "clarena_experiments":
@@ -43,8 +48,15 @@ def check(wheel: Path) -> list[str]:
             or "[clarena.backbones]" not in zipfile.ZipFile(wheel).read(entry_points[0]).decode()
         ):
             problems.append(f"{wheel.name}: no clarena.backbones entry points")
-    elif f"{package}configs/entrance.yaml" not in names:
-        problems.append(f"{wheel.name}: the Hydra config tree is not shipped")
+    else:
+        if f"{package}configs/entrance.yaml" not in names:
+            problems.append(f"{wheel.name}: the Hydra config tree is not shipped")
+        if f"{plugins}searchpath.py" not in names:
+            problems.append(f"{wheel.name}: no Hydra search-path plugin in {plugins}")
+    if "hydra_plugins/__init__.py" in names:
+        problems.append(
+            f"{wheel.name}: ships hydra_plugins/__init__.py, which breaks Hydra's namespace"
+        )
     return problems
 
 

@@ -34,6 +34,8 @@ from typing import Any
 log = logging.getLogger("mkdocs.hooks.generated")
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The shipped config tree; docs name its files ``configs/GROUP/FILE.yaml``.
+CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
 _MARKER = re.compile(
     r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+)"
     r"|config:\s*(configs/[\w./-]+\.yaml)|experiments-table"
@@ -168,7 +170,7 @@ def _readme_block(name: str, page: str) -> str:
 
 
 def _config_block(path: str, page: str) -> str:
-    file = ROOT / path
+    file = CONFIGS / Path(path).relative_to("configs")
     if not file.is_file():
         log.warning("%s: includes %s, which does not exist.", page, path)
         return ""
@@ -244,7 +246,7 @@ def _experiments_table() -> str:
         "| experiment | pipeline | backbone | algorithm | what it runs |",
         "|---|---|---|---|---|",
     ]
-    for file in sorted((ROOT / "configs" / "experiment").glob("*.yaml")):
+    for file in sorted((CONFIGS / "experiment").glob("*.yaml")):
         text = file.read_text(encoding="utf-8")
         config = yaml.safe_load(text) or {}
         choices: dict[str, str] = {}

@@ -13,6 +13,7 @@ from clarena.backbones.registry import KNOWN_BACKBONES, available_backbones
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
+CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
 
 
 def _load_hook():
@@ -68,14 +69,14 @@ def test_readme_commands_are_copied_verbatim():
 
 def test_experiments_table_lists_every_shipped_experiment():
     table = render("<!-- experiments-table -->")
-    shipped = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+    shipped = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
     assert table_names(table) == shipped
     assert "| `example_clmain_train` | `CL_MAIN_EXPR` | clmlp | finetuning |" in table
 
 
 def test_config_marker_includes_the_file_as_a_titled_yaml_block():
     block = render("<!-- config: configs/backbone/clmlp.yaml -->")
-    content = (ROOT / "configs" / "backbone" / "clmlp.yaml").read_text(encoding="utf-8")
+    content = (CONFIGS / "backbone" / "clmlp.yaml").read_text(encoding="utf-8")
     assert block == f'```yaml title="configs/backbone/clmlp.yaml"\n{content.rstrip()}\n```'
 
 

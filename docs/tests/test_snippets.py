@@ -53,7 +53,7 @@ import yaml
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
-CONFIGS = ROOT / "configs"
+CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
 LANGUAGES = ("python", "yaml", "toml")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^\n`]*)$")
@@ -96,7 +96,7 @@ def extract(path: Path) -> list[Snippet]:
         included = _INCLUDE.match(lines[index])
         if included is not None:
             path = included["path"]
-            code = (ROOT / path).read_text(encoding="utf-8")
+            code = (CONFIGS / Path(path).relative_to("configs")).read_text(encoding="utf-8")
             directive = directive_before(lines, index)
             snippets.append(Snippet(page, index + 1, "yaml", path, directive, code))
         opening = _FENCE.match(lines[index])
@@ -327,7 +327,7 @@ def user_tree() -> Path:
             and kind(snippet) == "run"
             and snippet.title
             and snippet.title.startswith("configs/")
-            and not (ROOT / snippet.title).exists()
+            and not (CONFIGS / Path(snippet.title).relative_to("configs")).exists()
         ):
             path = tree / Path(snippet.title).relative_to("configs")
             path.parent.mkdir(parents=True, exist_ok=True)

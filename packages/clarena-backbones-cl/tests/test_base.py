@@ -118,3 +118,12 @@ def test_clmlp_takes_the_core_mlp_arguments():
     assert mlp.get_layer_by_name("fc/0").bias is None
     with pytest.raises(TypeError, match=r"'hidden_dim'.*Did you mean 'hidden_dims'"):
         CLMLP(12, hidden_dim=[10], output_dim=6)
+
+
+def test_check_task_id_is_public_api_of_clarena_cl() -> None:
+    import clarena.cl
+
+    assert "check_task_id" in clarena.cl.__all__
+    assert clarena.cl.check_task_id(3, "HeadsTIL") == 3
+    with pytest.raises(TypeError, match="HeadsTIL: task_id must be an integer; got True"):
+        clarena.cl.check_task_id(True, "HeadsTIL")

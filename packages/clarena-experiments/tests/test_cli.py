@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -10,8 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hydra_plugins.clarena_experiments.searchpath import SHIPPED_CONFIGS, ClarenaSearchPathPlugin
 
 from clarena.experiments import cli
+from clarena.experiments.errors import PipelineConfigError, explain
 
 REPO = Path(__file__).resolve().parents[3]
 Run = Callable[..., Path]
@@ -101,11 +105,117 @@ def test_eval_without_model_path_names_the_key(
     assert "missing.pt' is not a file" in capsys.readouterr().err
 
 
-def test_shipped_tree_is_used_without_local_configs(tmp_path: Path) -> None:
-    primary, search = cli.config_search(tmp_path)
-    assert primary == cli.shipped_config_dir()
-    assert search == []
-    assert (primary / "backbone" / "clmlp.yaml").is_file()
+def test_shipped_tree_is_the_primary_config_path_without_local_configs(tmp_path: Path) -> None:
+    assert cli.primary_config_path(tmp_path) == cli.SHIPPED_CONFIGS == SHIPPED_CONFIGS
+    assert (cli.shipped_config_dir() / "backbone" / "clmlp.yaml").is_file()
+    # A ./configs without entrance.yaml is someone else's folder: not used.
+    (tmp_path / "configs").mkdir()
+    assert cli.primary_config_path(tmp_path) == cli.SHIPPED_CONFIGS
+
+
+def test_search_path_plugin_appends_the_shipped_tree_once() -> None:
+    from hydra._internal.config_search_path_impl import ConfigSearchPathImpl
+    from hydra.core.plugins import Plugins
+    from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+    discovered = {
+        f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(SearchPathPlugin)
+    }
+    assert "hydra_plugins.clarena_experiments.searchpath.ClarenaSearchPathPlugin" in discovered
+    search_path = ConfigSearchPathImpl()
+    search_path.append("main", "file:///somewhere/configs")
+    ClarenaSearchPathPlugin().manipulate_search_path(search_path)
+    ClarenaSearchPathPlugin().manipulate_search_path(search_path)
+    assert [e.path for e in search_path.get_path()] == [
+        "file:///somewhere/configs",
+        SHIPPED_CONFIGS,
+    ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--cfg", "job", "experiment=example_clmain_train", "train_tasks=2"],
+        ["experiment=example_clmain_train", "--cfg", "job", "train_tasks=2"],
+        ["experiment=example_clmain_train", "train_tasks=2", "--cfg", "job"],
+    ],
+)
+def test_cfg_job_works_in_any_position(
+    argv: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    cli.main(argv)
+    out = capsys.readouterr().out
+    assert "train_tasks: 2\n" in out
+    assert "hidden_dims:" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_help_works_in_any_position(
+    position: int,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["experiment=example_clmain_train", "train_tasks=2"]
+    argv.insert(position, "--help")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 0
+    assert "clarena is powered by Hydra" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_multirun_flag_works_in_any_position(
+    position: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "experiment=example_clmain_train",
+        "cl_paradigm=DIL",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+    ]
+    argv.insert(position, "-m")
+    # The job fails its config check (how a sweep reports that is the sweep's business); the
+    # sweep dir's multirun.yaml shows Hydra ran in multirun mode.
+    with contextlib.suppress(SystemExit):
+        cli.main(argv)
+    assert (tmp_path / "s" / "multirun.yaml").is_file()
+
+
+def test_error_from_a_user_folder_named_clarena_is_not_taken_for_clarenas(tmp_path: Path) -> None:
+    project = tmp_path / "clarena"
+    project.mkdir()
+    (project / "net.py").write_text(
+        "def build():\n"
+        "    try:\n"
+        "        {}['width']\n"
+        "    except KeyError as error:\n"
+        "        raise RuntimeError('could not build the net') from error\n"
+    )
+    spec = importlib.util.spec_from_file_location("user_net", project / "net.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(RuntimeError) as raised:
+        module.build()
+    # Not clarena's: the innermost error, which names the missing key, is reported.
+    assert explain(raised.value).startswith("clarena: KeyError: 'width'")
+
+
+def test_clarena_errors_are_recognised_by_type_wherever_raised() -> None:
+    try:
+        try:
+            raise PipelineConfigError("model_path is missing; set model_path=...")
+        except PipelineConfigError as error:
+            raise RuntimeError("Error in call to target") from error
+    except RuntimeError as outer:
+        message = explain(outer)
+    assert message.startswith("clarena: PipelineConfigError: model_path is missing")
 
 
 @pytest.mark.slow
@@ -115,12 +225,17 @@ def test_local_configs_extend_the_shipped_tree(
     local = tmp_path / "configs"
     (local / "experiment").mkdir(parents=True)
     (local / "backbone").mkdir()
+    (local / "optimizer").mkdir()
     (local / "entrance.yaml").write_text(
         "defaults:\n  - _self_\n  - experiment: ???\noutput_dir: out\nnum_threads: 1\n"
         "hydra:\n  run:\n    dir: ${output_dir}\n"
     )
     (local / "backbone" / "tiny.yaml").write_text(
         "_target_: clarena.backbones.CLMLP\ninput_dim: 784\nhidden_dims: [16]\noutput_dim: 8\n"
+    )
+    # Same name as a shipped file: the user's tree comes first on the search path.
+    (local / "optimizer" / "sgd.yaml").write_text(
+        "_target_: torch.optim.SGD\n_partial_: true\nlr: 0.037\n"
     )
     (local / "experiment" / "mine.yaml").write_text(
         "# @package _global_\n"
@@ -136,14 +251,14 @@ def test_local_configs_extend_the_shipped_tree(
         "trainer:\n  max_epochs: 1\n  limit_train_batches: 2\n"
     )
     monkeypatch.chdir(tmp_path)
-    primary, search = cli.config_search()
-    assert primary == local.resolve()
-    assert search == [f"file://{cli.shipped_config_dir()}"]
+    assert cli.primary_config_path() == str(local.resolve())
     cli.main(["experiment=mine", f"output_dir={tmp_path / 'run'}"])
     lines = (tmp_path / "run" / "results" / "acc.csv").read_text().splitlines()
     assert len(lines) == 3
     config = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
     assert "hidden_dims:\n  - 16" in config
+    assert "lr: 0.037" in config
+    assert "momentum" not in config
 
 
 @pytest.mark.slow
@@ -193,10 +308,12 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         prefix = "clarena/experiments/configs/"
-        for path in sorted((REPO / "configs").rglob("*.yaml")):
-            relative = path.relative_to(REPO / "configs").as_posix()
+        for path in sorted(cli.shipped_config_dir().rglob("*.yaml")):
+            relative = path.relative_to(cli.shipped_config_dir()).as_posix()
             assert archive.read(prefix + relative) == path.read_bytes()
         assert "clarena/experiments/cli.py" in names
+        assert "hydra_plugins/clarena_experiments/searchpath.py" in names
+        assert "hydra_plugins/__init__.py" not in names
         assert not any(name.startswith("clarena/__init__") for name in names)
         entry_points = archive.read(
             next(n for n in names if n.endswith("entry_points.txt"))

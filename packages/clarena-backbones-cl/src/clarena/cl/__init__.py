@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from clarena.cl._version import __version__
-from clarena.cl.base import CLBackbone
+from clarena.cl.base import CLBackbone, check_task_id
 from clarena.cl.bits import pack_bits, unpack_bits
 from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
@@ -55,6 +55,7 @@ __all__ = [
     "HeadsTIL",
     "TaskBatchNorm",
     "__version__",
+    "check_task_id",
     "feature_layer_names",
     "make_batch_norm_task_independent",
     "output_layer_names",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from clarena.backbones import MLP
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones.layers import ActivationLayer
 from clarena.cl.base import CLBackbone
 
 

@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones.layers import ActivationLayer
 from clarena.cl.base import CLBackbone
 
 

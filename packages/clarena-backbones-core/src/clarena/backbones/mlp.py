@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clarena.backbones._layers import ActivationLayer, resolve_activation_layer
 from clarena.backbones.base import Backbone
+from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
 
 
 class MLP(Backbone):

@@ -11,6 +11,8 @@ import difflib
 import functools
 from importlib.metadata import EntryPoint, entry_points
 
+from clarena.backbones.errors import ClarenaError
+
 ENTRY_POINT_GROUP = "clarena.backbones"
 
 #: Backbone families of the clarena distributions, by class-name prefix.
@@ -30,7 +32,7 @@ KNOWN_BACKBONES: dict[str, str] = {
 }
 
 
-class BackboneNotInstalledError(ImportError):
+class BackboneNotInstalledError(ClarenaError, ImportError):
     """A known backbone name whose distribution is not installed."""
 
 

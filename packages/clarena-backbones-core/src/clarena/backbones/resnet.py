@@ -17,9 +17,9 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 from torch import Tensor, nn
 
-from clarena.backbones._layers import ActivationLayer, resolve_activation_layer
 from clarena.backbones._pretrained import load_trunk_state_dict
 from clarena.backbones.base import Backbone
+from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
 
 
 class _GatedBlock:

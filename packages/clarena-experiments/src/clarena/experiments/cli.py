@@ -1,54 +1,54 @@
 """The ``clarena`` command: ``clarena experiment=<name> [hydra overrides]``.
 
-Configs come from ``./configs`` when it holds ``entrance.yaml`` (the shipped tree stays on the
-search path, so a user's tree can use and extend the shipped groups), else from the tree shipped
-inside this package. Errors print one paragraph to stderr and exit with status 1; set
-``CLARENA_FULL_ERROR=1`` for the full traceback.
+The config tree shipped with this package is ``pkg://clarena.experiments.configs``. A working dir
+whose ``./configs`` holds ``entrance.yaml`` makes that tree the primary config dir; the shipped
+tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiments`` search-path
+plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, ``--cfg job``,
+``--help``) may come before or after the overrides. Errors print one paragraph to stderr and exit
+with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from clarena.experiments.errors import FULL_ERROR_ENV, explain
+from clarena.experiments.errors import FULL_ERROR_ENV, PipelineConfigError, explain
 from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
 from clarena.experiments.sweep import exit_status_of_jobs, in_sweep, record_job_error
 
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+
+
 ENTRANCE = "entrance"
+
+#: The config tree shipped with this package, as a Hydra config path.
+SHIPPED_CONFIGS = "pkg://clarena.experiments.configs"
 
 
 def shipped_config_dir() -> Path:
-    """The config tree shipped with the package.
+    """The folder of the config tree shipped with this package (for Hydra's compose API)."""
+    return Path(str(files("clarena.experiments.configs")))
 
-    A wheel carries it as ``clarena/experiments/configs``; an editable install of the monorepo
-    reads the repository's top-level ``configs/`` directly.
+
+def primary_config_path(cwd: Path | None = None) -> str:
+    """Hydra's primary config path for a run started in ``cwd`` (default: the working dir).
+
+    ``<cwd>/configs`` when it holds ``entrance.yaml``, else :data:`SHIPPED_CONFIGS`.
     """
-    packaged = Path(__file__).parent / "configs"
-    if (packaged / f"{ENTRANCE}.yaml").is_file():
-        return packaged
-    repository = Path(__file__).resolve().parents[5] / "configs"
-    if (repository / f"{ENTRANCE}.yaml").is_file():
-        return repository
-    raise FileNotFoundError(
-        f"clarena-experiments ships no config tree (looked in {packaged} and {repository}); "
-        f"reinstall the package."
-    )
-
-
-def config_search(cwd: Path | None = None) -> tuple[Path, list[str]]:
-    """The primary config dir and the extra search-path entries for this working dir."""
     local = (cwd or Path.cwd()) / "configs"
-    shipped = shipped_config_dir()
-    if (local / f"{ENTRANCE}.yaml").is_file() and local.resolve() != shipped.resolve():
-        return local.resolve(), [f"file://{shipped}"]
-    return shipped, []
+    if (local / f"{ENTRANCE}.yaml").is_file():
+        return str(local.resolve())
+    return SHIPPED_CONFIGS
 
 
 def _task(cfg: DictConfig) -> None:
@@ -69,21 +69,6 @@ def _task(cfg: DictConfig) -> None:
         raise SystemExit(1) from None
 
 
-#: Flags with which Hydra only prints something, needing no experiment.
-INFO_FLAGS: tuple[str, ...] = (
-    "--help",
-    "-h",
-    "--hydra-help",
-    "--info",
-    "-i",
-    "--cfg",
-    "-c",
-    "--shell-completion",
-    "-sc",
-    "--version",
-    "--resolve",
-)
-
 NO_EXPERIMENT = (
     "clarena: no experiment chosen. Run `clarena experiment=<name>`, e.g. "
     "`clarena experiment=example_clmain_train`; `clarena --help` lists the experiments and "
@@ -91,45 +76,56 @@ NO_EXPERIMENT = (
 )
 
 
-def _override_key(argument: str) -> str:
-    return argument.partition("=")[0].lstrip("+~")
+def _prints_only(args: argparse.Namespace) -> bool:
+    """Whether Hydra only prints something (help, config, info), needing no experiment."""
+    return bool(args.help or args.hydra_help or args.cfg or args.info or args.shell_completion)
 
 
-def _entrance_chooses_experiment(config_dir: Path) -> bool:
-    """Whether ``entrance.yaml``'s defaults list picks a (non-null) experiment."""
-    import yaml
+def _parsed(overrides: list[str]) -> dict[str, Override] | None:
+    """The command-line overrides by key (Hydra's override parser); None if one is malformed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
 
-    entrance = yaml.safe_load((config_dir / f"{ENTRANCE}.yaml").read_text()) or {}
-    for entry in entrance.get("defaults") or []:
-        if isinstance(entry, dict):
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except OverrideParseException:
+        return None
+    return {override.key_or_group: override for override in parsed}
+
+
+def _sets(overrides: dict[str, Override], key: str) -> bool:
+    override = overrides.get(key)
+    return override is not None and not override.is_delete() and override.value() is not None
+
+
+def _experiment_chosen(overrides: dict[str, Override], config_path: str) -> bool:
+    if _sets(overrides, "experiment") or _sets(overrides, "pipeline"):
+        return True
+    if config_path == SHIPPED_CONFIGS:
+        entrance = shipped_config_dir() / f"{ENTRANCE}.yaml"
+    else:
+        entrance = Path(config_path) / f"{ENTRANCE}.yaml"
+    if not entrance.is_file():
+        return True  # a config path Hydra resolves itself (--config-path): Hydra reports it
+    for entry in OmegaConf.load(entrance).get("defaults") or []:
+        if isinstance(entry, DictConfig):
             for key, value in entry.items():
-                if _override_key(str(key)).split("@")[0] == "experiment" and value is not None:
+                if str(key).lstrip("+").split("@")[0] == "experiment" and value is not None:
                     return True
     return False
 
 
-def _experiment_chosen(arguments: list[str], config_dir: Path) -> bool:
-    keys = {_override_key(a) for a in arguments if "=" in a}
-    if keys & {"experiment", "pipeline"}:
-        return True
-    return _entrance_chooses_experiment(config_dir)
-
-
-def _resume_arguments(arguments: list[str]) -> list[str]:
+def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
     """Overrides that make ``resume=<run dir>`` continue that run in that dir.
 
     The run dir is checked before Hydra starts (Hydra would create it), and the continuation's
     Hydra files go to ``.hydra/resume_<time>`` so the interrupted run's ``.hydra/`` stays as it
     was.
     """
-    from clarena.experiments.pipelines.common import PipelineConfigError
     from clarena.experiments.resume import resume_file
 
-    keys = [_override_key(a) for a in arguments]
-    if "resume" not in keys:
-        return []
-    resume = arguments[keys.index("resume")].partition("=")[2]
-    if resume in ("", "null"):
+    resume = str(overrides["resume"].value()) if _sets(overrides, "resume") else ""
+    if not resume:
         return []
     try:
         resume_file(resume)
@@ -140,9 +136,9 @@ def _resume_arguments(arguments: list[str]) -> list[str]:
         raise SystemExit(1) from None
     extra = []
     # DDP child processes get the parent's arguments (and their own hydra.output_subdir).
-    if "hydra.output_subdir" not in keys:
+    if "hydra.output_subdir" not in overrides:
         extra.append("hydra.output_subdir=.hydra/resume_${now:%Y-%m-%d_%H-%M-%S}")
-    if "output_dir" not in keys:
+    if "output_dir" not in overrides:
         extra.append(f"output_dir={resume}")
     return extra
 
@@ -159,28 +155,37 @@ def _check_run_dir(arguments: list[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``clarena`` with ``argv`` (default: the command line)."""
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    config_dir, search_path = config_search()
-    # Checked before Hydra runs: Hydra creates the run dir before the job starts.
-    info = any(a.partition("=")[0] in INFO_FLAGS for a in arguments)
-    if not info and not _experiment_chosen(arguments, config_dir):
-        print(NO_EXPERIMENT, file=sys.stderr)
-        raise SystemExit(1)
-    if not info:
-        arguments += _resume_arguments(arguments)
-        _check_run_dir(arguments)
-    if search_path and not any(a.startswith("hydra.searchpath=") for a in arguments):
-        arguments.append(f"hydra.searchpath=[{','.join(search_path)}]")
-    saved_argv = sys.argv
-    sys.argv = [saved_argv[0] if saved_argv else "clarena", *arguments]
-    try:
-        with exit_status_of_jobs():
-            hydra.main(version_base=None, config_path=str(config_dir), config_name=ENTRANCE)(
-                _task
-            )()
-    finally:
-        sys.argv = saved_argv
+    """Run ``clarena`` with ``argv`` (default: the command line), as ``@hydra.main`` would."""
+    # hydra.main parses sys.argv with this parser and then calls _run_hydra; parsing here lets
+    # tests pass argv, and intermixed parsing lets flags follow the overrides.
+    from hydra import version
+    from hydra._internal.utils import _run_hydra, get_args_parser
+    from hydra.main import _get_rerun_conf
+
+    version.setbase(None)  # hydra.main(version_base=None): this Hydra's defaults (no chdir)
+    parser = get_args_parser()
+    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else list(argv))
+    if args.experimental_rerun is not None:
+        _task(_get_rerun_conf(args.experimental_rerun, args.overrides))
+        return
+    config_path = args.config_path or primary_config_path()
+    # Checked before Hydra runs: Hydra creates the run dir before the job starts. Overrides
+    # Hydra cannot parse are left to Hydra, which reports them.
+    overrides = _parsed(args.overrides)
+    if not _prints_only(args) and overrides is not None:
+        if args.config_name is None and not _experiment_chosen(overrides, config_path):
+            print(NO_EXPERIMENT, file=sys.stderr)
+            raise SystemExit(1)
+        args.overrides += _resume_overrides(overrides)
+        _check_run_dir([*args.overrides, *(["-m"] if args.multirun else [])])
+    with exit_status_of_jobs():
+        _run_hydra(
+            args=args,
+            args_parser=parser,
+            task_function=_task,
+            config_path=config_path,
+            config_name=ENTRANCE,
+        )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,46 @@
-"""Turning an exception from a run into one paragraph a user can act on."""
+"""clarena-experiments' error classes, and turning an exception from a run into one paragraph.
+
+Every error class here derives from :class:`~clarena.backbones.errors.ClarenaError`; the
+``clarena`` command recognises clarena's own messages by that type.
+"""
 
 from __future__ import annotations
 
 import re
 
+from clarena.backbones.errors import ClarenaError
+
+__all__ = [
+    "FULL_ERROR_ENV",
+    "CLConfigError",
+    "ClarenaError",
+    "DatasetNotFoundError",
+    "PipelineConfigError",
+    "RankStateMismatchError",
+    "exception_chain",
+    "explain",
+]
+
 #: Set this environment variable to 1 to get the full traceback instead of the short message.
 FULL_ERROR_ENV = "CLARENA_FULL_ERROR"
 
 _FULL_KEY = re.compile(r"full_key:\s*(\S+)")
+
+
+class PipelineConfigError(ClarenaError, ValueError):
+    """The experiment config is missing something the pipeline needs, or holds a bad value."""
+
+
+class CLConfigError(ClarenaError, ValueError):
+    """An algorithm was configured in a way it cannot work (e.g. HAT with CIL)."""
+
+
+class DatasetNotFoundError(ClarenaError, FileNotFoundError):
+    """A dataset's files are not under the given root (and nothing is downloaded)."""
+
+
+class RankStateMismatchError(ClarenaError, RuntimeError):
+    """The algorithm state differs between DDP ranks after a task."""
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:
@@ -18,15 +51,6 @@ def exception_chain(error: BaseException) -> list[BaseException]:
         chain.append(current)
         current = current.__cause__ or current.__context__
     return chain
-
-
-def _raised_in_clarena(error: BaseException) -> bool:
-    traceback = error.__traceback__
-    last = None
-    while traceback is not None:
-        last = traceback.tb_frame.f_code.co_filename
-        traceback = traceback.tb_next
-    return last is not None and "/clarena/" in last.replace("\\", "/") and "/hydra/" not in last
 
 
 def _is_hydra_wrapper(error: BaseException) -> bool:
@@ -42,11 +66,11 @@ def explain(error: BaseException) -> str:
     Hydra wraps errors raised while building objects from the config
     (``InstantiationException`` -> ``ImportError`` -> ...); the message that says what is wrong
     (an unknown backbone name with its nearest match, a misspelt argument) is deeper in the
-    chain. This picks the innermost clarena error, else the innermost non-wrapper error, and adds
-    the config key Hydra was building.
+    chain. This picks the outermost :class:`ClarenaError` of the chain, else its innermost
+    non-wrapper error, and adds the config key Hydra was building.
     """
     chain = exception_chain(error)
-    ours = [e for e in chain if _raised_in_clarena(e) and not _is_hydra_wrapper(e)]
+    ours = [e for e in chain if isinstance(e, ClarenaError)]
     plain = [
         e for e in chain if not _is_hydra_wrapper(e) and not isinstance(e, ModuleNotFoundError)
     ]

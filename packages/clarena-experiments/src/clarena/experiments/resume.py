@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments import model_file
-from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.errors import PipelineConfigError
 
 #: Resume state file, relative to the run dir.
 RESUME_FILE = Path("checkpoints") / "resume_state.pt"

@@ -19,12 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from clarena.experiments.errors import RankStateMismatchError
+
 #: Per-task rank check files, relative to the run dir.
 RANK_CHECK_DIR = Path("rank_check")
-
-
-class RankStateMismatchError(RuntimeError):
-    """The algorithm state differs between DDP ranks after a task."""
 
 
 def state_fingerprint(module: nn.Module) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from clarena.backbones import MLP
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones.layers import ActivationLayer
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm1d

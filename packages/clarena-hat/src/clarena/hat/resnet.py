@@ -7,7 +7,7 @@ import os
 from torch import nn
 
 from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones.layers import ActivationLayer
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm2d

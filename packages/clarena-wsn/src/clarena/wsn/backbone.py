@@ -15,9 +15,9 @@ from clarena.cl import (
     BatchNormMode,
     CLBackbone,
     TaskBatchNorm,
+    check_task_id,
     make_batch_norm_task_independent,
 )
-from clarena.cl.base import check_task_id
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_fraction_mask
 

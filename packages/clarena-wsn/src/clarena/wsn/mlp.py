@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from clarena.backbones import MLP
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones.layers import ActivationLayer
 from clarena.cl import CLMLP, resolve_batch_norm_mode
 from clarena.wsn.backbone import WSNMaskBackbone
 

@@ -13,13 +13,10 @@ from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+from clarena.experiments.errors import CLConfigError
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
-
-
-class CLConfigError(ValueError):
-    """An algorithm was configured in a way it cannot work (e.g. HAT with CIL)."""
 
 
 class CLAlgorithm(ExactTestAccuracy):

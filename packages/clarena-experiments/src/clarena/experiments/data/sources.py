@@ -15,12 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from clarena.experiments.errors import DatasetNotFoundError
+
 #: Source names accepted by :func:`load_source`.
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are not under the given root (and nothing is downloaded)."""
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clarena.experiments import model_file
-
-
-class PipelineConfigError(ValueError):
-    """The experiment config is missing something the pipeline needs, or holds a bad value."""
+from clarena.experiments.errors import PipelineConfigError
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
