@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.cl import HeadsMTL, HeadSTL
-from clarena.experiments import results
+from clarena.experiments import config_checks, results
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     load_checkpoint,
@@ -96,6 +96,7 @@ def _test(trainer: Any, algorithm: Any, datamodule: Any, mtl: bool) -> dict[int,
 def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     kind = "mtl" if mtl else "stl"
     require(cfg, f"{kind}_dataset", "backbone", f"{kind}_algorithm", "optimizer", "trainer")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     seed(cfg)
     datamodule = instantiate(cfg[f"{kind}_dataset"])
@@ -121,6 +122,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
 def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     kind = "mtl" if mtl else "stl"
     require(cfg, "model_path", "trainer")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     saved = OmegaConf.create(checkpoint["config"])
