@@ -138,3 +138,10 @@ def test_garbage_torchvision_files_name_root_layout_and_how_to_get_them(tmp_path
     assert f"the files under root '{tmp_path}' could not be read as MNIST" in message
     assert "<root>/MNIST/raw/ holding train-images-idx3-ubyte" in message
     assert "download=True" in message
+
+
+def test_stl_task_id_must_be_a_task() -> None:
+    with pytest.raises(ValueError, match=r"task_id must be a task of the sequence.*got 0"):
+        STLDataModule(task_id=0)
+    with pytest.raises(ValueError, match=r"has tasks 1\.\.5; got task 6"):
+        STLDataModule(task_id=6, sequence="split", num_tasks=5).num_classes(6)

@@ -260,6 +260,11 @@ class STLDataModule(_SequenceDataModule):
     """
 
     def __init__(self, task_id: int = 1, **kwargs: Any) -> None:
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+            raise ValueError(
+                f"{type(self).__name__}: task_id must be a task of the sequence, an integer >= 1; "
+                f"got {task_id!r}."
+            )
         if kwargs.get("sequence", "permuted") == "permuted" and kwargs.get("num_tasks") is None:
             kwargs["num_tasks"] = task_id
         super().__init__(**kwargs)
