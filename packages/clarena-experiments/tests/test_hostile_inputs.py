@@ -65,6 +65,16 @@ CASES: list[tuple[str, list[str], str]] = [
         "Independent trains a plain continual-learning backbone, but WSNMaskMLP",
     ),
     (
+        "example_stl_train",
+        ["backbone=clmlp"],
+        "SingleLearning trains one plain backbone; CLMLP is a continual-learning backbone",
+    ),
+    (
+        "example_mtl_train",
+        ["backbone=hatmaskmlp"],
+        "JointLearning trains one plain backbone; HATMaskMLP is a continual-learning backbone",
+    ),
+    (
         "example_clmain_adahat",
         ["cl_algorithm.aggregation=median"],
         "AdaHAT: aggregation must be one of 'min', 'max', 'mean'; got 'median'",
