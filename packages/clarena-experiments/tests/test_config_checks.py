@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from clarena.backbones import CLMLP, HATMaskMLP, WSNMaskMLP
 from clarena.cl import HeadsTIL
 from clarena.experiments.algorithms import WSN, AdaHAT, Finetuning, Independent
 from clarena.experiments.algorithms.base import CLConfigError
-from clarena.experiments.config_checks import check_experiment_config, task_list
+from clarena.experiments.config_checks import (
+    check_experiment_config,
+    check_optimizer_builds,
+    task_list,
+)
 from clarena.experiments.pipelines.common import PipelineConfigError
 
 SMALL = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2}
@@ -108,4 +114,15 @@ def test_wsn_score_init_mode_is_checked_on_construction() -> None:
             backbone=WSNMaskMLP(**SMALL),
             heads=HeadsTIL(input_dim=2),
             parameter_score_init_mode="zeros",
+        )
+
+
+def test_optimizer_and_scheduler_are_built_once_up_front() -> None:
+    check_optimizer_builds(functools.partial(torch.optim.SGD, lr=0.1), None)
+    with pytest.raises(PipelineConfigError, match=r"optimizer cannot be built.*Invalid learning"):
+        check_optimizer_builds(functools.partial(torch.optim.SGD, lr=-0.1), None)
+    with pytest.raises(PipelineConfigError, match=r"lr_scheduler cannot be built.*step_sizee"):
+        check_optimizer_builds(
+            functools.partial(torch.optim.SGD, lr=0.1),
+            functools.partial(torch.optim.lr_scheduler.StepLR, step_sizee=2),
         )

@@ -24,6 +24,12 @@ CASES: list[tuple[str, list[str], str]] = [
     ("example_clmain_train", ["trainer.max_epochs=0"], "0 would train nothing"),
     ("example_stl_train", ["trainer.max_epochs=0"], "trainer.max_epochs must be a positive"),
     ("example_mtl_train", ["+trainer.max_steps=0"], "trainer.max_steps must be -1"),
+    (
+        "example_clmain_train",
+        ["optimizer.lr=-1"],
+        "optimizer cannot be built from its config: Invalid learning rate: -1",
+    ),
+    ("example_stl_train", ["+optimizer.betas=1"], "optimizer cannot be built from its config"),
     ("example_clmain_train", ["train_tasks=[1,2,2]"], "train_tasks names tasks [2] more than once"),
     ("example_clmain_train", ["train_tasks=0"], "train_tasks must be a task count >= 1"),
     ("example_clmain_train", ["train_tasks=[]"], "a non-empty list of task ids"),

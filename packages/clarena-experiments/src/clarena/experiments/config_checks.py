@@ -8,9 +8,12 @@ owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, ListConfig
+from torch import nn
 
 from clarena.experiments.pipelines.common import PipelineConfigError
 
@@ -65,6 +68,33 @@ def check_training_length(trainer: DictConfig) -> None:
             f"trainer.max_steps must be -1 (no step limit) or a positive number of steps; got "
             f"{max_steps!r}."
         )
+
+
+def check_optimizer_builds(
+    optimizer: Callable[..., torch.optim.Optimizer] | None,
+    lr_scheduler: Callable[..., Any] | None = None,
+) -> None:
+    """Build the partial ``optimizer`` (and ``lr_scheduler``) once on a stand-in parameter.
+
+    The real optimiser is built only when a task's fit starts; a bad value (``lr=-1``, an
+    unknown argument) would otherwise fail after the trainer started writing logs.
+
+    Raises:
+        PipelineConfigError: the optimiser or scheduler cannot be built from its config.
+    """
+    if optimizer is None:
+        return
+    key = "optimizer"
+    try:
+        built = optimizer(params=[nn.Parameter(torch.zeros(1))])
+        if lr_scheduler is not None:
+            key = "lr_scheduler"
+            lr_scheduler(built)
+    except (TypeError, ValueError) as error:
+        raise PipelineConfigError(
+            f"{key} cannot be built from its config: {error}. Fix that value in the {key} config "
+            f"(an override such as {key}.<argument>=<value>)."
+        ) from error
 
 
 def task_list(value: Any, num_tasks: int | None, key: str) -> list[int]:

@@ -119,6 +119,9 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     seed(cfg)
     datamodule: CLDataModule = instantiate(cfg.cl_dataset)
     algorithm = build_algorithm(cfg)
+    config_checks.check_optimizer_builds(
+        algorithm.optimizer_factory, algorithm.lr_scheduler_factory
+    )
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
     rows: dict[int, dict[int, float]] = {}
     capacities: dict[int, float] = {}

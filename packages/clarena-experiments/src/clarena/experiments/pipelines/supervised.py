@@ -101,6 +101,9 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     seed(cfg)
     datamodule = instantiate(cfg[f"{kind}_dataset"])
     algorithm = build_mtl(cfg, datamodule) if mtl else build_stl(cfg, datamodule)
+    config_checks.check_optimizer_builds(
+        algorithm.optimizer_factory, algorithm.lr_scheduler_factory
+    )
     trainer = make_trainer(cfg, run_dir, version=kind)
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
