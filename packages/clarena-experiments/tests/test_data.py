@@ -95,3 +95,53 @@ def test_missing_torchvision_root_names_root_and_how_to_get_data(tmp_path: Path)
     assert str(tmp_path) in str(error.value)
     with pytest.raises(DatasetNotFoundError, match="needs a local root"):
         load_source("mnist")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_tasks": 3}, r"num_tasks=3 does not divide the source's 10 classes.*\[1, 2, 5, 10\]"),
+        ({"num_tasks": 20}, r"num_tasks=20 does not divide .*\[1, 2, 5, 10\]"),
+        ({"num_tasks": 3, "classes_per_task": 3}, r"covers 9 of the source's 10 classes"),
+        (
+            {"num_tasks": 8, "class_split": [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]},
+            r"num_tasks=8 but class_split has 5 groups",
+        ),
+        ({"num_tasks": 0}, r"num_tasks must be a positive integer; got 0"),
+        ({"source": "svhn", "num_tasks": 2}, r"unknown source 'svhn'"),
+    ],
+)
+def test_split_refuses_num_tasks_that_would_drop_or_disagree(
+    kwargs: dict[str, object], message: str
+) -> None:
+    # Refused in the constructor: before any data is read.
+    with pytest.raises(ValueError, match=message):
+        CLDataModule(sequence="split", **kwargs)
+
+
+def test_split_by_num_tasks_covers_every_class_once() -> None:
+    module = CLDataModule(sequence="split", num_tasks=5)
+    assert module.sequence.class_split == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]
+    module = CLDataModule(sequence="split", num_tasks=2, classes_per_task=5)
+    assert module.sequence.class_split == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
+def test_garbage_torchvision_files_name_root_layout_and_how_to_get_them(tmp_path: Path) -> None:
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (raw / f"{split}-{kind}-ubyte").write_bytes(b"garbage")
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_source("mnist", root=str(tmp_path))
+    message = str(error.value)
+    assert f"the files under root '{tmp_path}' could not be read as MNIST" in message
+    assert "<root>/MNIST/raw/ holding train-images-idx3-ubyte" in message
+    assert "download=True" in message
+
+
+def test_stl_task_id_must_be_a_task() -> None:
+    with pytest.raises(ValueError, match=r"task_id must be a task of the sequence.*got 0"):
+        STLDataModule(task_id=0)
+    with pytest.raises(ValueError, match=r"has tasks 1\.\.5; got task 6"):
+        STLDataModule(task_id=6, sequence="split", num_tasks=5).num_classes(6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -324,3 +325,24 @@ def test_check_optimizer_refuses_weight_decay_and_carried_state() -> None:
     check_optimizer(optimizer)
     with pytest.raises(ValueError, match=r"already holds state .* create a fresh optimiser"):
         check_optimizer(optimizer, fresh=True)
+
+
+def test_mask_percentage_that_keeps_nothing_of_a_parameter_warns_naming_it() -> None:
+    backbone = make_mlp()
+    backbone.setup_task_id(1)
+    input = torch.randn(3, 1, 28, 28)
+    # round(0.005 * 100) = round(0.5) = 0 and round(0.005 * 64) = 0; fc/0's 256 biases keep 1.
+    assert backbone.empty_mask_parameters(0.005) == {"fc/1/bias": 100, "fc/2/bias": 64}
+    with pytest.warns(
+        UserWarning,
+        match=r"mask_percentage=0\.005 keeps no parameter of "
+        r"fc/1/bias, fc/2/bias .*above 0\.0078",
+    ):
+        _, _, bias_mask, _ = backbone(input, "train", mask_percentage=0.005)
+    assert int(bias_mask["fc/1"].sum()) == 0
+    assert int(bias_mask["fc/2"].sum()) == 0
+    assert int(bias_mask["fc/0"].sum()) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        backbone(input, "train", mask_percentage=0.005)  # warned once per value, not per step
+        backbone(input, "train", mask_percentage=0.5)

@@ -136,3 +136,17 @@ def check_stage(stage: str | None, owner: str) -> None:
             f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)} (or None); "
             f"got {stage!r}."
         )
+
+
+def check_batch(input: Tensor, owner: str) -> None:
+    """Raise ``ValueError`` if ``input`` holds no sample (a batch dimension of size 0).
+
+    Empty batches would otherwise fail deep inside a layer (batch norm, indexing); they come from
+    a task or split with no samples, or a loader that yields its remainder as an empty batch.
+    """
+    if input.ndim == 0 or input.shape[0] == 0:
+        raise ValueError(
+            f"{owner} got an empty batch (input shape {tuple(input.shape)}); a backbone needs at "
+            f"least one sample. Check that the task's dataset split is not empty and that the "
+            f"data loader yields no empty batches."
+        )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from clarena.backbones.base import Backbone
+from clarena.backbones.base import Backbone, check_batch
 from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
 
 
@@ -74,6 +74,7 @@ class MLP(Backbone):
         return nn.BatchNorm1d(num_features)
 
     def _features(self, input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        check_batch(input, type(self).__name__)
         if input.ndim < 2 or input[0].numel() != self.input_dim:
             raise ValueError(
                 f"{type(self).__name__} expects a batch of inputs with {self.input_dim} features "

@@ -18,7 +18,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 from torch import Tensor, nn
 
 from clarena.backbones._pretrained import load_trunk_state_dict
-from clarena.backbones.base import Backbone
+from clarena.backbones.base import Backbone, check_batch
 from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
 
 
@@ -220,6 +220,7 @@ class ResNet(Backbone):
         return nn.BatchNorm2d(num_features)
 
     def _features(self, input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        check_batch(input, type(self).__name__)
         if input.ndim != 4 or input.shape[1] != self.input_channels:
             raise ValueError(
                 f"{type(self).__name__} expects images of shape (batch, {self.input_channels}, "

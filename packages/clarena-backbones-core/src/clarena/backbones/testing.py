@@ -106,3 +106,9 @@ class BackboneContract:
     def test_unknown_constructor_argument_is_named(self, backbone):
         with pytest.raises(TypeError, match=r"'output_dimm'.*Did you mean 'output_dim'"):
             type(backbone)(output_dimm=8)
+
+    def test_empty_batch_is_a_value_error(self, backbone):
+        empty = self.example_input()[:0]
+        backbone.eval()
+        with torch.no_grad(), pytest.raises(ValueError, match=r"empty batch.*at least one sample"):
+            self.forward(backbone, empty)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from numbers import Real
 from typing import Any, NamedTuple, cast
 
@@ -19,7 +20,7 @@ from clarena.cl import (
     make_batch_norm_task_independent,
 )
 from clarena.wsn.masks import TaskMaskStore, parameter_key
-from clarena.wsn.topc import ThresholdHint, masked_parameters, top_fraction_mask
+from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
 
 #: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
 SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
@@ -205,8 +206,32 @@ class WSNMaskBackbone(CLBackbone):
             return self.stored_mask(task_id), task_id
         task_id = self.check_task_id_ready()
         fraction = check_mask_percentage(mask_percentage, stage, owner)
+        if fraction != self.mask_percentage:
+            self._warn_empty_masks(fraction)
         self.mask_percentage = fraction
         return fraction, task_id
+
+    def empty_mask_parameters(self, mask_percentage: float) -> dict[str, int]:
+        """Masked parameters of which a top-``mask_percentage`` mask keeps nothing.
+
+        Returns:
+            Parameter key (``<layer>/weight``...) -> its element count ``n``, for every parameter
+            with ``round(mask_percentage * n) == 0``.
+        """
+        sizes = {slot.key: getattr(slot.layer, slot.kind).numel() for slot in self._slots}
+        return {key: n for key, n in sizes.items() if top_count(mask_percentage, n) == 0}
+
+    def _warn_empty_masks(self, mask_percentage: float) -> None:
+        empty = self.empty_mask_parameters(mask_percentage)
+        if empty:
+            needed = 0.5 / min(empty.values())
+            warnings.warn(
+                f"{type(self).__name__}: mask_percentage={mask_percentage:g} keeps no parameter "
+                f"of {', '.join(empty)} (round(c * n) = 0), so their masks are all zero and "
+                f"those parameters take no part in the task. Raise mask_percentage above "
+                f"{needed:.3g}.",
+                stacklevel=4,
+            )
 
     def _masks_and_parameters(
         self, selection: Masks | float

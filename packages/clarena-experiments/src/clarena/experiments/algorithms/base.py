@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from numbers import Real
 from typing import Any
 
 import torch.nn.functional as F
@@ -14,9 +15,18 @@ from typing_extensions import override
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.errors import CLConfigError
+from clarena.hat import HATMaskBackbone
+from clarena.wsn import WSNMaskBackbone
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+
+#: Masked backbone families and the algorithms that drive their masks.
+MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
+    HATMaskBackbone: "cl_algorithm=hat or cl_algorithm=adahat",
+    WSNMaskBackbone: "cl_algorithm=wsn",
+}
 
 
 class CLAlgorithm(ExactTestAccuracy):
@@ -38,6 +48,8 @@ class CLAlgorithm(ExactTestAccuracy):
 
     #: Whether the algorithm works in class-incremental learning.
     supports_cil: bool = True
+    #: The masked backbone family whose masks the algorithm drives (``None``: plain backbones).
+    mask_backbone: type[CLBackbone] | None = None
 
     def __init__(
         self,
@@ -54,6 +66,17 @@ class CLAlgorithm(ExactTestAccuracy):
                 f"CLResNet18, HATMask*, WSNMask* ...); got {type(backbone).__name__}. Pick a "
                 f"backbone config whose _target_ starts with clarena.backbones.CL."
             )
+        for family, algorithms in MASK_ALGORITHMS.items():
+            if isinstance(backbone, family) and not (
+                self.mask_backbone is not None and issubclass(family, self.mask_backbone)
+            ):
+                plain = type(backbone).__name__.replace("HATMask", "CL").replace("WSNMask", "CL")
+                raise CLConfigError(
+                    f"{name} trains a plain continual-learning backbone, but "
+                    f"{type(backbone).__name__} is a {family.__name__} whose masks only their own "
+                    f"algorithm drives. Use {algorithms}, or a plain backbone such as "
+                    f"clarena.backbones.{plain}."
+                )
         if isinstance(heads, HeadsCIL) and not self.supports_cil:
             raise CLConfigError(
                 f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
@@ -172,3 +195,49 @@ def optimizer_weight_decay(optimizer: OptimizerFactory | None) -> float:
     """The ``weight_decay`` a partial optimiser will be built with (0 when not set)."""
     keywords = getattr(optimizer, "keywords", {}) or {}
     return float(keywords.get("weight_decay", 0.0) or 0.0)
+
+
+def check_number(
+    owner: str,
+    name: str,
+    value: object,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    why: str = "",
+) -> float:
+    """Return ``value`` as a float if it is a real number in range, else raise.
+
+    Args:
+        owner: the algorithm, for the message.
+        name: the hyperparameter (its config key).
+        value: the configured value.
+        above: exclusive lower bound.
+        at_least: inclusive lower bound.
+        why: what the bound protects, appended to the message.
+
+    Raises:
+        CLConfigError: ``value`` is not a number, or out of range.
+    """
+    bound = f"> {above:g}" if above is not None else f">= {at_least:g}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, Real)
+        or (above is not None and not float(value) > above)
+        or (at_least is not None and not float(value) >= at_least)
+    ):
+        raise CLConfigError(
+            f"{owner}: {name} must be a number {bound}; got {value!r}.{' ' + why if why else ''} "
+            f"Set cl_algorithm.{name} to a value {bound}."
+        )
+    return float(value)
+
+
+def check_choice(owner: str, name: str, value: object, choices: Collection[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise :class:`CLConfigError`."""
+    if value not in choices:
+        raise CLConfigError(
+            f"{owner}: {name} must be one of {', '.join(repr(c) for c in choices)}; got "
+            f"{value!r}. Set cl_algorithm.{name} to one of them."
+        )
+    return str(value)

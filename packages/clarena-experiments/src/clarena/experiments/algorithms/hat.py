@@ -31,9 +31,13 @@ from clarena.experiments.algorithms.base import (
     CLConfigError,
     OptimizerFactory,
     SchedulerFactory,
+    check_choice,
+    check_number,
     optimizer_weight_decay,
 )
 from clarena.hat import (
+    AGGREGATIONS,
+    EMBEDDING_INIT_MODES,
     HATMaskBackbone,
     adahat_condition_gradients,
     annealed_scale,
@@ -70,6 +74,7 @@ class HAT(CLAlgorithm):
     """
 
     supports_cil = False
+    mask_backbone = HATMaskBackbone
 
     def __init__(
         self,
@@ -97,11 +102,15 @@ class HAT(CLAlgorithm):
                 f"forgotten. Set optimizer.weight_decay=0."
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
-        self.s_max = float(s_max)
-        self.clamp_threshold = float(clamp_threshold)
-        self.mask_sparsity_reg_factor = float(mask_sparsity_reg_factor)
-        self.task_embedding_init_mode = task_embedding_init_mode
-        self.embedding_clamp = float(embedding_clamp)
+        self.s_max = check_number(name, "s_max", s_max, above=0, why="It scales the mask gates.")
+        self.clamp_threshold = check_number(name, "clamp_threshold", clamp_threshold, above=0)
+        self.mask_sparsity_reg_factor = check_number(
+            name, "mask_sparsity_reg_factor", mask_sparsity_reg_factor, at_least=0
+        )
+        self.task_embedding_init_mode = check_choice(
+            name, "task_embedding_init_mode", task_embedding_init_mode, EMBEDDING_INIT_MODES
+        )
+        self.embedding_clamp = check_number(name, "embedding_clamp", embedding_clamp, above=0)
         self._batch_idx = 1
         self._num_batches = 1
         self._mask: dict[str, Tensor] | None = None
@@ -207,9 +216,18 @@ class AdaHAT(HAT):
         optimizer_class = getattr(self.optimizer_factory, "func", self.optimizer_factory)
         if isinstance(optimizer_class, type):
             self._check_optimizer(optimizer_class)
-        self.adjustment_intensity = float(adjustment_intensity)
-        self.epsilon = float(epsilon)
-        self.aggregation = aggregation
+        name = type(self).__name__
+        self.adjustment_intensity = check_number(
+            name,
+            "adjustment_intensity",
+            adjustment_intensity,
+            above=0,
+            why="At 0 or below the adjustment rate of unused parameters is 0/0 or negative.",
+        )
+        self.epsilon = check_number(
+            name, "epsilon", epsilon, above=0, why="It keeps the rate finite at sparsity 0."
+        )
+        self.aggregation = check_choice(name, "aggregation", aggregation, AGGREGATIONS)
 
     def _check_optimizer(
         self, optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer

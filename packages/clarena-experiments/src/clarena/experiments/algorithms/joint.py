@@ -10,7 +10,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from clarena.backbones import Backbone
-from clarena.cl import HeadsMTL, HeadSTL
+from clarena.cl import CLBackbone, HeadsMTL, HeadSTL
 from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 
@@ -28,6 +28,14 @@ class _SupervisedAlgorithm(ExactTestAccuracy):
         if not isinstance(backbone, Backbone):
             raise CLConfigError(
                 f"{type(self).__name__} needs a clarena backbone; got {type(backbone).__name__}."
+            )
+        if isinstance(backbone, CLBackbone):
+            plain = type(backbone).__name__.removeprefix("HATMask").removeprefix("WSNMask")
+            plain = plain.removeprefix("CL")
+            raise CLConfigError(
+                f"{type(self).__name__} trains one plain backbone; {type(backbone).__name__} is a "
+                f"continual-learning backbone (it needs a task set up before every forward). Use "
+                f"clarena.backbones.{plain} (backbone={plain.lower()})."
             )
         self.backbone = backbone
         self.optimizer_factory = optimizer

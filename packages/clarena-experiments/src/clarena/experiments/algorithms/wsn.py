@@ -20,9 +20,10 @@ from clarena.experiments.algorithms.base import (
     CLConfigError,
     OptimizerFactory,
     SchedulerFactory,
+    check_choice,
     optimizer_weight_decay,
 )
-from clarena.wsn import WSNMaskBackbone, check_mask_percentage, check_optimizer
+from clarena.wsn import SCORE_INIT_MODES, WSNMaskBackbone, check_mask_percentage, check_optimizer
 
 
 class WSN(CLAlgorithm):
@@ -43,6 +44,7 @@ class WSN(CLAlgorithm):
     """
 
     supports_cil = False
+    mask_backbone = WSNMaskBackbone
 
     def __init__(
         self,
@@ -68,7 +70,9 @@ class WSN(CLAlgorithm):
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
         self.mask_percentage = check_mask_percentage(mask_percentage, "train", name)
-        self.parameter_score_init_mode = parameter_score_init_mode
+        self.parameter_score_init_mode = check_choice(
+            name, "parameter_score_init_mode", parameter_score_init_mode, SCORE_INIT_MODES
+        )
 
     @override
     def setup_task_id(self, task_id: int, num_classes: int) -> None:

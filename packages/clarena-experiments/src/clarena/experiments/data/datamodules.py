@@ -20,7 +20,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from clarena.experiments.data.sequences import PermutedSequence, SplitSequence, TaskSequence
-from clarena.experiments.data.sources import load_source
+from clarena.experiments.data.sources import SOURCE_NUM_CLASSES, load_source
 
 #: Values of the ``sequence`` argument.
 SEQUENCES: tuple[str, ...] = ("permuted", "split")
@@ -75,6 +75,31 @@ class _SequenceDataModule(LightningDataModule):
             )
         if sequence == "permuted" and num_tasks is None:
             raise ValueError(f"{type(self).__name__}: a permuted sequence needs num_tasks.")
+        if source not in SOURCE_NUM_CLASSES:
+            raise ValueError(
+                f"{type(self).__name__}: unknown source {source!r}; expected one of "
+                f"{', '.join(SOURCE_NUM_CLASSES)}."
+            )
+        if num_tasks is not None and (
+            isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: num_tasks must be a positive integer; got {num_tasks!r}."
+            )
+        if sequence == "split" and class_split is None and num_tasks is not None:
+            class_split = _even_class_split(
+                type(self).__name__, SOURCE_NUM_CLASSES[source], num_tasks, classes_per_task
+            )
+        if (
+            sequence == "split"
+            and class_split is not None
+            and num_tasks is not None
+            and len(class_split) != num_tasks
+        ):
+            raise ValueError(
+                f"{type(self).__name__}: num_tasks={num_tasks} but class_split has "
+                f"{len(class_split)} groups (one per task). Drop num_tasks or make them agree."
+            )
         self.sequence_kind = sequence
         self.source_arguments = {
             "source": source,
@@ -108,15 +133,6 @@ class _SequenceDataModule(LightningDataModule):
                 permutation_seed=arguments["permutation_seed"],
                 first_task_identity=arguments["first_task_identity"],
             )
-        if arguments["num_tasks"] is not None and arguments["class_split"] is None:
-            per_task = arguments["classes_per_task"]
-            if per_task is None:
-                per_task = splits.num_classes // arguments["num_tasks"]
-            groups = [
-                list(range(start, start + per_task))
-                for start in range(0, per_task * arguments["num_tasks"], per_task)
-            ]
-            return SplitSequence(splits, class_split=groups)
         return SplitSequence(
             splits,
             class_split=arguments["class_split"],
@@ -140,6 +156,36 @@ class _SequenceDataModule(LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
+
+
+def _even_class_split(
+    owner: str, total: int, num_tasks: int, classes_per_task: int | None
+) -> list[list[int]]:
+    """Classes ``0..total-1`` in order, in ``num_tasks`` groups of equal size.
+
+    Raises:
+        ValueError: the groups would not hold every class exactly once (``num_tasks`` does not
+            divide the classes, or ``classes_per_task * num_tasks != total``).
+    """
+    valid = [n for n in range(1, total + 1) if total % n == 0]
+    if classes_per_task is None:
+        if total % num_tasks:
+            raise ValueError(
+                f"{owner}: num_tasks={num_tasks} does not divide the source's {total} classes "
+                f"into equal groups (classes would be dropped); use num_tasks in "
+                f"{valid}, or give class_split explicitly."
+            )
+        classes_per_task = total // num_tasks
+    elif classes_per_task * num_tasks != total:
+        raise ValueError(
+            f"{owner}: num_tasks={num_tasks} x classes_per_task={classes_per_task} covers "
+            f"{num_tasks * classes_per_task} of the source's {total} classes; they must cover all "
+            f"{total} (num_tasks in {valid}). To use a subset of the classes, list the groups in "
+            f"class_split."
+        )
+    return [
+        list(range(start, start + classes_per_task)) for start in range(0, total, classes_per_task)
+    ]
 
 
 class CLDataModule(_SequenceDataModule):
@@ -214,6 +260,11 @@ class STLDataModule(_SequenceDataModule):
     """
 
     def __init__(self, task_id: int = 1, **kwargs: Any) -> None:
+        if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
+            raise ValueError(
+                f"{type(self).__name__}: task_id must be a task of the sequence, an integer >= 1; "
+                f"got {task_id!r}."
+            )
         if kwargs.get("sequence", "permuted") == "permuted" and kwargs.get("num_tasks") is None:
             kwargs["num_tasks"] = task_id
         super().__init__(**kwargs)

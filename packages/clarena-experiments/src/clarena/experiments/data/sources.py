@@ -20,6 +20,9 @@ from clarena.experiments.errors import DatasetNotFoundError
 #: Source names accepted by :func:`load_source`.
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
 
+#: Number of classes of each source (known before its files are read).
+SOURCE_NUM_CLASSES: dict[str, int] = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+
 
 @dataclass(frozen=True)
 class ImageSplits:
@@ -121,6 +124,14 @@ def _load_digits() -> tuple[Tensor, Tensor]:
 
 _TORCHVISION_CLASSES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
 
+#: Where torchvision expects each source's files under the root.
+_TORCHVISION_LAYOUTS = {
+    "mnist": "<root>/MNIST/raw/ holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+    "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte",
+    "cifar10": "<root>/cifar-10-batches-py/ holding data_batch_1..5, test_batch and batches.meta",
+    "cifar100": "<root>/cifar-100-python/ holding train, test and meta",
+}
+
 
 def _load_torchvision(
     source: str, root: str | None
@@ -147,13 +158,24 @@ def _load_torchvision(
             f"pip install 'clarena-experiments[torchvision]'"
         ) from error
     dataset_class = getattr(torchvision.datasets, class_name)
+    layout = f"torchvision expects {_TORCHVISION_LAYOUTS[source]}."
     splits = []
     for train in (True, False):
         try:
             dataset = dataset_class(root, train=train, download=False)
         except RuntimeError as error:
             raise DatasetNotFoundError(
-                f"Dataset '{source}' was not found under root '{root}' ({error}). {how_to_get}"
+                f"Dataset '{source}' was not found under root '{root}' ({error}); {layout} "
+                f"{how_to_get}"
+            ) from error
+        except Exception as error:
+            # torchvision reads whatever files are there; truncated or foreign files fail deep
+            # inside its readers (a bare AssertionError for MNIST, an unpickling error for CIFAR).
+            reason = str(error).strip() or type(error).__name__
+            raise DatasetNotFoundError(
+                f"Dataset '{source}': the files under root '{root}' could not be read as "
+                f"{class_name} ({reason}); they are damaged or not {class_name} files. {layout} "
+                f"{how_to_get}"
             ) from error
         data = torch.as_tensor(dataset.data)
         images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
-from clarena.experiments import results
+from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
 from clarena.experiments.data import CLDataModule
 from clarena.experiments.pipelines.common import (
@@ -74,22 +74,7 @@ def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm
 
 def _task_list(value: Any, num_tasks: int, key: str) -> list[int]:
     """``train_tasks``/``eval_tasks``: an int N means tasks 1..N, a list names the tasks."""
-    if value is None:
-        return list(range(1, num_tasks + 1))
-    if isinstance(value, int) and not isinstance(value, bool):
-        tasks = list(range(1, value + 1))
-    elif isinstance(value, list | ListConfig):
-        tasks = [int(t) for t in value]
-    else:
-        raise PipelineConfigError(
-            f"{key} must be a task count or a list of task ids; got {value!r}."
-        )
-    unknown = [t for t in tasks if not 1 <= t <= num_tasks]
-    if unknown:
-        raise PipelineConfigError(
-            f"{key} names tasks {unknown}, but the dataset has tasks 1..{num_tasks}."
-        )
-    return tasks
+    return config_checks.task_list(value, num_tasks, key)
 
 
 def test_tasks(
@@ -136,11 +121,15 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         The accuracy matrix rows (trained task -> {tested task: accuracy}).
     """
     require(cfg, "cl_dataset", "backbone", "cl_algorithm", "optimizer", "trainer", "cl_paradigm")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     state = _resume_state(cfg, run_dir)
     seed(cfg)
     datamodule: CLDataModule = instantiate(cfg.cl_dataset)
     algorithm = build_algorithm(cfg)
+    config_checks.check_optimizer_builds(
+        algorithm.optimizer_factory, algorithm.lr_scheduler_factory
+    )
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
     rows: dict[int, dict[int, float]] = {}
     capacities: dict[int, float] = {}
@@ -282,6 +271,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         Accuracy per tested task.
     """
     require(cfg, "model_path", "trainer")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     saved = checked_config(

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from clarena.cl import HeadsMTL, HeadSTL
-from clarena.experiments import results
+from clarena.experiments import config_checks, results
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     load_checkpoint,
@@ -106,10 +106,14 @@ def _test(trainer: Any, algorithm: Any, datamodule: Any, mtl: bool) -> dict[int,
 def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     kind = "mtl" if mtl else "stl"
     require(cfg, f"{kind}_dataset", "backbone", f"{kind}_algorithm", "optimizer", "trainer")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     seed(cfg)
     datamodule = instantiate(cfg[f"{kind}_dataset"])
     algorithm = build_mtl(cfg, datamodule) if mtl else build_stl(cfg, datamodule)
+    config_checks.check_optimizer_builds(
+        algorithm.optimizer_factory, algorithm.lr_scheduler_factory
+    )
     trainer = make_trainer(cfg, run_dir, version=kind)
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
@@ -131,6 +135,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
 def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     kind = "mtl" if mtl else "stl"
     require(cfg, "model_path", "trainer")
+    config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     saved = checked_config(

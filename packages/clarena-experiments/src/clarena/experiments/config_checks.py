@@ -1,0 +1,146 @@
+"""Checks of an experiment config that need no object built: run once before anything else.
+
+Values that belong to an object (an algorithm's hyperparameters, a dataset's split) are checked
+by that object's constructor, so plain-Python users get the same errors; the pipelines build
+those objects before the first ``trainer.fit``. What is left here is what no clarena object
+owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig
+from torch import nn
+
+from clarena.experiments.pipelines.common import PipelineConfigError
+
+#: Pipelines that train (and so need a finite, positive training length).
+TRAINING_PIPELINES: tuple[str, ...] = ("CL_MAIN_EXPR", "MTL_EXPR", "STL_EXPR")
+
+#: Task-list keys each pipeline reads.
+TASK_LIST_KEYS: dict[str, tuple[str, ...]] = {
+    "CL_MAIN_EXPR": ("train_tasks",),
+    "CL_MAIN_EVAL": ("eval_tasks",),
+}
+
+
+def check_experiment_config(cfg: DictConfig) -> None:
+    """Refuse a config the pipeline ``cfg.pipeline`` cannot run to a meaningful end.
+
+    Raises:
+        PipelineConfigError: a bad training length or task list (the message names the key).
+    """
+    pipeline = cfg.get("pipeline")
+    if pipeline in TRAINING_PIPELINES and cfg.get("trainer") is not None:
+        check_training_length(cfg.trainer)
+    for key in TASK_LIST_KEYS.get(pipeline, ()):
+        value = cfg.get(key)
+        if value is not None:
+            task_list(value, None, key)
+
+
+def check_training_length(trainer: DictConfig) -> None:
+    """``trainer.max_epochs`` a positive integer (or unset), ``trainer.max_steps`` -1 or positive.
+
+    Lightning reads ``max_epochs=-1`` as "train forever" (a CL run would never end) and
+    ``max_epochs=0`` as "train nothing" (chance results written as if trained).
+    """
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and (not _is_int(max_epochs) or max_epochs < 1):
+        raise PipelineConfigError(
+            f"trainer.max_epochs must be a positive number of epochs (per task in CL); got "
+            f"{max_epochs!r}. "
+            + (
+                "-1 would train forever, so the run would never end. "
+                if max_epochs == -1
+                else "0 would train nothing and report untrained accuracies. "
+                if max_epochs == 0
+                else ""
+            )
+            + "Set trainer.max_epochs=5 (or any count >= 1)."
+        )
+    max_steps = trainer.get("max_steps")
+    if max_steps is not None and (not _is_int(max_steps) or (max_steps != -1 and max_steps < 1)):
+        raise PipelineConfigError(
+            f"trainer.max_steps must be -1 (no step limit) or a positive number of steps; got "
+            f"{max_steps!r}."
+        )
+
+
+def check_optimizer_builds(
+    optimizer: Callable[..., torch.optim.Optimizer] | None,
+    lr_scheduler: Callable[..., Any] | None = None,
+) -> None:
+    """Build the partial ``optimizer`` (and ``lr_scheduler``) once on a stand-in parameter.
+
+    The real optimiser is built only when a task's fit starts; a bad value (``lr=-1``, an
+    unknown argument) would otherwise fail after the trainer started writing logs.
+
+    Raises:
+        PipelineConfigError: the optimiser or scheduler cannot be built from its config.
+    """
+    if optimizer is None:
+        return
+    key = "optimizer"
+    try:
+        built = optimizer(params=[nn.Parameter(torch.zeros(1))])
+        if lr_scheduler is not None:
+            key = "lr_scheduler"
+            lr_scheduler(built)
+    except (TypeError, ValueError) as error:
+        raise PipelineConfigError(
+            f"{key} cannot be built from its config: {error}. Fix that value in the {key} config "
+            f"(an override such as {key}.<argument>=<value>)."
+        ) from error
+
+
+def task_list(value: Any, num_tasks: int | None, key: str) -> list[int]:
+    """The task ids of ``train_tasks``/``eval_tasks``: an int N means tasks 1..N.
+
+    Args:
+        value: the configured value (``None``: every task).
+        num_tasks: tasks of the dataset; ``None`` checks only the form of ``value``.
+        key: the config key, for messages.
+
+    Raises:
+        PipelineConfigError: not a count >= 1 or a non-empty list of distinct task ids in
+            ``1..num_tasks``.
+    """
+    if value is None:
+        if num_tasks is None:
+            return []
+        return list(range(1, num_tasks + 1))
+    if _is_int(value):
+        if value < 1:
+            raise PipelineConfigError(
+                f"{key} must be a task count >= 1 or a list of task ids; got {value!r}, which "
+                f"names no task. Set {key}=N for tasks 1..N, or {key}=[1,2] for named tasks."
+            )
+        tasks = list(range(1, value + 1))
+    elif isinstance(value, list | tuple | ListConfig) and value and all(_is_int(t) for t in value):
+        tasks = [int(t) for t in value]
+    else:
+        raise PipelineConfigError(
+            f"{key} must be a task count >= 1 or a non-empty list of task ids (integers); got "
+            f"{value!r}."
+        )
+    duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+    if duplicates:
+        raise PipelineConfigError(
+            f"{key} names tasks {duplicates} more than once ({tasks}); name each task once."
+        )
+    low = [t for t in tasks if t < 1]
+    high = [t for t in tasks if num_tasks is not None and t > num_tasks]
+    if low or high:
+        known = f"1..{num_tasks}" if num_tasks is not None else "numbered from 1"
+        raise PipelineConfigError(
+            f"{key} names tasks {low + high}, but the dataset has tasks {known}."
+        )
+    return tasks
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

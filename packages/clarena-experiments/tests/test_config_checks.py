@@ -1,0 +1,128 @@
+"""Up-front checks: training length, task lists, algorithm hyperparameters and backbones."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from clarena.backbones import CLMLP, HATMaskMLP, WSNMaskMLP
+from clarena.cl import HeadsTIL
+from clarena.experiments.algorithms import WSN, AdaHAT, Finetuning, Independent
+from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.config_checks import (
+    check_experiment_config,
+    check_optimizer_builds,
+    task_list,
+)
+from clarena.experiments.pipelines.common import PipelineConfigError
+
+SMALL = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2}
+
+
+def config(**values: Any) -> Any:
+    return OmegaConf.create({"pipeline": "CL_MAIN_EXPR", "trainer": {"max_epochs": 2}, **values})
+
+
+@pytest.mark.parametrize(
+    ("trainer", "message"),
+    [
+        ({"max_epochs": -1}, "-1 would train forever"),
+        ({"max_epochs": 0}, "0 would train nothing"),
+        ({"max_epochs": 1.5}, "must be a positive number of epochs"),
+        ({"max_epochs": 2, "max_steps": 0}, "max_steps must be -1"),
+    ],
+)
+def test_training_length_is_refused(trainer: dict[str, Any], message: str) -> None:
+    with pytest.raises(PipelineConfigError, match=message):
+        check_experiment_config(config(trainer=trainer))
+
+
+def test_good_training_lengths_pass() -> None:
+    check_experiment_config(config(trainer={"max_epochs": 1, "max_steps": -1}))
+    check_experiment_config(config(trainer={"max_epochs": None, "max_steps": 10}))
+    # An evaluation does not train: its trainer's max_epochs is not read.
+    check_experiment_config(OmegaConf.create({"pipeline": "CL_MAIN_EVAL", "trainer": {}}))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "names no task"),
+        (-2, "names no task"),
+        ([], "non-empty list"),
+        ([1, 3, 1, 3], r"names tasks \[1, 3\] more than once"),
+        ([0, 2], r"names tasks \[0\], but the dataset has tasks 1..5"),
+        ([2, 6], r"names tasks \[6\], but the dataset has tasks 1..5"),
+        (True, "task count >= 1 or a non-empty list"),
+        ("1,2", "task count >= 1 or a non-empty list"),
+    ],
+)
+def test_bad_task_lists_are_refused(value: Any, message: str) -> None:
+    with pytest.raises(PipelineConfigError, match=message):
+        task_list(value, 5, "train_tasks")
+
+
+def test_task_lists() -> None:
+    assert task_list(None, 3, "train_tasks") == [1, 2, 3]
+    assert task_list(2, 3, "train_tasks") == [1, 2]
+    assert task_list(OmegaConf.create([3, 1]), 3, "eval_tasks") == [3, 1]
+    with pytest.raises(PipelineConfigError, match="eval_tasks names tasks"):
+        check_experiment_config(
+            OmegaConf.create({"pipeline": "CL_MAIN_EVAL", "eval_tasks": [2, 2]})
+        )
+
+
+@pytest.mark.parametrize("algorithm", [Finetuning, Independent])
+@pytest.mark.parametrize("backbone_class", [HATMaskMLP, WSNMaskMLP])
+def test_plain_algorithms_refuse_masked_backbones(algorithm: type, backbone_class: type) -> None:
+    plain = backbone_class.__name__.replace("HATMask", "CL").replace("WSNMask", "CL")
+    with pytest.raises(
+        CLConfigError, match=rf"{backbone_class.__name__}.*clarena.backbones.{plain}"
+    ):
+        algorithm(backbone=backbone_class(**SMALL), heads=HeadsTIL(input_dim=2))
+    algorithm(backbone=CLMLP(**SMALL), heads=HeadsTIL(input_dim=2))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"adjustment_intensity": -0.1}, "adjustment_intensity must be a number > 0; got -0.1"),
+        ({"adjustment_intensity": 0}, "adjustment_intensity must be a number > 0; got 0"),
+        ({"epsilon": 0.0}, "epsilon must be a number > 0"),
+        ({"aggregation": "median"}, "aggregation must be one of 'min', 'max', 'mean'"),
+        ({"s_max": -400}, "s_max must be a number > 0"),
+        ({"clamp_threshold": 0}, "clamp_threshold must be a number > 0"),
+        ({"mask_sparsity_reg_factor": -1}, "mask_sparsity_reg_factor must be a number >= 0"),
+        ({"embedding_clamp": "6"}, "embedding_clamp must be a number > 0; got '6'"),
+        ({"task_embedding_init_mode": "zeros"}, "task_embedding_init_mode must be one of"),
+    ],
+)
+def test_adahat_hyperparameters_are_range_checked_on_construction(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(CLConfigError, match=message):
+        AdaHAT(backbone=HATMaskMLP(**SMALL), heads=HeadsTIL(input_dim=2), **kwargs)
+
+
+def test_wsn_score_init_mode_is_checked_on_construction() -> None:
+    with pytest.raises(CLConfigError, match="parameter_score_init_mode must be one of"):
+        WSN(
+            backbone=WSNMaskMLP(**SMALL),
+            heads=HeadsTIL(input_dim=2),
+            parameter_score_init_mode="zeros",
+        )
+
+
+def test_optimizer_and_scheduler_are_built_once_up_front() -> None:
+    check_optimizer_builds(functools.partial(torch.optim.SGD, lr=0.1), None)
+    with pytest.raises(PipelineConfigError, match=r"optimizer cannot be built.*Invalid learning"):
+        check_optimizer_builds(functools.partial(torch.optim.SGD, lr=-0.1), None)
+    with pytest.raises(PipelineConfigError, match=r"lr_scheduler cannot be built.*step_sizee"):
+        check_optimizer_builds(
+            functools.partial(torch.optim.SGD, lr=0.1),
+            functools.partial(torch.optim.lr_scheduler.StepLR, step_sizee=2),
+        )

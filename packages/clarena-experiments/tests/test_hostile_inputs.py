@@ -1,0 +1,147 @@
+"""Hostile commands end to end: each exits 1 with one line naming the problem, writing nothing.
+
+Every case runs the ``clarena`` command in-process (its ``main`` with ``SystemExit`` captured) and
+must fail before any training: Hydra's own ``.hydra/`` and job log are all the run dir may hold
+(no ``results/``, no ``saved_model.pt``, no resume state, no Lightning logs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+Run = Callable[..., Path]
+
+#: What Hydra writes before the job starts; nothing else may be left behind.
+HYDRA_FILES = {".hydra", "clarena.log"}
+
+GARBAGE_ROOT = "{garbage_root}"
+
+CASES: list[tuple[str, list[str], str]] = [
+    ("example_clmain_train", ["trainer.max_epochs=-1"], "-1 would train forever"),
+    ("example_clmain_train", ["trainer.max_epochs=0"], "0 would train nothing"),
+    ("example_stl_train", ["trainer.max_epochs=0"], "trainer.max_epochs must be a positive"),
+    ("example_mtl_train", ["+trainer.max_steps=0"], "trainer.max_steps must be -1"),
+    (
+        "example_clmain_train",
+        ["optimizer.lr=-1"],
+        "optimizer cannot be built from its config: Invalid learning rate: -1",
+    ),
+    ("example_stl_train", ["+optimizer.betas=1"], "optimizer cannot be built from its config"),
+    ("example_clmain_train", ["train_tasks=[1,2,2]"], "train_tasks names tasks [2] more than once"),
+    ("example_clmain_train", ["train_tasks=0"], "train_tasks must be a task count >= 1"),
+    ("example_clmain_train", ["train_tasks=[]"], "a non-empty list of task ids"),
+    ("example_clmain_train", ["train_tasks=[0,1]"], "train_tasks names tasks [0]"),
+    ("example_clmain_train", ["train_tasks=9"], "but the dataset has tasks 1..5"),
+    (
+        "example_clmain_eval",
+        ["model_path=/nonexistent/saved_model.pt", "eval_tasks=[1,1]"],
+        "eval_tasks names tasks [1] more than once",
+    ),
+    (
+        "example_clmain_eval",
+        ["model_path=/nonexistent/saved_model.pt", "eval_tasks=0"],
+        "eval_tasks must be a task count >= 1",
+    ),
+    (
+        "example_clmain_train",
+        ["cl_dataset=split_digits", "cl_dataset.class_split=null", "+cl_dataset.num_tasks=3"],
+        "num_tasks=3 does not divide the source's 10 classes",
+    ),
+    (
+        "example_clmain_train",
+        ["cl_dataset=split_digits", "cl_dataset.class_split=null", "+cl_dataset.num_tasks=20"],
+        "use num_tasks in [1, 2, 5, 10]",
+    ),
+    (
+        "example_clmain_train",
+        ["cl_dataset=split_digits", "+cl_dataset.num_tasks=8"],
+        "num_tasks=8 but class_split has 5 groups",
+    ),
+    (
+        "example_clmain_train",
+        ["backbone=hatmaskmlp"],
+        "Finetuning trains a plain continual-learning backbone, but HATMaskMLP",
+    ),
+    (
+        "example_clmain_train",
+        ["cl_algorithm=independent", "backbone=wsnmaskmlp"],
+        "Independent trains a plain continual-learning backbone, but WSNMaskMLP",
+    ),
+    (
+        "example_stl_train",
+        ["backbone=clmlp"],
+        "SingleLearning trains one plain backbone; CLMLP is a continual-learning backbone",
+    ),
+    (
+        "example_mtl_train",
+        ["backbone=hatmaskmlp"],
+        "JointLearning trains one plain backbone; HATMaskMLP is a continual-learning backbone",
+    ),
+    (
+        "example_clmain_adahat",
+        ["cl_algorithm.aggregation=median"],
+        "AdaHAT: aggregation must be one of 'min', 'max', 'mean'; got 'median'",
+    ),
+    (
+        "example_clmain_adahat",
+        ["cl_algorithm.adjustment_intensity=-0.5"],
+        "AdaHAT: adjustment_intensity must be a number > 0; got -0.5",
+    ),
+    ("example_clmain_hat", ["cl_algorithm.s_max=0"], "HAT: s_max must be a number > 0"),
+    (
+        "example_clmain_hat",
+        ["cl_algorithm.task_embedding_init_mode=zeros"],
+        "task_embedding_init_mode must be one of",
+    ),
+    (
+        "example_clmain_wsn",
+        ["cl_algorithm.parameter_score_init_mode=zeros"],
+        "parameter_score_init_mode must be one of",
+    ),
+    (
+        "example_clmain_train",
+        ["cl_dataset=permuted_mnist", f"cl_dataset.root={GARBAGE_ROOT}"],
+        "could not be read as MNIST",
+    ),
+]
+
+
+@pytest.fixture
+def garbage_root(tmp_path: Path) -> Path:
+    """A torchvision root whose MNIST files are all present but hold garbage."""
+    raw = tmp_path / "garbage" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for split in ("train", "t10k"):
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(b"not an idx file\n")
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(b"not an idx file\n")
+    return raw.parents[1]
+
+
+@pytest.mark.parametrize(
+    ("experiment", "overrides", "expected"),
+    CASES,
+    ids=[" ".join(overrides) for _, overrides, _ in CASES],
+)
+def test_hostile_command_exits_1_naming_the_problem_and_writes_nothing(
+    run_clarena: Run,
+    capsys: pytest.CaptureFixture[str],
+    garbage_root: Path,
+    tmp_path: Path,
+    experiment: str,
+    overrides: list[str],
+    expected: str,
+) -> None:
+    overrides = [o.replace(GARBAGE_ROOT, str(garbage_root)) for o in overrides]
+    with pytest.raises(SystemExit) as exit_info:
+        run_clarena(experiment, *overrides)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    first = err[err.index("clarena: ") :].splitlines()[0]
+    assert expected in first
+    assert "Traceback" not in err
+    run_dir = tmp_path / experiment
+    left = {path.name for path in run_dir.iterdir()} if run_dir.exists() else set()
+    assert left <= HYDRA_FILES, f"a failed run left {sorted(left - HYDRA_FILES)} in {run_dir}"
