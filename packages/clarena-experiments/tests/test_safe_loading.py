@@ -32,7 +32,7 @@ from clarena.experiments.safe_config import (
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1"
-CONFIGS = Path(cli.__file__).resolve().parents[5] / "configs"
+CONFIGS = cli.shipped_config_dir()
 EVAL_EXPERIMENT = {
     "example_clmain_train": "example_clmain_eval",
     "example_clmain_hat": "example_clmain_eval",

@@ -15,8 +15,12 @@ __all__ = [
     "CLConfigError",
     "ClarenaError",
     "DatasetNotFoundError",
+    "ModelFileError",
     "PipelineConfigError",
     "RankStateMismatchError",
+    "RunDirBusyError",
+    "RunDirUsedError",
+    "UntrustedConfigError",
     "exception_chain",
     "explain",
 ]
@@ -41,6 +45,22 @@ class DatasetNotFoundError(ClarenaError, FileNotFoundError):
 
 class RankStateMismatchError(ClarenaError, RuntimeError):
     """The algorithm state differs between DDP ranks after a task."""
+
+
+class ModelFileError(ClarenaError, ValueError):
+    """A model or resume file is empty, truncated, corrupt or not a file clarena saved."""
+
+
+class UntrustedConfigError(ClarenaError, ValueError):
+    """A config read from a file names a target outside the allowlist (or an interpolation)."""
+
+
+class RunDirBusyError(ClarenaError, RuntimeError):
+    """Another run is writing into the output dir."""
+
+
+class RunDirUsedError(ClarenaError, RuntimeError):
+    """The output dir holds a previous run's files and no override says to delete them."""
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:

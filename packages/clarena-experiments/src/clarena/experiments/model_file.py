@@ -18,16 +18,14 @@ from typing import Any
 
 import torch
 
+from clarena.experiments.errors import ModelFileError
+
 #: Key of the checksum in a saved file's dict.
 CHECKSUM_KEY = "sha256"
 
 _ADVICE = "Copy the file again from where it was saved, or rerun the training that wrote it."
 
 log = logging.getLogger(__name__)
-
-
-class ModelFileError(ValueError):
-    """A model or resume file is empty, truncated, corrupt or not a file clarena saved."""
 
 
 def checksum(content: Mapping[str, Any]) -> str:

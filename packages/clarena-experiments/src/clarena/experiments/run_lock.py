@@ -29,6 +29,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from clarena.experiments.errors import RunDirBusyError, RunDirUsedError
+
 log = logging.getLogger(__name__)
 
 #: The lock file, in the run dir.
@@ -54,14 +56,6 @@ RANK_VARIABLES: tuple[str, ...] = (
     "SLURM_PROCID",
     "JSM_NAMESPACE_RANK",
 )
-
-
-class RunDirBusyError(RuntimeError):
-    """Another run is writing into the output dir."""
-
-
-class RunDirUsedError(RuntimeError):
-    """The output dir holds a previous run's files and no override says to delete them."""
 
 
 def is_global_zero() -> bool:

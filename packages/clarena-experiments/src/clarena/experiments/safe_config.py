@@ -30,6 +30,7 @@ from torch import nn
 
 from clarena.backbones import available_backbones
 from clarena.experiments import algorithms, data
+from clarena.experiments.errors import UntrustedConfigError
 
 #: The override with which a user builds a file's config without the allowlist check.
 TRUST_KEY = "trust_model_file"
@@ -54,10 +55,6 @@ _LAYER_MODULES = frozenset(
 )
 
 log = logging.getLogger(__name__)
-
-
-class UntrustedConfigError(ValueError):
-    """A config read from a file names a target outside the allowlist (or an interpolation)."""
 
 
 def _is_subclass(value: object, base: type | tuple[type, ...]) -> bool:
