@@ -198,6 +198,7 @@ def read_cifar100(root: str | None) -> tuple[Split, Split, int]:
 def read_svhn(root: str | None) -> tuple[Split, Split, int]:
     """SVHN cropped digits (format 2 ``.mat``): 3x32x32, 10 classes (label 10 is digit 0)."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
 
     base = _root("svhn", root)
     splits = []
@@ -205,7 +206,7 @@ def read_svhn(root: str | None) -> tuple[Split, Split, int]:
         path = _find("svhn", root, [base / f"{name}_32x32.mat"])
         try:
             content = loadmat(path)
-        except (ValueError, OSError, TypeError) as error:
+        except (MatReadError, ValueError, OSError, TypeError) as error:
             raise _missing("svhn", root, f"'{path.name}' is not a .mat file ({error})") from None
         images, labels = content.get("X"), content.get("y")
         if images is None or labels is None or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
