@@ -64,8 +64,9 @@ LAYOUTS: dict[str, tuple[str, str]] = {
 #: Source names accepted by :func:`load_local_source`.
 LOCAL_SOURCES: tuple[str, ...] = tuple(LAYOUTS)
 
-#: Rows resized per chunk, so the float copy of a resize stays small.
-_CHUNK = 4096
+#: Rows moved or resized per chunk: small enough that the temporaries stay below glibc's mmap
+#: threshold growth and never pile up as resident heap (4,096 CIFAR rows would be 12.6 MB).
+_CHUNK = 512
 
 
 def _missing(source: str, root: str | None, problem: str) -> DatasetNotFoundError:
