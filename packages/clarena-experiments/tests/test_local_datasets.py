@@ -143,7 +143,7 @@ def test_missing_root_names_root_layout_and_where_to_get(source: str, tmp_path: 
     assert "http" in message
     with pytest.raises(DatasetNotFoundError, match="is missing"):
         load_local_source(source, str(tmp_path))
-    with pytest.raises(DatasetNotFoundError, match="no root given"):
+    with pytest.raises(DatasetNotFoundError, match="needs a local root"):
         load_local_source(source, None)
 
 

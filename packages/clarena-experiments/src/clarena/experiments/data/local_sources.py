@@ -70,19 +70,22 @@ _CHUNK = 512
 
 
 def _missing(source: str, root: str | None, problem: str) -> DatasetNotFoundError:
+    """One line: the problem (which names ``root``), the expected layout, where to get it."""
     layout, where = LAYOUTS[source]
+    if str(root) not in problem:
+        problem = f"{problem} under root '{root}'"
     return DatasetNotFoundError(
-        f"Dataset '{source}' under root '{root}': {problem}; expected <root>/{layout}; get "
+        f"Dataset '{source}': {problem}; expected <root>/{layout}; get "
         f"{where}. clarena never downloads data."
     )
 
 
 def _root(source: str, root: str | None) -> Path:
     if root is None:
-        raise _missing(source, root, "no root given (set root=/path/to/data)")
+        raise _missing(source, root, "needs a local root, none given (set root=/path/to/data)")
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise _missing(source, root, "the root directory does not exist")
+        raise _missing(source, root, f"root '{root}' does not exist")
     return path
 
 
