@@ -48,7 +48,6 @@ def measure(root: str) -> None:
     import gc
 
     import torch
-
     from torch.utils.data import DataLoader, TensorDataset
 
     from clarena.experiments.data import BatchTransform, CLDataModule
