@@ -180,10 +180,7 @@ class SplitSequence(TaskSequence):
         return len(self.class_split[self.check_task_id(task_id) - 1])
 
     def _task_tensors(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        classes = torch.tensor(self.class_split[task_id - 1])
-        keep = torch.isin(labels, classes)
-        local = (labels[keep].unsqueeze(1) == classes.unsqueeze(0)).int().argmax(dim=1)
-        return images[keep], local
+        return self._task_dataset(task_id, images, labels).tensors
 
     def _task_dataset(self, task_id: int, images: Tensor, labels: Tensor) -> TensorDataset:
         # Rows, not a copy: a task of Split CIFAR-100 would otherwise copy 10% of the images.
