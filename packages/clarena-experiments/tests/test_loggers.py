@@ -50,7 +50,7 @@ def test_mlflow_logs_each_task_to_the_local_store(run_clarena: Callable[..., Pat
     from mlflow.tracking import MlflowClient
 
     run_dir = run_clarena("example_clmain_train", "lightning_loggers=mlflow", *SHORT_RUN)
-    client = MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir.resolve() / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("clarena")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["task_1", "task_2"]

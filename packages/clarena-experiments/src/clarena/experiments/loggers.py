@@ -6,8 +6,9 @@ everything on local disk (nothing is sent anywhere), and say how to install a mi
 
 - :func:`wandb_logger`: an offline W&B run per task under ``<output dir>/wandb``, grouped by the
   output dir's name; ``wandb sync <output dir>/wandb/offline-run-*`` uploads them later.
-- :func:`mlflow_logger`: an MLflow run per task in the local file store
-  ``<output dir>/mlruns`` (``mlflow ui --backend-store-uri <output dir>/mlruns``).
+- :func:`mlflow_logger`: an MLflow run per task in the local SQLite store
+  ``<output dir>/mlflow.db`` (``mlflow ui --backend-store-uri sqlite:///<output dir>/mlflow.db``);
+  MLflow 3 refuses its old ``mlruns/`` file store, so the store is one SQLite file.
 """
 
 from __future__ import annotations
@@ -40,7 +41,13 @@ def wandb_logger(
         **kwargs: further :class:`WandbLogger` arguments (``offline`` defaults to true).
     """
     _require("wandb", "wandb")
+    import wandb
     from lightning.pytorch.loggers import WandbLogger
+
+    # Lightning's logger leaves its run open; the previous task's run ends here, or this task's
+    # logger would keep writing into it.
+    if wandb.run is not None:
+        wandb.finish()
 
     run = Path(save_dir).name
     kwargs.setdefault("offline", True)
@@ -52,10 +59,10 @@ def wandb_logger(
 def mlflow_logger(
     save_dir: str, version: str | None = None, experiment_name: str = "clarena", **kwargs: Any
 ) -> Logger:
-    """A :class:`~lightning.pytorch.loggers.MLFlowLogger` writing to a local file store.
+    """A :class:`~lightning.pytorch.loggers.MLFlowLogger` writing to a local SQLite store.
 
     Args:
-        save_dir: the run's output dir; the store is ``<save_dir>/mlruns``.
+        save_dir: the run's output dir; the store is ``<save_dir>/mlflow.db``.
         version: the fit's name (``task_<N>``), used as the MLflow run name.
         experiment_name: the MLflow experiment the runs belong to.
         **kwargs: further :class:`MLFlowLogger` arguments (a ``tracking_uri`` replaces the store).
@@ -63,5 +70,5 @@ def mlflow_logger(
     _require("mlflow", "mlflow")
     from lightning.pytorch.loggers import MLFlowLogger
 
-    kwargs.setdefault("tracking_uri", (Path(save_dir).resolve() / "mlruns").as_uri())
+    kwargs.setdefault("tracking_uri", f"sqlite:///{Path(save_dir).resolve() / 'mlflow.db'}")
     return MLFlowLogger(experiment_name=experiment_name, run_name=version, **kwargs)
