@@ -165,6 +165,12 @@ def test_malformed_files_are_named(tmp_path: Path) -> None:
     annotations.write_text("val_0.JPEG\tn99999999\t0\t0\t63\t63\n")
     with pytest.raises(DatasetNotFoundError, match=r"val_annotations\.txt has a bad line"):
         load_local_source("tinyimagenet", str(tmp_path))
+    annotations.write_text("val_0.JPEG\tn00000000\t0\t0\t63\t63\n")
+    (
+        tmp_path / "tiny-imagenet-200" / "train" / "n00000001" / "images" / "n00000001_0.JPEG"
+    ).write_bytes(b"truncated")
+    with pytest.raises(DatasetNotFoundError, match=r"'n00000001_0\.JPEG' is not a readable image"):
+        load_local_source("tinyimagenet", str(tmp_path))
 
 
 def test_batch_transform_scales_normalises_and_augments() -> None:

@@ -221,13 +221,17 @@ def read_svhn(root: str | None) -> tuple[Split, Split, int]:
     return splits[0], splits[1], 10
 
 
-def _read_jpegs(paths: list[Path]) -> Tensor:
+def _read_jpegs(root: str | None, paths: list[Path]) -> Tensor:
     from PIL import Image
 
     images = torch.empty((len(paths), 3, 64, 64), dtype=torch.uint8)
     for index, path in enumerate(paths):
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.uint8)
+        try:
+            with Image.open(path) as image:
+                array = np.asarray(image.convert("RGB").resize((64, 64)), dtype=np.uint8)
+        except (OSError, ValueError) as error:
+            problem = f"'{path.name}' is not a readable image ({error})"
+            raise _missing("tinyimagenet", root, problem) from None
         images[index] = torch.from_numpy(array.copy()).permute(2, 0, 1)
     return images
 
@@ -261,8 +265,8 @@ def read_tinyimagenet(root: str | None) -> tuple[Split, Split, int]:
         test_paths.append(path)
         test_labels.append(index[fields[1]])
     return (
-        (_read_jpegs(train_paths), torch.tensor(train_labels, dtype=torch.int64)),
-        (_read_jpegs(test_paths), torch.tensor(test_labels, dtype=torch.int64)),
+        (_read_jpegs(root, train_paths), torch.tensor(train_labels, dtype=torch.int64)),
+        (_read_jpegs(root, test_paths), torch.tensor(test_labels, dtype=torch.int64)),
         len(wnids),
     )
 
