@@ -288,6 +288,7 @@ PIPELINE_RUNS = [
     ("example_clmain_train", ["cl_dataset=permuted_mnist"]),
     ("example_clmain_train", ["cl_dataset=rotated_mnist", "cl_dataset.num_tasks=2"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=multi_source"]),
+    ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar10"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar100_20"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_tinyimagenet", "cl_dataset.num_tasks=5"]),
     ("hat_split_cifar100", []),
