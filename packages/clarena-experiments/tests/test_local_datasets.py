@@ -355,3 +355,17 @@ def test_mtl_and_stl_configs_run(
         f"{group}.batch_size=8",
     )
     assert run_dir.is_dir()
+
+
+def test_paper_setup_without_files_exits_1_with_one_line(
+    run_clarena: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_clarena("hat_split_cifar100", f"cl_dataset.root={tmp_path}", "trainer=cpu")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    line = err[err.index("clarena: ") :].splitlines()[0]
+    assert f"'train' is missing under root '{tmp_path}'" in line
+    assert "expected <root>/cifar-100-python/{train,test}" in line
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in line
+    assert "Traceback" not in err
