@@ -23,7 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments.errors import FULL_ERROR_ENV, PipelineConfigError, explain
 from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
-from clarena.experiments.sweep import exit_status_of_jobs, in_sweep, record_job_error
+from clarena.experiments.sweep import (
+    exit_status_of_jobs,
+    in_sweep,
+    job_objective,
+    record_job_error,
+)
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
@@ -51,7 +56,7 @@ def primary_config_path(cwd: Path | None = None) -> str:
     return SHIPPED_CONFIGS
 
 
-def _task(cfg: DictConfig) -> None:
+def _task(cfg: DictConfig) -> float | None:
     from clarena.experiments.pipelines import run_pipeline
 
     # Lightning's per-fit INFO lines (accelerator found, tips) repeat once per task; keep warnings.
@@ -62,11 +67,13 @@ def _task(cfg: DictConfig) -> None:
         if in_sweep():
             # Reported and recorded; the sweep goes on and exits 1 at its end.
             record_job_error(error)
-            return
+            return None
         if os.environ.get(FULL_ERROR_ENV) == "1":
             raise
         print(explain(error), file=sys.stderr)
         raise SystemExit(1) from None
+    # A sweeper that optimises (Optuna) reads each job's return value.
+    return job_objective(cfg) if in_sweep() else None
 
 
 NO_EXPERIMENT = (

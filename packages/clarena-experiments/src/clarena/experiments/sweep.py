@@ -42,6 +42,10 @@ SUMMARY_FILE = "multirun_summary.csv"
 #: summary.json entries copied into the table, in this order.
 RESULT_KEYS: tuple[str, ...] = ("average_accuracy", "backward_transfer", "forgetting")
 
+#: The summary.json entry a sweep job returns to Hydra's sweeper: the objective an optimising
+#: sweeper (``hydra/sweeper=optuna`` with ``hydra.sweeper.direction=maximize``) works on.
+OBJECTIVE_KEY = "average_accuracy"
+
 #: A failed job's error, in its job dir.
 ERROR_FILE = "error.txt"
 
@@ -92,6 +96,22 @@ def exit_status_of_jobs() -> Iterator[None]:
             raise SystemExit(1)
     finally:
         _failed_jobs.clear()
+
+
+def job_objective(cfg: DictConfig) -> float | None:
+    """The finished job's :data:`OBJECTIVE_KEY` from its summary.json (``None`` if it has none).
+
+    Returned by the ``clarena`` task function in a sweep, so that Hydra's Optuna sweeper gets
+    each trial's value; the same number is the trial's row in :data:`SUMMARY_FILE`.
+    """
+    from clarena.experiments.pipelines.common import output_dir
+
+    metrics = cfg.get("metrics") or {}
+    path = output_dir(cfg) / (metrics.get("summary") or "results/summary.json")
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text()).get(OBJECTIVE_KEY)
+    return None if value is None else float(value)
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:

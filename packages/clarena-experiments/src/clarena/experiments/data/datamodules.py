@@ -19,21 +19,32 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from clarena.experiments.data.sequences import PermutedSequence, SplitSequence, TaskSequence
-from clarena.experiments.data.sources import SOURCE_NUM_CLASSES, load_source
+from clarena.experiments.data.local_sources import LOCAL_SOURCES, load_local_source
+from clarena.experiments.data.sequences import (
+    MultiSourceSequence,
+    PermutedSequence,
+    RotatedSequence,
+    SplitSequence,
+    TaskSequence,
+)
+from clarena.experiments.data.sources import SOURCE_NUM_CLASSES, ImageSplits, load_source
+from clarena.experiments.data.transforms import BatchTransform
 
 #: Values of the ``sequence`` argument.
-SEQUENCES: tuple[str, ...] = ("permuted", "split")
+SEQUENCES: tuple[str, ...] = ("permuted", "split", "rotated", "multi_source")
 
 
 class _SequenceDataModule(LightningDataModule):
     """Builds the task sequence from flat arguments and makes loaders.
 
     Args:
-        sequence: ``permuted`` or ``split``.
-        source: image source (``digits``, ``mnist``, ``cifar10``, ``cifar100``).
-        root: local directory of a torchvision source (nothing is downloaded).
-        num_tasks: number of tasks of a permuted sequence.
+        sequence: ``permuted``, ``split``, ``rotated`` or ``multi_source``.
+        source: image source: ``digits`` (bundled, float) or one of
+            :data:`~clarena.experiments.data.local_sources.LOCAL_SOURCES` (``mnist``,
+            ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, ``tinyimagenet``), read from
+            ``root`` in its published layout and held as uint8.
+        root: local directory holding the source's files (nothing is downloaded).
+        num_tasks: number of tasks of a permuted or rotated sequence.
         class_split: classes of each task of a split sequence.
         classes_per_task: group size of a split sequence when ``class_split`` is not given.
         permutation_seed: seed of the permuted sequence's pixel permutations.
@@ -46,6 +57,12 @@ class _SequenceDataModule(LightningDataModule):
         batch_size: training batch size.
         eval_batch_size: validation and test batch size.
         num_workers: data loader worker processes.
+        sources: the source of each task of a ``multi_source`` sequence, e.g.
+            ``[mnist, fashion_mnist, svhn, cifar10]`` (all read from ``root``).
+        angles: degrees of each task of a ``rotated`` sequence (default: evenly in [0, 180)).
+        mean, std: per-channel normalisation constants applied per batch (default: none).
+        crop_padding: random crop with this zero padding, training loaders only (0: off).
+        horizontal_flip: random horizontal flip, training loaders only.
     """
 
     def __init__(
@@ -66,6 +83,12 @@ class _SequenceDataModule(LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 512,
         num_workers: int = 0,
+        sources: Sequence[str] | None = None,
+        angles: Sequence[float] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        crop_padding: int = 0,
+        horizontal_flip: bool = False,
     ) -> None:
         super().__init__()
         if sequence not in SEQUENCES:
@@ -73,13 +96,19 @@ class _SequenceDataModule(LightningDataModule):
                 f"{type(self).__name__}: sequence must be one of {', '.join(SEQUENCES)}; got "
                 f"{sequence!r}."
             )
-        if sequence == "permuted" and num_tasks is None:
-            raise ValueError(f"{type(self).__name__}: a permuted sequence needs num_tasks.")
-        if source not in SOURCE_NUM_CLASSES:
+        if sequence in ("permuted", "rotated") and num_tasks is None:
+            raise ValueError(f"{type(self).__name__}: a {sequence} sequence needs num_tasks.")
+        if sequence == "multi_source" and not sources:
             raise ValueError(
-                f"{type(self).__name__}: unknown source {source!r}; expected one of "
-                f"{', '.join(SOURCE_NUM_CLASSES)}."
+                f"{type(self).__name__}: a multi_source sequence needs sources, e.g. "
+                f"[mnist, fashion_mnist, svhn, cifar10]."
             )
+        for name in [source] if sequence != "multi_source" else list(sources or []):
+            if name not in SOURCE_NUM_CLASSES:
+                raise ValueError(
+                    f"{type(self).__name__}: unknown source {name!r}; expected one of "
+                    f"{', '.join(SOURCE_NUM_CLASSES)}."
+                )
         if num_tasks is not None and (
             isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
         ):
@@ -116,7 +145,13 @@ class _SequenceDataModule(LightningDataModule):
             "classes_per_task": classes_per_task,
             "permutation_seed": permutation_seed,
             "first_task_identity": first_task_identity,
+            "sources": None if sources is None else list(sources),
+            "angles": None if angles is None else list(angles),
         }
+        self.eval_transform = BatchTransform(mean=mean, std=std)
+        self.train_transform = BatchTransform(
+            mean=mean, std=std, crop_padding=crop_padding, horizontal_flip=horizontal_flip
+        )
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -124,8 +159,14 @@ class _SequenceDataModule(LightningDataModule):
     @cached_property
     def sequence(self) -> TaskSequence:
         """The task sequence (loaded on first use)."""
-        splits = load_source(**self.source_arguments)
         arguments = self.sequence_arguments
+        if self.sequence_kind == "multi_source":
+            return MultiSourceSequence([self._load(name) for name in arguments["sources"]])
+        splits = self._load(self.source_arguments["source"])
+        if self.sequence_kind == "rotated":
+            return RotatedSequence(
+                splits, num_tasks=arguments["num_tasks"], angles=arguments["angles"]
+            )
         if self.sequence_kind == "permuted":
             return PermutedSequence(
                 splits,
@@ -138,6 +179,14 @@ class _SequenceDataModule(LightningDataModule):
             class_split=arguments["class_split"],
             classes_per_task=arguments["classes_per_task"],
         )
+
+    def _load(self, source: str) -> ImageSplits:
+        """``source``'s splits: a local file-format source as uint8, else :func:`load_source`."""
+        arguments = {**self.source_arguments, "source": source}
+        if source in LOCAL_SOURCES:
+            del arguments["test_fraction"]
+            return load_local_source(**arguments)
+        return load_source(**arguments)
 
     @property
     def num_tasks(self) -> int:
@@ -154,6 +203,7 @@ class _SequenceDataModule(LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             num_workers=self.num_workers,
+            collate_fn=self.train_transform if train else self.eval_transform,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -256,7 +306,7 @@ class STLDataModule(_SequenceDataModule):
     Args:
         task_id: the task to learn (default 1: with a permuted sequence, the plain images).
         **kwargs: the shared base's arguments (see the module docstring); ``num_tasks``
-            defaults to ``task_id`` for a permuted sequence.
+            defaults to ``task_id`` for a permuted or rotated sequence.
     """
 
     def __init__(self, task_id: int = 1, **kwargs: Any) -> None:
@@ -265,7 +315,8 @@ class STLDataModule(_SequenceDataModule):
                 f"{type(self).__name__}: task_id must be a task of the sequence, an integer >= 1; "
                 f"got {task_id!r}."
             )
-        if kwargs.get("sequence", "permuted") == "permuted" and kwargs.get("num_tasks") is None:
+        sequence = kwargs.get("sequence", "permuted")
+        if sequence in ("permuted", "rotated") and kwargs.get("num_tasks") is None:
             kwargs["num_tasks"] = task_id
         super().__init__(**kwargs)
         self.task_id = task_id

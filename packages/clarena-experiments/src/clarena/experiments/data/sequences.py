@@ -1,4 +1,4 @@
-"""Task sequences over an image source: permuted and split.
+"""Task sequences over image sources: permuted, split, rotated and multi-source.
 
 Tasks are numbered from 1. Each task has its own classes, labelled ``0..num_classes(t)-1``
 (the class-incremental offset is the algorithm's business, not the data's).
@@ -6,6 +6,9 @@ Tasks are numbered from 1. Each task has its own classes, labelled ``0..num_clas
 - :class:`PermutedSequence`: every task has all classes of the source; task ``t`` applies one
   fixed pixel permutation to every image (task 1 keeps the images as they are by default).
 - :class:`SplitSequence`: the classes are split into disjoint groups, one group per task.
+- :class:`RotatedSequence`: every task has all classes; task ``t`` rotates every image by a
+  fixed angle (domain-incremental).
+- :class:`MultiSourceSequence`: one source per task, all its classes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
@@ -65,7 +69,36 @@ class TaskSequence(ABC):
             raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
         images = getattr(self.splits, f"{split}_images")
         labels = getattr(self.splits, f"{split}_labels")
+        return self._task_dataset(task_id, images, labels)
+
+    def _task_dataset(self, task_id: int, images: Tensor, labels: Tensor) -> TensorDataset:
+        """The task's dataset from source ``images (N, C, H, W)`` and ``labels (N,)``."""
         return TensorDataset(*self._task_tensors(task_id, images, labels))
+
+
+class RowsDataset(TensorDataset):
+    """``(images[rows[i]], labels[i])`` pairs that share the source's images (no copy).
+
+    Args:
+        images: the source's images ``(N, C, H, W)``.
+        rows: the rows of ``images`` in the dataset ``(M,)``.
+        labels: the task's labels ``(M,)``.
+
+    :attr:`tensors` gathers ``(images[rows], labels)`` when asked (a copy, for joint datasets).
+    """
+
+    def __init__(self, images: Tensor, rows: Tensor, labels: Tensor) -> None:
+        self.images, self.rows, self.labels = images, rows, labels
+
+    @property
+    def tensors(self) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+        return self.images[self.rows], self.labels
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[self.rows[index]], self.labels[index]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class PermutedSequence(TaskSequence):
@@ -147,7 +180,102 @@ class SplitSequence(TaskSequence):
         return len(self.class_split[self.check_task_id(task_id) - 1])
 
     def _task_tensors(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return self._task_dataset(task_id, images, labels).tensors
+
+    def _task_dataset(self, task_id: int, images: Tensor, labels: Tensor) -> TensorDataset:
+        # Rows, not a copy: a task of Split CIFAR-100 would otherwise copy 10% of the images.
         classes = torch.tensor(self.class_split[task_id - 1])
-        keep = torch.isin(labels, classes)
-        local = (labels[keep].unsqueeze(1) == classes.unsqueeze(0)).int().argmax(dim=1)
-        return images[keep], local
+        rows = torch.nonzero(torch.isin(labels, classes)).flatten()
+        local = (labels[rows].unsqueeze(1) == classes.unsqueeze(0)).int().argmax(dim=1)
+        return RowsDataset(images, rows, local)
+
+
+class RotatedSequence(TaskSequence):
+    """Rotated tasks (domain-incremental): task ``t`` rotates every image by a fixed angle.
+
+    Every task has all the source's classes. Rotation is bilinear about the image centre, with
+    zeros outside the image, computed in chunks; uint8 images stay uint8 (rounded).
+
+    Args:
+        splits: the source's images and labels.
+        num_tasks: number of tasks.
+        angles: rotation of each task in degrees; ``None`` spaces them evenly in ``[0, 180)``
+            (task 1 unrotated).
+    """
+
+    def __init__(
+        self, splits: ImageSplits, num_tasks: int, angles: Sequence[float] | None = None
+    ) -> None:
+        super().__init__(splits, num_tasks)
+        if angles is None:
+            angles = [180.0 * index / num_tasks for index in range(num_tasks)]
+        if len(angles) != num_tasks:
+            raise ValueError(
+                f"Rotated sequence: give one angle per task ({num_tasks}); got {list(angles)}."
+            )
+        self.angles = {
+            task_id: float(angle) for task_id, angle in zip(self.task_ids, angles, strict=True)
+        }
+
+    def num_classes(self, task_id: int) -> int:
+        self.check_task_id(task_id)
+        return self.splits.num_classes
+
+    def _task_tensors(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return rotate(images, self.angles[task_id]), labels
+
+
+def rotate(images: Tensor, degrees: float, chunk: int = 4096) -> Tensor:
+    """Rotate ``(N, C, H, W)`` images counter-clockwise by ``degrees``; keeps the dtype."""
+    if degrees % 360 == 0:
+        return images
+    radians = torch.tensor(degrees * torch.pi / 180.0)
+    cos, sin = float(torch.cos(radians)), float(torch.sin(radians))
+    theta = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]])
+    out = torch.empty_like(images)
+    for start in range(0, len(images), chunk):
+        part = images[start : start + chunk].float()
+        grid = F.affine_grid(theta.expand(len(part), 2, 3), list(part.shape), align_corners=False)
+        rotated = F.grid_sample(part, grid, mode="bilinear", align_corners=False)
+        if images.dtype == torch.uint8:
+            rotated = rotated.round_().clamp_(0, 255)
+        out[start : start + chunk] = rotated.to(images.dtype)
+    return out
+
+
+class MultiSourceSequence(TaskSequence):
+    """One source per task (e.g. MNIST, Fashion-MNIST, SVHN, CIFAR-10), all its classes.
+
+    The sources must share one image shape (load them resized and channel-matched).
+
+    Args:
+        sources: the splits of each task's source, task 1 first.
+    """
+
+    def __init__(self, sources: Sequence[ImageSplits]) -> None:
+        if not sources:
+            raise ValueError("Multi-source sequence: give at least one source.")
+        shapes = {tuple(source.train_images.shape[1:]) for source in sources}
+        if len(shapes) != 1:
+            raise ValueError(
+                f"Multi-source sequence: the sources' images differ in shape {sorted(shapes)}; "
+                f"set image_size and channels so they match."
+            )
+        super().__init__(sources[0], len(sources))
+        self.sources = list(sources)
+
+    def num_classes(self, task_id: int) -> int:
+        return self.sources[self.check_task_id(task_id) - 1].num_classes
+
+    def dataset(self, task_id: int, split: str) -> TensorDataset:
+        """The ``(image, label)`` dataset of ``task_id``'s source, ``split``."""
+        self.check_task_id(task_id)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
+        source = self.sources[task_id - 1]
+        images = getattr(source, f"{split}_images")
+        labels = getattr(source, f"{split}_labels")
+        return TensorDataset(*self._task_tensors(task_id, images, labels))
+
+    def _task_tensors(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return images, labels

@@ -21,7 +21,15 @@ from clarena.experiments.errors import DatasetNotFoundError
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
 
 #: Number of classes of each source (known before its files are read).
-SOURCE_NUM_CLASSES: dict[str, int] = {"digits": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
+SOURCE_NUM_CLASSES: dict[str, int] = {
+    "digits": 10,
+    "mnist": 10,
+    "fashion_mnist": 10,
+    "cifar10": 10,
+    "cifar100": 100,
+    "svhn": 10,
+    "tinyimagenet": 200,
+}
 
 
 @dataclass(frozen=True)
