@@ -108,7 +108,7 @@ def test_missing_torchvision_root_names_root_and_how_to_get_data(tmp_path: Path)
             r"num_tasks=8 but class_split has 5 groups",
         ),
         ({"num_tasks": 0}, r"num_tasks must be a positive integer; got 0"),
-        ({"source": "svhn", "num_tasks": 2}, r"unknown source 'svhn'"),
+        ({"source": "imagenet", "num_tasks": 2}, r"unknown source 'imagenet'"),
     ],
 )
 def test_split_refuses_num_tasks_that_would_drop_or_disagree(

@@ -104,7 +104,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_clmain_train",
         ["cl_dataset=permuted_mnist", f"cl_dataset.root={GARBAGE_ROOT}"],
-        "could not be read as MNIST",
+        "is not an idx file",
     ),
 ]
 
