@@ -29,13 +29,20 @@ if TYPE_CHECKING:
         CLResNet18,
         CLResNet34,
         CLResNet50,
+        CLResNet52,
         CLResNet101,
         CLResNet152,
     )
 
-    CLResNet52 = CLResNet50
-
-_RESNETS = ("CLResNet", "CLResNet18", "CLResNet34", "CLResNet50", "CLResNet101", "CLResNet152")
+_RESNETS = (
+    "CLResNet",
+    "CLResNet18",
+    "CLResNet34",
+    "CLResNet50",
+    "CLResNet52",
+    "CLResNet101",
+    "CLResNet152",
+)
 
 __all__ = [
     "CLMLP",
@@ -67,8 +74,6 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # ResNets load on first access: they import timm, which loads torchvision.
-    if name == "CLResNet52":
-        name = "CLResNet50"
     if name in _RESNETS:
         return getattr(importlib.import_module("clarena.cl.resnet"), name)
     raise AttributeError(f"module 'clarena.cl' has no attribute '{name}'")

@@ -27,11 +27,10 @@ if TYPE_CHECKING:
         ResNet18,
         ResNet34,
         ResNet50,
+        ResNet52,
         ResNet101,
         ResNet152,
     )
-
-    ResNet52 = ResNet50
 
 __all__ = [
     "MLP",

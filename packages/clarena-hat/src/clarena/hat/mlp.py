@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
 from clarena.backbones import MLP
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones._arguments import extends_arguments
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm1d
@@ -24,28 +24,16 @@ class HATMaskMLP(HATMaskBackbone, MLP):
         gate: the mask gate; only ``'sigmoid'`` is supported.
     """
 
+    @extends_arguments(MLP)
     def __init__(
         self,
-        input_dim: int,
-        hidden_dims: Sequence[int],
-        output_dim: int,
-        activation_layer: ActivationLayer = nn.ReLU,
+        *,
         batch_normalization: str | bool | None = None,
-        bias: bool = True,
-        dropout: float | None = None,
         gate: str = "sigmoid",
+        **arguments: Any,
     ) -> None:
         mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        MLP.__init__(
-            self,
-            input_dim=input_dim,
-            hidden_dims=hidden_dims,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            dropout=dropout,
-        )
+        MLP.__init__(self, batch_normalization=mode is not None, **arguments)
         check_zero_preserving(self.fc_activation[0], type(self).__name__)
         self._init_task_state()
         self._init_hat(gate, mode)

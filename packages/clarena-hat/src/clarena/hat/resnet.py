@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 from torch import nn
 
-from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones._layers import ActivationLayer
+from clarena.backbones._arguments import extends_arguments
+from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from clarena.cl import resolve_batch_norm_mode
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
@@ -28,28 +28,16 @@ class HATMaskResNet(HATMaskBackbone, ResNet):
         gate: the mask gate; only ``'sigmoid'`` is supported.
     """
 
+    @extends_arguments(ResNet)
     def __init__(
         self,
-        input_channels: int = 3,
-        output_dim: int = 512,
-        activation_layer: ActivationLayer = nn.ReLU,
+        *,
         batch_normalization: str | bool | None = "independent",
-        bias: bool = False,
-        pretrained_weights: str | os.PathLike[str] | None = None,
-        small_input: bool = False,
         gate: str = "sigmoid",
+        **arguments: Any,
     ) -> None:
         mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        ResNet.__init__(
-            self,
-            input_channels=input_channels,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            pretrained_weights=pretrained_weights,
-            small_input=small_input,
-        )
+        ResNet.__init__(self, batch_normalization=mode is not None, **arguments)
         check_zero_preserving(self.act1, type(self).__name__)
         self._init_task_state()
         self._init_hat(gate, mode)
@@ -93,3 +81,7 @@ class HATMaskResNet101(HATMaskResNet, ResNet101):
 
 class HATMaskResNet152(HATMaskResNet, ResNet152):
     """HAT-masked ResNet-152."""
+
+
+#: The published docs call the 50-layer ResNet "HATMaskResNet52".
+HATMaskResNet52 = HATMaskResNet50
