@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from clarena.backbones import MLP
 from clarena.backbones.resnet import ResNet
+from clarena.backbones.testing import assert_extends_arguments
 from clarena.cl import CLMLP, CLResNet18, CLResNet34, CLResNet50, CLResNet101, CLResNet152
-
-
-def _arguments(cls: type) -> dict[str, object]:
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if name != "self"
-    }
 
 
 @pytest.mark.parametrize(
@@ -25,4 +16,4 @@ def _arguments(cls: type) -> dict[str, object]:
     + [(cls, ResNet) for cls in (CLResNet18, CLResNet34, CLResNet50, CLResNet101, CLResNet152)],
 )
 def test_cl_variant_takes_exactly_the_core_arguments(variant: type, family: type) -> None:
-    assert _arguments(variant) == _arguments(family)
+    assert_extends_arguments(variant, family, {})

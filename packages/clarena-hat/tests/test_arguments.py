@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from clarena.backbones import MLP
 from clarena.backbones.resnet import ResNet
+from clarena.backbones.testing import assert_extends_arguments
 from clarena.hat import (
     HATMaskMLP,
     HATMaskResNet18,
@@ -17,14 +16,6 @@ from clarena.hat import (
     HATMaskResNet101,
     HATMaskResNet152,
 )
-
-
-def _arguments(cls: type) -> dict[str, object]:
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if name != "self"
-    }
 
 
 @pytest.mark.parametrize(
@@ -45,6 +36,6 @@ def _arguments(cls: type) -> dict[str, object]:
 def test_hat_variant_takes_the_core_arguments_plus_gate(
     variant: type, family: type, batch_norm_default: object
 ) -> None:
-    expected = {**_arguments(family), "batch_normalization": batch_norm_default}
-    assert _arguments(variant) == {**expected, "gate": "sigmoid"}
-    assert list(_arguments(variant)) == [*_arguments(family), "gate"]
+    assert_extends_arguments(
+        variant, family, {"batch_normalization": batch_norm_default, "gate": "sigmoid"}
+    )

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 from clarena.backbones import MLP
 from clarena.backbones.resnet import ResNet
+from clarena.backbones.testing import assert_extends_arguments
 from clarena.wsn import (
     WSNMaskMLP,
     WSNMaskResNet18,
@@ -17,14 +16,6 @@ from clarena.wsn import (
     WSNMaskResNet101,
     WSNMaskResNet152,
 )
-
-
-def _arguments(cls: type) -> dict[str, object]:
-    return {
-        name: parameter.default
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if name != "self"
-    }
 
 
 @pytest.mark.parametrize(
@@ -45,5 +36,4 @@ def _arguments(cls: type) -> dict[str, object]:
 def test_wsn_variant_takes_exactly_the_core_arguments(
     variant: type, family: type, batch_norm_default: object
 ) -> None:
-    assert _arguments(variant) == {**_arguments(family), "batch_normalization": batch_norm_default}
-    assert list(_arguments(variant)) == list(_arguments(family))
+    assert_extends_arguments(variant, family, {"batch_normalization": batch_norm_default})

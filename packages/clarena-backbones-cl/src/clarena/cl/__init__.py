@@ -14,7 +14,11 @@ from clarena.cl.bits import pack_bits, unpack_bits
 from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
+from clarena.cl.mask_store import TaskMaskStore
+from clarena.cl.masked import MaskedBackbone
 from clarena.cl.mlp import CLMLP
+from clarena.cl.optim import check_optimizer
+from clarena.cl.state import create_saved_children
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
     TaskBatchNorm,
@@ -60,8 +64,12 @@ __all__ = [
     "HeadsCIL",
     "HeadsMTL",
     "HeadsTIL",
+    "MaskedBackbone",
     "TaskBatchNorm",
+    "TaskMaskStore",
     "__version__",
+    "check_optimizer",
+    "create_saved_children",
     "feature_layer_names",
     "make_batch_norm_task_independent",
     "output_layer_names",

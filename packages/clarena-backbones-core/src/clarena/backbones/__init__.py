@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clarena.backbones._arguments import extends_arguments
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
 from clarena.backbones.mlp import MLP
@@ -45,6 +46,7 @@ __all__ = [
     "ResNet152",
     "__version__",
     "available_backbones",
+    "extends_arguments",
     "resolve_backbone",
 ]
 

@@ -290,36 +290,31 @@ def _give_convolutions_a_bias(module: nn.Module) -> None:
 class ResNet18(ResNet):
     """ResNet-18: basic blocks, stage depths (2, 2, 2, 2), trunk width 512."""
 
-    block = ResNetBasicBlock
-    stage_depths = (2, 2, 2, 2)
+    block, stage_depths = ResNetBasicBlock, (2, 2, 2, 2)
 
 
 class ResNet34(ResNet):
     """ResNet-34: basic blocks, stage depths (3, 4, 6, 3), trunk width 512."""
 
-    block = ResNetBasicBlock
-    stage_depths = (3, 4, 6, 3)
+    block, stage_depths = ResNetBasicBlock, (3, 4, 6, 3)
 
 
 class ResNet50(ResNet):
     """ResNet-50 (the docs' "ResNet52"): bottlenecks, depths (3, 4, 6, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 4, 6, 3)
+    block, stage_depths = ResNetBottleneck, (3, 4, 6, 3)
 
 
 class ResNet101(ResNet):
     """ResNet-101: bottlenecks, stage depths (3, 4, 23, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 4, 23, 3)
+    block, stage_depths = ResNetBottleneck, (3, 4, 23, 3)
 
 
 class ResNet152(ResNet):
     """ResNet-152: bottlenecks, stage depths (3, 8, 36, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 8, 36, 3)
+    block, stage_depths = ResNetBottleneck, (3, 8, 36, 3)
 
 
 #: The published docs call the 50-layer ResNet "ResNet52".

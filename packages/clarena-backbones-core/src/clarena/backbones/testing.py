@@ -16,6 +16,7 @@ clarena-backbones-core: import it from tests only.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -106,3 +107,24 @@ class BackboneContract:
     def test_unknown_constructor_argument_is_named(self, backbone):
         with pytest.raises(TypeError, match=r"'output_dimm'.*Did you mean 'output_dim'"):
             type(backbone)(output_dimm=8)
+
+
+def constructor_arguments(cls: type) -> dict[str, object]:
+    """``cls``'s constructor arguments in order, name → default (``inspect.Parameter.empty``)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name != "self"
+    }
+
+
+def assert_extends_arguments(variant: type, family: type, own: dict[str, object]) -> None:
+    """Assert ``variant`` takes exactly ``family``'s arguments plus ``own`` (name → default).
+
+    An ``own`` argument that ``family`` also takes keeps the family's place with the variant's
+    default; the others follow the family's, in ``own``'s order.
+    """
+    family_arguments = constructor_arguments(family)
+    expected = {**family_arguments, **own}
+    assert constructor_arguments(variant) == expected
+    assert list(constructor_arguments(variant)) == list(expected)

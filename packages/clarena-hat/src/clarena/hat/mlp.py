@@ -8,12 +8,12 @@ from torch import nn
 
 from clarena.backbones import MLP
 from clarena.backbones._arguments import extends_arguments
-from clarena.cl import resolve_batch_norm_mode
+from clarena.cl import CLMLP
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm1d
 
 
-class HATMaskMLP(HATMaskBackbone, MLP):
+class HATMaskMLP(HATMaskBackbone, CLMLP):
     """:class:`~clarena.backbones.MLP` with HAT unit masks on every layer ``fc/0`` ... ``fc/L``.
 
     Args:
@@ -32,10 +32,8 @@ class HATMaskMLP(HATMaskBackbone, MLP):
         gate: str = "sigmoid",
         **arguments: Any,
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        MLP.__init__(self, batch_normalization=mode is not None, **arguments)
+        mode = self._build_family(MLP, batch_normalization, arguments)
         check_zero_preserving(self.fc_activation[0], type(self).__name__)
-        self._init_task_state()
         self._init_hat(gate, mode)
 
     def _norm_layer(self, num_features: int) -> nn.Module:

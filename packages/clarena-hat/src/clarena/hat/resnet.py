@@ -8,12 +8,12 @@ from torch import nn
 
 from clarena.backbones._arguments import extends_arguments
 from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.cl import resolve_batch_norm_mode
+from clarena.cl.resnet import CLResNet
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
 
 
-class HATMaskResNet(HATMaskBackbone, ResNet):
+class HATMaskResNet(HATMaskBackbone, CLResNet):
     """:class:`~clarena.backbones.ResNet` with HAT unit masks on every weighted layer.
 
     Use a depth class (:class:`HATMaskResNet18` ...).
@@ -36,10 +36,8 @@ class HATMaskResNet(HATMaskBackbone, ResNet):
         gate: str = "sigmoid",
         **arguments: Any,
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        ResNet.__init__(self, batch_normalization=mode is not None, **arguments)
+        mode = self._build_family(ResNet, batch_normalization, arguments)
         check_zero_preserving(self.act1, type(self).__name__)
-        self._init_task_state()
         self._init_hat(gate, mode)
 
     def _norm_layer(self, num_features: int) -> nn.Module:

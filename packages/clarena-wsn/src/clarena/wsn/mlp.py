@@ -6,7 +6,7 @@ from typing import Any
 
 from clarena.backbones import MLP
 from clarena.backbones._arguments import extends_arguments
-from clarena.cl import CLMLP, resolve_batch_norm_mode
+from clarena.cl import CLMLP
 from clarena.wsn.backbone import WSNMaskBackbone
 
 
@@ -22,7 +22,4 @@ class WSNMaskMLP(WSNMaskBackbone, CLMLP):
 
     @extends_arguments(MLP)
     def __init__(self, *, batch_normalization: str | bool | None = None, **arguments: Any) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        MLP.__init__(self, batch_normalization=mode is not None, **arguments)
-        self._init_task_state()
-        self._init_wsn(mode)
+        self._init_wsn(self._build_family(MLP, batch_normalization, arguments))

@@ -6,7 +6,7 @@ from typing import Any
 
 from clarena.backbones._arguments import extends_arguments
 from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.cl import CLResNet, resolve_batch_norm_mode
+from clarena.cl.resnet import CLResNet
 from clarena.wsn.backbone import WSNMaskBackbone
 
 
@@ -31,10 +31,7 @@ class WSNMaskResNet(WSNMaskBackbone, CLResNet):
     def __init__(
         self, *, batch_normalization: str | bool | None = "independent", **arguments: Any
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        ResNet.__init__(self, batch_normalization=mode is not None, **arguments)
-        self._init_task_state()
-        self._init_wsn(mode)
+        self._init_wsn(self._build_family(ResNet, batch_normalization, arguments))
 
 
 class WSNMaskResNet18(WSNMaskResNet, ResNet18):
