@@ -38,16 +38,6 @@ if TYPE_CHECKING:
         CLResNet152,
     )
 
-_RESNETS = (
-    "CLResNet",
-    "CLResNet18",
-    "CLResNet34",
-    "CLResNet50",
-    "CLResNet52",
-    "CLResNet101",
-    "CLResNet152",
-)
-
 __all__ = [
     "CLMLP",
     "BatchNormMode",
@@ -82,6 +72,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # ResNets load on first access: they import timm, which loads torchvision.
-    if name in _RESNETS:
-        return getattr(importlib.import_module("clarena.cl.resnet"), name)
+    if name.startswith("CLResNet"):
+        resnet = importlib.import_module("clarena.cl.resnet")
+        if hasattr(resnet, name):
+            return getattr(resnet, name)
     raise AttributeError(f"module 'clarena.cl' has no attribute '{name}'")
