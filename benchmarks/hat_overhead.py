@@ -183,8 +183,7 @@ def main() -> None:
         ("HATMaskMLP (784,[256,100],64)", HATMaskMLP(**mlp_args)),
     ):
         backbone = prepared_hat(backbone)
-        stored = backbone.mask_store.get_buffer("task_1")
-        num_bytes = stored.numel() * stored.element_size()
+        num_bytes = backbone.mask_store.nbytes(1)
         print(
             f"{label:<44} {backbone.num_units:5d} units: {num_bytes:4d} bytes per stored task "
             f"mask (float32: {backbone.num_units * 4:6d} bytes)"

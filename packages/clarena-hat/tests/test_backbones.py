@@ -53,9 +53,31 @@ def test_resnet18_has_4800_units_and_stores_600_bytes_per_task():
     assert resnet.num_units == 4800
     resnet.setup_task_id(1)
     resnet.store_mask()
-    stored = resnet.state_dict()["mask_store.task_1"]
+    stored = resnet.state_dict()["mask_store.tasks.1.units"]
     assert stored.dtype == torch.uint8
     assert stored.numel() == 600
+    assert resnet.mask_store.nbytes(1) == 600
+
+
+def test_a_state_dict_of_the_0_1_mask_layout_loads_into_a_fresh_backbone():
+    trained = HATMaskMLP(6, [5], 4)
+    for task_id in (3, 1):
+        trained.setup_task_id(task_id)
+        trained.store_mask()
+    saved = trained.state_dict()
+    # clarena-hat 0.1 kept task t's packed mask as the buffer mask_store.task_{t}.
+    legacy = {
+        key.replace("mask_store.tasks.", "mask_store.task_").removesuffix(".units"): value
+        for key, value in saved.items()
+    }
+    assert "mask_store.task_3" in legacy
+    fresh = HATMaskMLP(6, [5], 4)
+    fresh.load_state_dict(legacy)
+    assert fresh.stored_task_ids == [3, 1]
+    for task_id in (3, 1):
+        for name, mask in trained.stored_mask(task_id).items():
+            assert torch.equal(fresh.stored_mask(task_id)[name], mask)
+    assert fresh.state_dict().keys() == saved.keys()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,11 @@ from clarena.cl.bits import pack_bits, unpack_bits
 from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
+from clarena.cl.mask_store import TaskMaskStore
+from clarena.cl.masked import MaskedBackbone
 from clarena.cl.mlp import CLMLP
+from clarena.cl.optim import check_optimizer
+from clarena.cl.state import create_saved_children
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
     TaskBatchNorm,
@@ -29,13 +33,10 @@ if TYPE_CHECKING:
         CLResNet18,
         CLResNet34,
         CLResNet50,
+        CLResNet52,
         CLResNet101,
         CLResNet152,
     )
-
-    CLResNet52 = CLResNet50
-
-_RESNETS = ("CLResNet", "CLResNet18", "CLResNet34", "CLResNet50", "CLResNet101", "CLResNet152")
 
 __all__ = [
     "CLMLP",
@@ -53,9 +54,13 @@ __all__ = [
     "HeadsCIL",
     "HeadsMTL",
     "HeadsTIL",
+    "MaskedBackbone",
     "TaskBatchNorm",
+    "TaskMaskStore",
     "__version__",
+    "check_optimizer",
     "check_task_id",
+    "create_saved_children",
     "feature_layer_names",
     "make_batch_norm_task_independent",
     "output_layer_names",
@@ -68,8 +73,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # ResNets load on first access: they import timm, which loads torchvision.
-    if name == "CLResNet52":
-        name = "CLResNet50"
-    if name in _RESNETS:
-        return getattr(importlib.import_module("clarena.cl.resnet"), name)
+    if name.startswith("CLResNet"):
+        resnet = importlib.import_module("clarena.cl.resnet")
+        if hasattr(resnet, name):
+            return getattr(resnet, name)
     raise AttributeError(f"module 'clarena.cl' has no attribute '{name}'")

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from clarena.cl.base import check_task_id
+from clarena.cl.state import create_saved_children
 
 
 class _PerTaskHeads(nn.Module):
@@ -87,18 +88,18 @@ class _PerTaskHeads(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        marker = f"{prefix}heads."
-        for key, value in state_dict.items():
-            if key.startswith(marker) and key.endswith(".weight"):
-                task_key = key[len(marker) : -len(".weight")]
-                if task_key not in self.heads:
-                    placement = self.get_buffer("_placement")
-                    self.heads[task_key] = nn.Linear(
-                        value.shape[1],
-                        value.shape[0],
-                        device=placement.device,
-                        dtype=placement.dtype,
-                    )
+        placement = self.get_buffer("_placement")
+        create_saved_children(
+            self.heads,
+            state_dict,
+            f"{prefix}heads.",
+            lambda saved: nn.Linear(
+                saved["weight"].shape[1],
+                saved["weight"].shape[0],
+                device=placement.device,
+                dtype=placement.dtype,
+            ),
+        )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from torch import nn
-
-from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones.layers import ActivationLayer
+from clarena.backbones import extends_arguments
+from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from clarena.cl.base import CLBackbone
 
 
 class CLResNet(CLBackbone, ResNet):
     """:class:`~clarena.backbones.ResNet` shared across tasks. Arguments as for ``ResNet``."""
 
-    def __init__(
-        self,
-        input_channels: int = 3,
-        output_dim: int = 512,
-        activation_layer: ActivationLayer = nn.ReLU,
-        batch_normalization: bool = True,
-        bias: bool = False,
-        pretrained_weights: str | os.PathLike[str] | None = None,
-        small_input: bool = False,
-    ) -> None:
-        ResNet.__init__(
-            self,
-            input_channels=input_channels,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=batch_normalization,
-            bias=bias,
-            pretrained_weights=pretrained_weights,
-            small_input=small_input,
-        )
+    @extends_arguments(ResNet)
+    def __init__(self, **arguments: Any) -> None:
+        ResNet.__init__(self, **arguments)
         self._init_task_state()
 
 
@@ -55,3 +36,7 @@ class CLResNet101(CLResNet, ResNet101):
 
 class CLResNet152(CLResNet, ResNet152):
     """Continual-learning ResNet-152."""
+
+
+#: The published docs call the 50-layer ResNet "CLResNet52".
+CLResNet52 = CLResNet50

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from clarena.cl.state import create_saved_children
+
 BatchNormMode = Literal["shared", "independent"] | None
 
 _MODES = {
@@ -101,12 +103,7 @@ class TaskBatchNorm(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        marker = f"{prefix}norms."
-        for key in state_dict:
-            if key.startswith(marker):
-                task_key = key[len(marker) :].split(".", 1)[0]
-                if task_key not in self.norms:
-                    self.norms[task_key] = self._new_norm()
+        create_saved_children(self.norms, state_dict, f"{prefix}norms.", lambda _: self._new_norm())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clarena.backbones._arguments import extends_arguments
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
 from clarena.backbones.mlp import MLP
@@ -27,11 +28,10 @@ if TYPE_CHECKING:
         ResNet18,
         ResNet34,
         ResNet50,
+        ResNet52,
         ResNet101,
         ResNet152,
     )
-
-    ResNet52 = ResNet50
 
 __all__ = [
     "MLP",
@@ -46,6 +46,7 @@ __all__ = [
     "ResNet152",
     "__version__",
     "available_backbones",
+    "extends_arguments",
     "resolve_backbone",
 ]
 

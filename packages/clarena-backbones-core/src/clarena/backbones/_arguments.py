@@ -74,3 +74,58 @@ def unknown_argument_message(cls_name: str, name: str, parameters: list[str]) ->
         f"{cls_name}() got an unknown argument '{name}'.{hint} "
         f"{cls_name} takes: {_describe(parameters)}."
     )
+
+
+def extends_arguments(
+    family: type | Callable[..., None],
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a variant's ``__init__`` the arguments of its family plus its own.
+
+    The family (``MLP``, ``ResNet``) is the one source of truth for its constructor arguments. A
+    variant (CL, HAT, WSN) writes only the arguments it adds or whose default it changes, as
+    keyword-only parameters, and receives every other family argument in ``**arguments``::
+
+        @extends_arguments(MLP)
+        def __init__(self, *, gate: str = "sigmoid", **arguments: Any) -> None: ...
+
+    Args:
+        family: the family class (its ``__init__`` is read) or an ``__init__`` function.
+
+    Returns:
+        A decorator. The decorated ``__init__`` has the family's signature, the variant's own
+        parameters replacing family ones of the same name in place and new ones appended as
+        keyword-only, so ``inspect.signature``, argument checking and positional calls see
+        one complete signature. The variant ``__init__`` is called with every argument by
+        keyword, defaults filled in.
+    """
+    family_init = family.__init__ if isinstance(family, type) else family
+
+    def decorate(init: Callable[..., None]) -> Callable[..., None]:
+        own = {
+            name: parameter
+            for name, parameter in inspect.signature(init).parameters.items()
+            if parameter.kind is parameter.KEYWORD_ONLY
+        }
+        merged = []
+        for name, parameter in inspect.signature(family_init).parameters.items():
+            override = own.pop(name, None)
+            if override is None:
+                merged.append(parameter)
+            else:
+                merged.append(
+                    parameter.replace(default=override.default, annotation=override.annotation)
+                )
+        signature = inspect.Signature([*merged, *own.values()])
+
+        @functools.wraps(init)
+        def variant_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
+            del arguments[next(iter(signature.parameters))]
+            init(self, **arguments)
+
+        variant_init.__signature__ = signature  # type: ignore[attr-defined]
+        return variant_init
+
+    return decorate

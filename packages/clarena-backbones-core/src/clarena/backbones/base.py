@@ -129,13 +129,13 @@ class Backbone(nn.Module, ABC):
         """Compute ``(feature, activations)`` for ``input``, whatever the stage."""
 
 
-def check_stage(stage: str | None, owner: str) -> None:
-    """Raise ``ValueError`` unless ``stage`` is one of :data:`STAGES` or ``None``."""
-    if stage is not None and stage not in STAGES:
-        raise ValueError(
-            f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)} (or None); "
-            f"got {stage!r}."
-        )
+def check_stage(stage: str | None, owner: str, required: bool = False) -> None:
+    """Raise ``ValueError`` unless ``stage`` is one of :data:`STAGES` (or ``None``, if not
+    ``required``: mask forwards need a stage)."""
+    if stage in STAGES or (stage is None and not required):
+        return
+    allowed = ", ".join(repr(s) for s in STAGES) + ("" if required else " (or None)")
+    raise ValueError(f"{owner}: stage must be one of {allowed}; got {stage!r}.")
 
 
 def check_batch(input: Tensor, owner: str) -> None:

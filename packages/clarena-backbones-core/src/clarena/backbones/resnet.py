@@ -130,28 +130,39 @@ class ResNet(Backbone):
                 f"{owner} has no depth; use ResNet18, ResNet34, ResNet50, ResNet101 or ResNet152."
             )
         Backbone.__init__(self, output_dim)
-        if (
-            isinstance(input_channels, bool)
-            or not isinstance(input_channels, int)
-            or input_channels < 1
-        ):
-            raise ValueError(
-                f"{owner}: input_channels must be a positive integer; got {input_channels!r}."
-            )
-        for flag_name, flag in (
-            ("batch_normalization", batch_normalization),
-            ("bias", bias),
-            ("small_input", small_input),
-        ):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{owner}: {flag_name} must be true or false; got {flag!r}.")
+        _check_arguments(
+            owner,
+            input_channels,
+            batch_normalization=batch_normalization,
+            bias=bias,
+            small_input=small_input,
+        )
         self.input_channels: int = input_channels
         self.batch_normalization: bool = batch_normalization
         self.small_input: bool = small_input
         act_layer = resolve_activation_layer(activation_layer, owner)
         norm_layer = _norm_factory(self._norm_layer) if batch_normalization else _no_norm
+        self._make_stem(input_channels, act_layer, norm_layer, bias)
+        block_input = self._make_stages(act_layer, norm_layer)
+        if bias:
+            _give_convolutions_a_bias(self)
+        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
+        self.proj: nn.Linear | None = None
+        if output_dim != self.trunk_width:
+            self.proj = nn.Linear(self.trunk_width, output_dim)
+            self._add_weighted_layer("proj", block_input)
+        if pretrained_weights is not None:
+            load_trunk_state_dict(self, pretrained_weights)
 
-        if small_input:
+    def _make_stem(
+        self,
+        input_channels: int,
+        act_layer: Callable[..., nn.Module],
+        norm_layer: Callable[..., nn.Module],
+        bias: bool,
+    ) -> None:
+        """``conv1``, ``bn1``, ``act1``, ``maxpool``: 7x7 stride 2 and max pool, or 3x3 stride 1."""
+        if self.small_input:
             self.conv1 = nn.Conv2d(
                 input_channels, 64, kernel_size=3, stride=1, padding=1, bias=bias
             )
@@ -162,10 +173,17 @@ class ResNet(Backbone):
         self.bn1 = norm_layer(64)
         self.act1 = act_layer(inplace=True)
         self.maxpool = (
-            nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            nn.Identity() if self.small_input else nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         )
         self._add_weighted_layer("conv1", ())
 
+    def _make_stages(
+        self, act_layer: Callable[..., nn.Module], norm_layer: Callable[..., nn.Module]
+    ) -> tuple[str, ...]:
+        """``layer1`` ... ``layer4`` from :attr:`block` and :attr:`stage_depths`.
+
+        Sets :attr:`trunk_width` and returns the weighted layers summed into the trunk output.
+        """
         block_input: tuple[str, ...] = ("conv1",)
         inplanes = 64
         for stage_index, (planes, depth) in enumerate(
@@ -188,32 +206,27 @@ class ResNet(Backbone):
                     act_layer=act_layer,
                     norm_layer=norm_layer,
                 )
-                prefix = f"layer{stage_index + 1}/{block_index}"
-                block.layer_prefix = prefix
-                previous = block_input
-                for conv_name in self.block.conv_names:
-                    self._add_weighted_layer(f"{prefix}/{conv_name}", previous)
-                    previous = (f"{prefix}/{conv_name}",)
-                if downsample is not None:
-                    self._add_weighted_layer(f"{prefix}/downsample/0", block_input)
-                    block_input = (previous[0], f"{prefix}/downsample/0")
-                else:
-                    block_input = (previous[0], *block_input)
+                block.layer_prefix = f"layer{stage_index + 1}/{block_index}"
+                block_input = self._register_block(block, block_input)
                 blocks.append(block)
                 inplanes = outplanes
             self.add_module(f"layer{stage_index + 1}", nn.Sequential(*blocks))
-        if bias:
-            _give_convolutions_a_bias(self)
-
-        self.global_pool = SelectAdaptivePool2d(pool_type="avg", flatten=True)
         self.trunk_width: int = inplanes
-        self.proj: nn.Linear | None = None
-        if output_dim != inplanes:
-            self.proj = nn.Linear(inplanes, output_dim)
-            self._add_weighted_layer("proj", block_input)
+        return block_input
 
-        if pretrained_weights is not None:
-            load_trunk_state_dict(self, pretrained_weights)
+    def _register_block(
+        self, block: ResNetBasicBlock | ResNetBottleneck, block_input: tuple[str, ...]
+    ) -> tuple[str, ...]:
+        """Add ``block``'s weighted layers; return the weighted layers summed into its output."""
+        prefix = block.layer_prefix
+        previous = block_input
+        for conv_name in block.conv_names:
+            self._add_weighted_layer(f"{prefix}/{conv_name}", previous)
+            previous = (f"{prefix}/{conv_name}",)
+        if block.downsample is None:
+            return (previous[0], *block_input)
+        self._add_weighted_layer(f"{prefix}/downsample/0", block_input)
+        return (previous[0], f"{prefix}/downsample/0")
 
     def _norm_layer(self, num_features: int) -> nn.Module:
         """The normalisation module after a convolution; subclasses may keep one per task."""
@@ -242,6 +255,20 @@ class ResNet(Backbone):
         return x, activations
 
 
+def _check_arguments(owner: str, input_channels: object, **flags: object) -> None:
+    if (
+        isinstance(input_channels, bool)
+        or not isinstance(input_channels, int)
+        or input_channels < 1
+    ):
+        raise ValueError(
+            f"{owner}: input_channels must be a positive integer; got {input_channels!r}."
+        )
+    for flag_name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise TypeError(f"{owner}: {flag_name} must be true or false; got {flag!r}.")
+
+
 def _no_norm(num_features: int, **_: object) -> nn.Module:
     return nn.Identity()
 
@@ -264,33 +291,32 @@ def _give_convolutions_a_bias(module: nn.Module) -> None:
 class ResNet18(ResNet):
     """ResNet-18: basic blocks, stage depths (2, 2, 2, 2), trunk width 512."""
 
-    block = ResNetBasicBlock
-    stage_depths = (2, 2, 2, 2)
+    block, stage_depths = ResNetBasicBlock, (2, 2, 2, 2)
 
 
 class ResNet34(ResNet):
     """ResNet-34: basic blocks, stage depths (3, 4, 6, 3), trunk width 512."""
 
-    block = ResNetBasicBlock
-    stage_depths = (3, 4, 6, 3)
+    block, stage_depths = ResNetBasicBlock, (3, 4, 6, 3)
 
 
 class ResNet50(ResNet):
     """ResNet-50 (the docs' "ResNet52"): bottlenecks, depths (3, 4, 6, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 4, 6, 3)
+    block, stage_depths = ResNetBottleneck, (3, 4, 6, 3)
 
 
 class ResNet101(ResNet):
     """ResNet-101: bottlenecks, stage depths (3, 4, 23, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 4, 23, 3)
+    block, stage_depths = ResNetBottleneck, (3, 4, 23, 3)
 
 
 class ResNet152(ResNet):
     """ResNet-152: bottlenecks, stage depths (3, 8, 36, 3), trunk width 2048."""
 
-    block = ResNetBottleneck
-    stage_depths = (3, 8, 36, 3)
+    block, stage_depths = ResNetBottleneck, (3, 8, 36, 3)
+
+
+#: The published docs call the 50-layer ResNet "ResNet52".
+ResNet52 = ResNet50

@@ -16,6 +16,7 @@ clarena-backbones-core: import it from tests only.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -112,3 +113,24 @@ class BackboneContract:
         backbone.eval()
         with torch.no_grad(), pytest.raises(ValueError, match=r"empty batch.*at least one sample"):
             self.forward(backbone, empty)
+
+
+def constructor_arguments(cls: type) -> dict[str, object]:
+    """``cls``'s constructor arguments in order, name → default (``inspect.Parameter.empty``)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name != "self"
+    }
+
+
+def assert_extends_arguments(variant: type, family: type, own: dict[str, object]) -> None:
+    """Assert ``variant`` takes exactly ``family``'s arguments plus ``own`` (name → default).
+
+    An ``own`` argument that ``family`` also takes keeps the family's place with the variant's
+    default; the others follow the family's, in ``own``'s order.
+    """
+    family_arguments = constructor_arguments(family)
+    expected = {**family_arguments, **own}
+    assert constructor_arguments(variant) == expected
+    assert list(constructor_arguments(variant)) == list(expected)

@@ -50,12 +50,10 @@ from clarena.hat.resnet import (
     HATMaskResNet18,
     HATMaskResNet34,
     HATMaskResNet50,
+    HATMaskResNet52,
     HATMaskResNet101,
     HATMaskResNet152,
 )
-
-#: The published docs call the 50-layer ResNet "HATMaskResNet52".
-HATMaskResNet52 = HATMaskResNet50
 
 __all__ = [
     "AGGREGATIONS",

@@ -8,13 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clarena.backbones.base import STAGES
-from clarena.cl import (
-    BatchNormMode,
-    CLBackbone,
-    TaskBatchNorm,
-    make_batch_norm_task_independent,
-)
+from clarena.backbones.base import check_stage
+from clarena.cl import BatchNormMode, TaskBatchNorm
+from clarena.cl.masked import MaskedBackbone
 from clarena.hat.mask_store import PackedMaskStore
 from clarena.hat.masked_batch_norm import MaskSource, _MaskedBatchNorm
 
@@ -55,7 +51,7 @@ def annealed_scale(s_max: float, batch_idx: int, num_batches: int) -> float:
     return 1 / s_max + (s_max - 1 / s_max) * (batch_idx - 1) / (num_batches - 1)
 
 
-class HATMaskBackbone(CLBackbone):
+class HATMaskBackbone(MaskedBackbone):
     """A continual-learning backbone whose units are gated by HAT task masks (Serra et al., 2018).
 
     Every weighted layer ``l`` has a task embedding ``e_l`` with one value per output unit
@@ -78,7 +74,7 @@ class HATMaskBackbone(CLBackbone):
     its running statistics keep moving, so earlier tasks' test outputs change); ``'independent'``
     (one batch norm per task, selected by the task a forward runs on: no leak).
 
-    Subclasses build their layers with the core classes, then call :meth:`_init_hat`; see
+    Subclasses build their layers with :meth:`_build_family`, then call :meth:`_init_hat`; see
     :class:`~clarena.hat.HATMaskMLP`. Activations must map 0 to 0 (ReLU, GELU, SiLU, tanh ...):
     a masked unit then contributes exactly nothing downstream.
     """
@@ -103,7 +99,6 @@ class HATMaskBackbone(CLBackbone):
                 f"(HAT's mask a = sigmoid(s * e))."
             )
         self.gate: str = gate
-        self.batch_norm_mode: BatchNormMode = batch_norm_mode
         # Layers whose batch norm applies the mask itself (see unit_gate); per-task copies made
         # below are of the same kind.
         self._fused_layers: frozenset[str] = frozenset(
@@ -111,11 +106,7 @@ class HATMaskBackbone(CLBackbone):
             for name in self.weighted_layer_names
             if isinstance(self.normalization_layer(name), _MaskedBatchNorm)
         )
-        if batch_norm_mode == "independent":
-            make_batch_norm_task_independent(self)
-        self._task_norms: tuple[TaskBatchNorm, ...] = tuple(
-            m for m in self.modules() if isinstance(m, TaskBatchNorm)
-        )
+        self._init_batch_norm(batch_norm_mode)
         self.layer_units: dict[str, int] = {
             name: _units_of(self.get_layer_by_name(name), name, owner)
             for name in self.weighted_layer_names
@@ -155,8 +146,6 @@ class HATMaskBackbone(CLBackbone):
         """
         is_new = task_id not in self.processed_task_ids
         super().setup_task_id(task_id)
-        for norm in self._task_norms:
-            norm.select(task_id, create=True)
         if self._task_norms:
             self._bind_masked_norms()
         if is_new:
@@ -215,10 +204,7 @@ class HATMaskBackbone(CLBackbone):
         test_task_id: int | None,
     ) -> tuple[dict[str, Tensor], int]:
         owner = type(self).__name__
-        if stage not in STAGES:
-            raise ValueError(
-                f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)}; got {stage!r}."
-            )
+        check_stage(stage, owner, required=True)
         current = self.check_task_id_ready()
         if stage == "test":
             task_id = current if test_task_id is None else test_task_id
@@ -313,13 +299,12 @@ class HATMaskBackbone(CLBackbone):
         """Sum of the stored masks (AdaHAT's :math:`m^{<t,sum}`): layer name → ``(units,)``."""
         return self._split(self._summative)
 
-    def capacity_per_layer(self) -> dict[str, float]:
-        """Fraction of each layer's units used by some stored task (cumulative mask is 1)."""
-        return {name: mask.mean().item() for name, mask in self.cumulative_mask().items()}
-
-    def capacity(self) -> float:
-        """Fraction of all units used by some stored task (cumulative mask is 1)."""
-        return self._cumulative.mean().item()
+    def _layer_usage(self) -> dict[str, tuple[int, int]]:
+        """Per layer, units used by some stored task (cumulative mask is 1) and all its units."""
+        return {
+            name: (int(mask.count_nonzero()), mask.numel())
+            for name, mask in self.cumulative_mask().items()
+        }
 
     def _split(self, flat: Tensor) -> dict[str, Tensor]:
         return dict(zip(self.layer_units, flat.split(list(self.layer_units.values())), strict=True))
@@ -393,9 +378,7 @@ class HATMaskBackbone(CLBackbone):
             ValueError: a missing argument for the stage, or a test task without stored mask.
         """
         mask, task_id = self._mask_and_task(stage, s_max, batch_idx, num_batches, test_task_id)
-        for norm in self._task_norms:
-            if norm.active_task != task_id:
-                norm.select(task_id)
+        self._select_task_batch_norms(task_id)
         self._active_mask = self._mask_source.mask = mask
         try:
             feature, activations = self._features(input)

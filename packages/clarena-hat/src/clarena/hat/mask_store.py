@@ -1,23 +1,28 @@
-"""Per-task binary unit masks stored at one bit per unit."""
+"""HAT's stored masks: one flat binary unit mask per finished task, one bit per unit."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from clarena.cl import pack_bits, unpack_bits
+from clarena.cl.mask_store import TaskMaskStore
 
-_PREFIX = "task_"
+#: The one key of a HAT task's mask: all units of all weighted layers, flattened.
+UNITS = "units"
+
+# clarena-hat 0.1 kept task t's mask as the buffer ``task_{t}`` of the store itself.
+_LEGACY_KEY = re.compile(r"task_(\d+)")
 
 
-class PackedMaskStore(nn.Module):
-    """One packed binary mask over all units of a backbone per finished task.
+class PackedMaskStore(TaskMaskStore):
+    """:class:`clarena.cl.TaskMaskStore` holding one flat ``(num_units,)`` mask per task.
 
-    Task ``t``'s mask is the ``uint8`` buffer ``task_{t}`` of ``ceil(num_units / 8)`` bytes (see
-    :func:`clarena.cl.pack_bits`). Buffers are created as tasks are stored and recreated by
-    ``load_state_dict`` for every task in the loaded state dict, so a fresh instance reloads them.
+    Task ``t``'s mask is the buffer ``tasks.<t>.units`` of ``ceil(num_units / 8)`` bytes. State
+    dicts saved by clarena-hat 0.1 (buffer ``task_<t>``) load unchanged.
 
     Args:
         num_units: units of all weighted layers together; each mask is a flat ``(num_units,)``
@@ -25,7 +30,7 @@ class PackedMaskStore(nn.Module):
     """
 
     def __init__(self, num_units: int) -> None:
-        super().__init__()
+        super().__init__({UNITS: (num_units,)})
         self.num_units: int = num_units
 
     @property
@@ -33,25 +38,19 @@ class PackedMaskStore(nn.Module):
         """Bytes stored per task."""
         return (self.num_units + 7) // 8
 
-    @property
-    def task_ids(self) -> list[int]:
-        """Ids of the tasks with a stored mask, in storing order."""
-        return [int(name[len(_PREFIX) :]) for name, _ in self.named_buffers(recurse=False)]
-
-    def __contains__(self, task_id: object) -> bool:
-        return f"{_PREFIX}{task_id}" in self._buffers
-
-    def store(self, task_id: int, mask: Tensor) -> None:
+    def store(self, task_id: int, mask: Tensor | Mapping[str, Tensor]) -> None:
         """Store (or replace) task ``task_id``'s flat binary ``(num_units,)`` mask."""
-        if mask.numel() != self.num_units:
-            raise ValueError(
-                f"PackedMaskStore: a mask has {self.num_units} units; got {mask.numel()}."
-            )
-        self.register_buffer(f"{_PREFIX}{task_id}", pack_bits(mask))
+        if isinstance(mask, Tensor):
+            if mask.numel() != self.num_units:
+                raise ValueError(
+                    f"PackedMaskStore: a mask has {self.num_units} units; got {mask.numel()}."
+                )
+            mask = {UNITS: mask.reshape(-1)}
+        super().store(task_id, mask)
 
     def load(self, task_id: int) -> Tensor:
         """Task ``task_id``'s mask as a flat ``(num_units,)`` bool tensor."""
-        return unpack_bits(self._buffers[f"{_PREFIX}{task_id}"], (self.num_units,))
+        return self.unpack(task_id)[UNITS]
 
     def stacked(self) -> Tensor:
         """All stored masks as a ``(num_tasks, num_units)`` bool tensor (storing order)."""
@@ -63,17 +62,8 @@ class PackedMaskStore(nn.Module):
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
-        saved = [
-            key[len(prefix) :]
-            for key in state_dict
-            if key.startswith(prefix + _PREFIX) and "." not in key[len(prefix) :]
-        ]
-        # Rebuild in the saved (storing) order, keeping existing buffers' devices.
-        existing = dict(self._buffers)
-        self._buffers.clear()
-        for name in saved:
-            buffer = existing.get(name)
-            if buffer is None:
-                buffer = torch.zeros(self.num_bytes, dtype=torch.uint8)
-            self.register_buffer(name, buffer)
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            legacy = _LEGACY_KEY.fullmatch(key[len(prefix) :])
+            if legacy is not None:
+                state_dict[f"{prefix}tasks.{legacy[1]}.{UNITS}"] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from clarena.cl import TaskBatchNorm
+from clarena.cl.optim import check_optimizer as _check_optimizer
 from clarena.hat.base import HATMaskBackbone, annealed_scale
 from clarena.hat.measures import weight_measure
 
@@ -51,8 +52,9 @@ __all__ = [
 def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True) -> None:
     """Refuse optimiser settings that break HAT's no-forgetting guarantee.
 
-    Weight decay moves weights whose gradient was zeroed, and momentum/Adam state carried over
-    from an earlier task moves them too. Call this with a new optimiser at the start of each task.
+    :func:`clarena.cl.check_optimizer` for HAT: weight decay moves weights whose gradient was
+    zeroed, and momentum/Adam state carried over from an earlier task moves them too. Call this
+    with a new optimiser at the start of each task.
 
     Args:
         optimizer: the optimiser about to train the current task.
@@ -62,21 +64,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True
         ValueError: a parameter group has ``weight_decay > 0`` (note that ``AdamW`` defaults to
             0.01), or the optimiser holds state and ``require_fresh``.
     """
-    for index, group in enumerate(optimizer.param_groups):
-        decay = group.get("weight_decay", 0.0) or 0.0
-        if decay > 0:
-            raise ValueError(
-                f"{type(optimizer).__name__} parameter group {index} has weight_decay={decay}; "
-                f"HAT zeroes the gradients of weights used by earlier tasks, but weight decay "
-                f"still moves them, so earlier tasks would be forgotten. Set weight_decay=0 "
-                f"(AdamW defaults to 0.01)."
-            )
-    if require_fresh and any(state for state in optimizer.state.values()):
-        raise ValueError(
-            f"{type(optimizer).__name__} already holds state (momentum or Adam moments) from "
-            f"earlier steps, which would move weights used by earlier tasks; create a new "
-            f"optimiser for each task."
-        )
+    _check_optimizer(optimizer, require_fresh=require_fresh, owner="HAT")
 
 
 # Optimisers whose update is linear in the gradient, so a constant gradient factor survives.

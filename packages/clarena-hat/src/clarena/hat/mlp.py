@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 
-from clarena.backbones import MLP
-from clarena.backbones.layers import ActivationLayer
-from clarena.cl import resolve_batch_norm_mode
+from clarena.backbones import MLP, extends_arguments
+from clarena.cl import CLMLP
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm1d
 
 
-class HATMaskMLP(HATMaskBackbone, MLP):
+class HATMaskMLP(HATMaskBackbone, CLMLP):
     """:class:`~clarena.backbones.MLP` with HAT unit masks on every layer ``fc/0`` ... ``fc/L``.
 
     Args:
@@ -24,30 +23,16 @@ class HATMaskMLP(HATMaskBackbone, MLP):
         gate: the mask gate; only ``'sigmoid'`` is supported.
     """
 
+    @extends_arguments(MLP)
     def __init__(
         self,
-        input_dim: int,
-        hidden_dims: Sequence[int],
-        output_dim: int,
-        activation_layer: ActivationLayer = nn.ReLU,
+        *,
         batch_normalization: str | bool | None = None,
-        bias: bool = True,
-        dropout: float | None = None,
         gate: str = "sigmoid",
+        **arguments: Any,
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        MLP.__init__(
-            self,
-            input_dim=input_dim,
-            hidden_dims=hidden_dims,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            dropout=dropout,
-        )
+        mode = self._build_family(MLP, batch_normalization, arguments)
         check_zero_preserving(self.fc_activation[0], type(self).__name__)
-        self._init_task_state()
         self._init_hat(gate, mode)
 
     def _norm_layer(self, num_features: int) -> nn.Module:

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
 from torch import nn
 
-from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones.layers import ActivationLayer
-from clarena.cl import resolve_batch_norm_mode
+from clarena.backbones import extends_arguments
+from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.cl.resnet import CLResNet
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
 
 
-class HATMaskResNet(HATMaskBackbone, ResNet):
+class HATMaskResNet(HATMaskBackbone, CLResNet):
     """:class:`~clarena.backbones.ResNet` with HAT unit masks on every weighted layer.
 
     Use a depth class (:class:`HATMaskResNet18` ...).
@@ -28,30 +28,16 @@ class HATMaskResNet(HATMaskBackbone, ResNet):
         gate: the mask gate; only ``'sigmoid'`` is supported.
     """
 
+    @extends_arguments(ResNet)
     def __init__(
         self,
-        input_channels: int = 3,
-        output_dim: int = 512,
-        activation_layer: ActivationLayer = nn.ReLU,
+        *,
         batch_normalization: str | bool | None = "independent",
-        bias: bool = False,
-        pretrained_weights: str | os.PathLike[str] | None = None,
-        small_input: bool = False,
         gate: str = "sigmoid",
+        **arguments: Any,
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        ResNet.__init__(
-            self,
-            input_channels=input_channels,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            pretrained_weights=pretrained_weights,
-            small_input=small_input,
-        )
+        mode = self._build_family(ResNet, batch_normalization, arguments)
         check_zero_preserving(self.act1, type(self).__name__)
-        self._init_task_state()
         self._init_hat(gate, mode)
 
     def _norm_layer(self, num_features: int) -> nn.Module:
@@ -93,3 +79,7 @@ class HATMaskResNet101(HATMaskResNet, ResNet101):
 
 class HATMaskResNet152(HATMaskResNet, ResNet152):
     """HAT-masked ResNet-152."""
+
+
+#: The published docs call the 50-layer ResNet "HATMaskResNet52".
+HATMaskResNet52 = HATMaskResNet50

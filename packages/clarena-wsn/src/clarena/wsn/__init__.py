@@ -15,6 +15,7 @@ from clarena.wsn.resnet import (
     WSNMaskResNet18,
     WSNMaskResNet34,
     WSNMaskResNet50,
+    WSNMaskResNet52,
     WSNMaskResNet101,
     WSNMaskResNet152,
 )
@@ -26,9 +27,6 @@ from clarena.wsn.topc import (
     top_count,
     top_fraction_mask,
 )
-
-#: The published docs call the 50-layer ResNet "ResNet52".
-WSNMaskResNet52 = WSNMaskResNet50
 
 __all__ = [
     "SCORE_INIT_MODES",

@@ -11,14 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clarena.backbones.base import STAGES
-from clarena.cl import (
-    BatchNormMode,
-    CLBackbone,
-    TaskBatchNorm,
-    check_task_id,
-    make_batch_norm_task_independent,
-)
+from clarena.backbones.base import check_stage
+from clarena.cl import BatchNormMode, check_task_id
+from clarena.cl.masked import MaskedBackbone
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
 
@@ -32,7 +27,7 @@ _KINDS: tuple[str, ...] = ("weight", "bias")
 Masks = tuple[dict[str, Tensor], dict[str, Tensor]]
 
 
-class WSNMaskBackbone(CLBackbone):
+class WSNMaskBackbone(MaskedBackbone):
     """A continual-learning backbone whose tasks are Winning SubNetworks (Kang et al., ICML 2022).
 
     Every weight and bias of every weighted layer has a learnable score, kept in
@@ -58,7 +53,7 @@ class WSNMaskBackbone(CLBackbone):
     a forward runs on: no leak).
 
     Subclasses build their weighted layers (``nn.Linear`` or convolutions) with a core class, then
-    call :meth:`_init_task_state` and :meth:`_init_wsn`; see :class:`~clarena.wsn.WSNMaskMLP`.
+    call :meth:`_init_wsn` (:meth:`_build_family` does both); see :class:`~clarena.wsn.WSNMaskMLP`.
     """
 
     weight_score: nn.ParameterDict
@@ -79,12 +74,7 @@ class WSNMaskBackbone(CLBackbone):
                 convolution, so its forward cannot run with masked parameters.
         """
         owner = type(self).__name__
-        self.batch_norm_mode: BatchNormMode = batch_norm_mode
-        if batch_norm_mode == "independent":
-            make_batch_norm_task_independent(self)
-        self._task_norms: tuple[TaskBatchNorm, ...] = tuple(
-            m for m in self.modules() if isinstance(m, TaskBatchNorm)
-        )
+        self._init_batch_norm(batch_norm_mode)
         self.weight_score = nn.ParameterDict()
         self.bias_score = nn.ParameterDict()
         self.cumulative_masks = nn.Module()
@@ -127,15 +117,6 @@ class WSNMaskBackbone(CLBackbone):
         self.register_load_state_dict_post_hook(_refresh_free_masks)
 
     # ------------------------------------------------------------------ tasks and scores
-
-    def setup_task_id(self, task_id: int) -> None:
-        """Make ``task_id`` the current task; with independent batch norm, give it its own.
-
-        Create the task's optimiser after this call, so it holds the new batch norm.
-        """
-        super().setup_task_id(task_id)
-        for norm in self._task_norms:
-            norm.select(task_id, create=True)
 
     def initialize_parameter_score(self, mode: str = "default") -> None:
         """Re-initialise every score in place.
@@ -196,11 +177,7 @@ class WSNMaskBackbone(CLBackbone):
     ) -> tuple[Masks | float, int]:
         """Stored masks (test) or the checked ``mask_percentage`` (train/validation), and the task."""
         owner = type(self).__name__
-        if stage not in STAGES:
-            raise ValueError(
-                f"{owner}: stage must be one of {', '.join(repr(s) for s in STAGES)}; got "
-                f"{stage!r}."
-            )
+        check_stage(stage, owner, required=True)
         if stage == "test":
             task_id = self.check_task_id_ready() if test_task_id is None else test_task_id
             return self.stored_mask(task_id), task_id
@@ -378,23 +355,17 @@ class WSNMaskBackbone(CLBackbone):
             # non-finite gradient of a used parameter stays NaN.
             torch._foreach_mul_(grads, free)
 
-    def capacity(self) -> float:
-        """Fraction of the masked parameters (weights and biases) used by any stored task."""
-        used = sum(int(m.count_nonzero()) for m in self.cumulative_masks.buffers())
-        total = sum(m.numel() for m in self.cumulative_masks.buffers())
-        return used / total
-
-    def layer_capacity(self) -> dict[str, float]:
-        """Per weighted layer, the fraction of its weights and biases used by any stored task."""
+    def _layer_usage(self) -> dict[str, tuple[int, int]]:
+        """Per weighted layer, its weights and biases used by some stored task, and all of them."""
         weight_mask, bias_mask = self.cumulative_mask()
-        capacity = {}
+        usage = {}
         for name, mask in weight_mask.items():
             used, total = int(mask.count_nonzero()), mask.numel()
             if name in bias_mask:
                 used += int(bias_mask[name].count_nonzero())
                 total += bias_mask[name].numel()
-            capacity[name] = used / total
-        return capacity
+            usage[name] = (used, total)
+        return usage
 
     # ------------------------------------------------------------------ forward
 
@@ -437,8 +408,7 @@ class WSNMaskBackbone(CLBackbone):
             RuntimeError: no task has been set up.
         """
         selection, task_id = self._select(stage, mask_percentage, test_task_id)
-        for norm in self._task_norms:
-            norm.select(task_id)
+        self._select_task_batch_norms(task_id)
         masks, self._forward_parameters = self._masks_and_parameters(selection)
         try:
             feature, activations = self._features(input)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-from torch import nn
-
-from clarena.backbones import MLP
-from clarena.backbones.layers import ActivationLayer
-from clarena.cl import CLMLP, resolve_batch_norm_mode
+from clarena.backbones import MLP, extends_arguments
+from clarena.cl import CLMLP
 from clarena.wsn.backbone import WSNMaskBackbone
 
 
@@ -22,26 +19,6 @@ class WSNMaskMLP(WSNMaskBackbone, CLMLP):
             ``batch_normalisation``.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        hidden_dims: Sequence[int],
-        output_dim: int,
-        activation_layer: ActivationLayer = nn.ReLU,
-        batch_normalization: str | bool | None = None,
-        bias: bool = True,
-        dropout: float | None = None,
-    ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        MLP.__init__(
-            self,
-            input_dim=input_dim,
-            hidden_dims=hidden_dims,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            dropout=dropout,
-        )
-        self._init_task_state()
-        self._init_wsn(mode)
+    @extends_arguments(MLP)
+    def __init__(self, *, batch_normalization: str | bool | None = None, **arguments: Any) -> None:
+        self._init_wsn(self._build_family(MLP, batch_normalization, arguments))

@@ -1,8 +1,10 @@
-"""Optimiser checks for WSN: settings that would move parameters frozen for earlier tasks."""
+"""WSN's optimiser check: :func:`clarena.cl.check_optimizer` with WSN's keyword and default."""
 
 from __future__ import annotations
 
 from torch.optim import Optimizer
+
+from clarena.cl.optim import check_optimizer as _check_optimizer
 
 
 def check_optimizer(optimizer: Optimizer, fresh: bool = False) -> None:
@@ -16,24 +18,11 @@ def check_optimizer(optimizer: Optimizer, fresh: bool = False) -> None:
 
     Args:
         optimizer: the optimiser about to train a task.
-        fresh: also require that the optimiser has not stepped yet (no state), as at task start.
+        fresh: also require that the optimiser has not stepped yet (no state), as at task start;
+            ``require_fresh`` of :func:`clarena.cl.check_optimizer`.
 
     Raises:
         ValueError: a parameter group has ``weight_decay > 0``, or ``fresh`` and the optimiser
             already holds state.
     """
-    for index, group in enumerate(optimizer.param_groups):
-        weight_decay = group.get("weight_decay", 0.0)
-        if weight_decay and weight_decay > 0:
-            raise ValueError(
-                f"WSN: {type(optimizer).__name__} parameter group {index} has "
-                f"weight_decay={weight_decay}; weight decay moves the parameters frozen for "
-                f"earlier tasks and breaks no-forgetting. Set weight_decay=0 (AdamW defaults to "
-                f"0.01)."
-            )
-    if fresh and any(optimizer.state.values()):
-        raise ValueError(
-            f"WSN: this {type(optimizer).__name__} already holds state (momentum / moment "
-            f"estimates) from earlier steps, which would move parameters frozen for earlier "
-            f"tasks; create a fresh optimiser for every task."
-        )
+    _check_optimizer(optimizer, require_fresh=fresh, owner="WSN")

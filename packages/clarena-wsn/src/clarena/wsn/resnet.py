@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
+from typing import Any
 
-from torch import nn
-
-from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
-from clarena.backbones.layers import ActivationLayer
-from clarena.cl import CLResNet, resolve_batch_norm_mode
+from clarena.backbones import extends_arguments
+from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.cl.resnet import CLResNet
 from clarena.wsn.backbone import WSNMaskBackbone
 
 
@@ -29,29 +27,11 @@ class WSNMaskResNet(WSNMaskBackbone, CLResNet):
             statistics are not carried over).
     """
 
+    @extends_arguments(ResNet)
     def __init__(
-        self,
-        input_channels: int = 3,
-        output_dim: int = 512,
-        activation_layer: ActivationLayer = nn.ReLU,
-        batch_normalization: str | bool | None = "independent",
-        bias: bool = False,
-        pretrained_weights: str | os.PathLike[str] | None = None,
-        small_input: bool = False,
+        self, *, batch_normalization: str | bool | None = "independent", **arguments: Any
     ) -> None:
-        mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        ResNet.__init__(
-            self,
-            input_channels=input_channels,
-            output_dim=output_dim,
-            activation_layer=activation_layer,
-            batch_normalization=mode is not None,
-            bias=bias,
-            pretrained_weights=pretrained_weights,
-            small_input=small_input,
-        )
-        self._init_task_state()
-        self._init_wsn(mode)
+        self._init_wsn(self._build_family(ResNet, batch_normalization, arguments))
 
 
 class WSNMaskResNet18(WSNMaskResNet, ResNet18):
@@ -72,3 +52,7 @@ class WSNMaskResNet101(WSNMaskResNet, ResNet101):
 
 class WSNMaskResNet152(WSNMaskResNet, ResNet152):
     """WSN-masked ResNet-152."""
+
+
+#: The published docs call the 50-layer ResNet "WSNMaskResNet52".
+WSNMaskResNet52 = WSNMaskResNet50
