@@ -390,7 +390,8 @@ def clarena_commands() -> list[tuple[str, list[str], str | None]]:
         expected = (
             _ERROR.fullmatch(snippet.directive)["message"] if kind(snippet) == "error" else None
         )
-        for offset, line in enumerate(snippet.code.splitlines(), start=1):
+        # A command continued over lines with a trailing backslash is one command line.
+        for offset, line in enumerate(snippet.code.replace("\\\n", " ").splitlines(), start=1):
             words = shlex.split(line, comments=True)
             if words[:1] == ["clarena"]:
                 commands.append((f"{snippet.page}:{snippet.line + offset}", words[1:], expected))
