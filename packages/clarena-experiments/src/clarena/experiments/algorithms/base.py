@@ -13,6 +13,7 @@ from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+from clarena.experiments.batch_norm import BatchNormStatistics
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -22,7 +23,7 @@ class CLConfigError(ValueError):
     """An algorithm was configured in a way it cannot work (e.g. HAT with CIL)."""
 
 
-class CLAlgorithm(ExactTestAccuracy):
+class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     """A continual-learning algorithm: a backbone, output heads and how they learn each task.
 
     The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
@@ -103,6 +104,10 @@ class CLAlgorithm(ExactTestAccuracy):
         """Run the backbone; returns the ``(batch, output_dim)`` feature and extra outputs."""
         feature, activations = self.backbone(input, stage=stage, task_id=task_id)
         return feature, {"activations": activations}
+
+    @override
+    def batch_norm_forward(self, batch: tuple[Tensor, Tensor]) -> None:
+        self.backbone_forward(batch[0], "validation", self.task_id)
 
     def targets(self, labels: Tensor, task_id: int) -> Tensor:
         """Task-local labels ``(batch,)`` as indices into the heads' logits."""

@@ -13,9 +13,10 @@ from clarena.backbones import Backbone
 from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+from clarena.experiments.batch_norm import BatchNormStatistics
 
 
-class _SupervisedAlgorithm(ExactTestAccuracy):
+class _SupervisedAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     """Shared optimiser set-up and exact test-accuracy counting of MTL and STL."""
 
     def __init__(
@@ -37,6 +38,10 @@ class _SupervisedAlgorithm(ExactTestAccuracy):
     def features(self, input: Tensor, stage: str) -> Tensor:
         """``(batch, output_dim)`` features of ``input``."""
         return self.backbone(input, stage=stage)[0]
+
+    @override
+    def batch_norm_forward(self, batch: tuple[Tensor, ...]) -> None:
+        self.features(batch[0], "validation")
 
     @override
     def configure_optimizers(self) -> Any:
