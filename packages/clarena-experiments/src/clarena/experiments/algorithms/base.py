@@ -138,7 +138,7 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
         logits, _ = self(input, "validation", self.task_id)
         targets = self.targets(labels, self.task_id)
         self.val_accuracy(logits, targets)
-        self.log(f"task_{self.task_id}/val/loss", F.cross_entropy(logits, targets))
+        self.log(f"task_{self.task_id}/val/loss", F.cross_entropy(logits, targets), sync_dist=True)
         self.log(f"task_{self.task_id}/val/acc", self.val_accuracy, prog_bar=True)
 
     @override

@@ -91,8 +91,9 @@ class JointLearning(_SupervisedAlgorithm):
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         input, labels, task_ids = batch
         logits = self(input, "validation", task_ids)
-        self.log("val/loss", F.cross_entropy(logits, labels))
-        self.log("val/acc", (logits.argmax(dim=1) == labels).float().mean(), prog_bar=True)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        self.log("val/acc", accuracy, prog_bar=True, sync_dist=True)
 
     @override
     def test_step(
@@ -146,7 +147,7 @@ class SingleLearning(_SupervisedAlgorithm):
         input, labels = batch
         logits = self(input, "validation")
         self.val_accuracy(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels))
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
         self.log("val/acc", self.val_accuracy, prog_bar=True)
 
     @override

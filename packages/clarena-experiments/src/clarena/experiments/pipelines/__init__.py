@@ -15,6 +15,7 @@ from clarena.experiments.pipelines.supervised import (
     run_stl_evaluation,
     run_stl_experiment,
 )
+from clarena.experiments.quiet import silence_known_warnings
 
 #: Pipeline name (the ``pipeline:`` config key) -> function running it.
 PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
@@ -39,6 +40,7 @@ def run_pipeline(cfg: DictConfig) -> Any:
             f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
             f"with experiment=<name> (e.g. experiment=example_clmain_train)."
         )
+    silence_known_warnings()
     return PIPELINES[name](cfg)
 
 
