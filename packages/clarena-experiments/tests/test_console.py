@@ -89,6 +89,12 @@ def test_known_noise_warnings_are_silenced_and_others_kept() -> None:
             FutureWarning,
             stacklevel=1,
         )
+        warnings.warn(
+            "torch.distributed.nn.functional.all_gather is deprecated, use "
+            "torch.distributed._functional_collectives.all_gather_single instead.",
+            FutureWarning,
+            stacklevel=1,
+        )
         warnings.warn("your config does something odd", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["your config does something odd"]
 

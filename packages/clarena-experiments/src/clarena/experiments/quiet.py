@@ -12,6 +12,9 @@ import warnings
 KNOWN_NOISE: tuple[tuple[str, type[Warning]], ...] = (
     # Lightning 2.6 calls a torch pytree API that torch deprecated; nothing a user can change.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning),
+    # Lightning's DDP all_gather (the rank checks after each task) calls a deprecated torch
+    # collective.
+    (r"torch\.distributed\.nn\.functional\.all_gather is deprecated", FutureWarning),
 )
 
 
