@@ -8,10 +8,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import TaskBatchNorm
-from clarena.experiments.batch_norm import recompute_batch_norm_statistics
+from clarena.experiments.batch_norm import BatchNormStatistics, recompute_batch_norm_statistics
+
+
+class _Normalised(BatchNormStatistics):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+
+    def batch_norm_forward(self, batch: list[torch.Tensor]) -> None:
+        self.net(batch[0])
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.net(batch[0]).pow(2).mean()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.5)
 
 
 def test_statistics_become_the_exact_averages_over_the_batches_and_modes_are_restored() -> None:
@@ -41,6 +58,31 @@ def test_only_the_batch_norms_the_forward_runs_are_recomputed() -> None:
     for name, value in norms.norms["1"].state_dict().items():
         assert torch.equal(value, task_1[name]), name
     assert norms.norms["2"].running_mean.min() > 3.0
+
+
+@pytest.mark.parametrize("limit_val_batches", [0, 1])
+def test_a_fit_ends_with_the_statistics_of_its_final_weights(limit_val_batches: int) -> None:
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(40, 3) * 2 + 1)
+    module = _Normalised()
+    trainer = Trainer(
+        max_epochs=2,
+        limit_val_batches=limit_val_batches,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data))
+    with torch.no_grad():
+        outputs = [module.net[0](inputs) for (inputs,) in DataLoader(data, batch_size=8)]
+    norm = module.net[1]
+    torch.testing.assert_close(
+        norm.running_mean, torch.stack([out.mean(dim=0) for out in outputs]).mean(dim=0)
+    )
+    torch.testing.assert_close(
+        norm.running_var, torch.stack([out.var(dim=0) for out in outputs]).mean(dim=0)
+    )
 
 
 @pytest.mark.slow

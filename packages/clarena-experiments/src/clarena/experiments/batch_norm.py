@@ -101,6 +101,11 @@ class BatchNormStatistics(LightningModule):
         raise NotImplementedError
 
     @override
+    def on_train_start(self) -> None:
+        # Each fit (one per task) counts its steps from 0 again.
+        self._statistics_step = None
+
+    @override
     def on_validation_start(self) -> None:
         if self.trainer.state.fn == TrainerFn.FITTING:
             self._recompute_statistics()
