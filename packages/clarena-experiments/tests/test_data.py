@@ -145,3 +145,19 @@ def test_stl_task_id_must_be_a_task() -> None:
         STLDataModule(task_id=0)
     with pytest.raises(ValueError, match=r"has tasks 1\.\.5; got task 6"):
         STLDataModule(task_id=6, sequence="split", num_tasks=5).num_classes(6)
+
+
+def test_a_one_sample_last_training_batch_is_dropped_and_evaluation_keeps_every_sample() -> None:
+    # 1294 training digits = 3 x 431 + 1: the last batch would hold one sample, which batch
+    # norm cannot train on.
+    data = CLDataModule(num_tasks=1, batch_size=431, eval_batch_size=431)
+    data.setup_task_id(1)
+    train = data.train_dataloader()
+    assert len(train.dataset) % 431 == 1
+    assert [len(labels) for _, labels in train] == [431, 431, 431]
+    for loader in (data.val_dataloader(), data.test_dataloader()):
+        assert sum(len(labels) for _, labels in loader) == len(loader.dataset)
+    # Any other incomplete last batch is kept.
+    data = CLDataModule(num_tasks=1, batch_size=430)
+    data.setup_task_id(1)
+    assert [len(labels) for _, labels in data.train_dataloader()] == [430, 430, 430, 4]

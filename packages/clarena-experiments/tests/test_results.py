@@ -31,3 +31,29 @@ def test_plots_are_png_files(tmp_path: Path) -> None:
     results.plot_average_accuracy(tmp_path / "a.png", ROWS)
     for name in ("m.png", "a.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_name_the_run_and_numbers_on_dark_cells_are_white(tmp_path: Path) -> None:
+    title = results.run_title(
+        "Finetuning", "clarena.backbones.CLResNet18", {"sequence": "split", "source": "digits"}
+    )
+    assert title == "Finetuning · CLResNet18 · split digits"
+    rows = {1: {1: 0.95}, 2: {1: 0.10, 2: 0.90}}
+    figure = results.plot_accuracy_matrix(tmp_path / "matrix.png", rows, [1, 2], title=title)
+    axes = figure.axes[0]
+    assert axes.get_title() == title
+    colors = {text.get_text(): text.get_color() for text in axes.texts}
+    assert colors == {"0.95": "white", "0.10": "black", "0.90": "white"}
+    average = results.plot_average_accuracy(tmp_path / "average.png", rows, title=title)
+    assert average.axes[0].get_title() == title
+
+
+def test_a_one_row_average_accuracy_plot_is_a_labelled_bar(tmp_path: Path) -> None:
+    from matplotlib.patches import Rectangle
+
+    figure = results.plot_average_accuracy(tmp_path / "one.png", {3: {1: 0.5, 2: 1.0}})
+    axes = figure.axes[0]
+    bars = [patch for patch in axes.patches if isinstance(patch, Rectangle)]
+    assert [(bar.get_x() + bar.get_width() / 2, bar.get_height()) for bar in bars] == [(3, 0.75)]
+    assert [text.get_text() for text in axes.texts] == ["0.7500"]
+    assert not axes.lines

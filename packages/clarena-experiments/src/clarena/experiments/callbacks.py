@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import (
+    BatchesProcessedColumn,
+    CustomBarColumn,
+)
+from rich.progress import TextColumn
 from typing_extensions import override
 
 
@@ -47,3 +53,51 @@ class StepTimer(Callback):
         total["training_steps"] += self.steps
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(total) + "\n")
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar in 80 columns: ``Task 2 epoch 3/4``, a short bar, batches
+    done, then ``loss``, ``acc`` and ``val_acc`` (no logger version ``v_num``).
+
+    Logged names such as ``task_2/train/loss`` are shown by their last parts (``loss``,
+    ``val_acc``); the full names stay in the loggers.
+    """
+
+    @override
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return {short_metric_name(name): value for name, value in metrics.items()}
+
+    @override
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = f"epoch {current_epoch}"
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            description += f"/{self.trainer.max_epochs - 1}"
+        task_id = getattr(self.trainer.lightning_module, "task_id", None)
+        if isinstance(task_id, int):
+            return f"Task {task_id} {description}"
+        return description[0].upper() + description[1:]
+
+    @override
+    def configure_columns(self, trainer: Trainer) -> list:
+        return [
+            TextColumn("[progress.description]{task.description}"),
+            CustomBarColumn(
+                bar_width=10,
+                complete_style=self.theme.progress_bar,
+                finished_style=self.theme.progress_bar_finished,
+                pulse_style=self.theme.progress_bar_pulse,
+            ),
+            BatchesProcessedColumn(style=self.theme.batch_progress),
+        ]
+
+
+def short_metric_name(name: str) -> str:
+    """``task_2/train/loss`` -> ``loss``, ``task_2/val/acc`` -> ``val_acc``, ``val/acc`` -> ``val_acc``."""
+    parts = [
+        part
+        for part in name.split("/")
+        if part != "train" and not (part.startswith("task_") and part[5:].isdigit())
+    ]
+    return "_".join(parts) or name

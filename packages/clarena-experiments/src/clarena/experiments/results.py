@@ -115,40 +115,87 @@ def write_json(path: Path, content: Mapping[str, object]) -> None:
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 
-def plot_accuracy_matrix(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) -> None:
-    """Heat map of the accuracy matrix (trained task x tested task), values annotated."""
+def run_title(algorithm: str, backbone: str, dataset: Mapping[str, object]) -> str:
+    """Plot title naming the run: ``Finetuning · CLResNet18 · split digits``.
+
+    Args:
+        algorithm: the algorithm's class name.
+        backbone: the backbone's class name or ``_target_`` (the last dotted part is shown).
+        dataset: the dataset config; its ``sequence`` and ``source`` name it.
+    """
+    name = " ".join(str(dataset[key]) for key in ("sequence", "source") if dataset.get(key))
+    return " · ".join(part for part in (algorithm, backbone.rsplit(".", 1)[-1], name) if part)
+
+
+def plot_accuracy_matrix(
+    path: Path, rows: AccuracyRows, task_ids: Sequence[int], title: str | None = None
+) -> plt.Figure:
+    """Heat map of the accuracy matrix (trained task x tested task), values annotated.
+
+    Values are written in white on dark cells, black on light ones. Returns the saved (closed)
+    figure.
+    """
     trained = list(rows)
-    figure, axes = plt.subplots(figsize=(1.0 + 0.7 * len(task_ids), 1.0 + 0.6 * len(trained)))
+    figure, axes = plt.subplots(figsize=(2.5 + 0.7 * len(task_ids), 1.6 + 0.6 * len(trained)))
     grid = [[rows[i].get(j, float("nan")) for j in task_ids] for i in trained]
-    image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap="Greens")
+    colormap = plt.get_cmap("Greens")
+    image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap=colormap)
     for r, row in enumerate(grid):
         for c, value in enumerate(row):
             if value == value:
-                axes.text(c, r, f"{value:.2f}", ha="center", va="center", fontsize=8)
+                axes.text(
+                    c,
+                    r,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if _is_dark(colormap(value)) else "black",
+                )
     axes.set_xticks(range(len(task_ids)), [str(t) for t in task_ids])
     axes.set_yticks(range(len(trained)), [str(t) for t in trained])
     axes.set_xlabel("test on task")
     axes.set_ylabel("after training task")
+    if title:
+        axes.set_title(title, fontsize=9)
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
-    _save(figure, path)
+    return _save(figure, path)
 
 
-def plot_average_accuracy(path: Path, rows: AccuracyRows) -> None:
-    """Average accuracy over seen tasks after each trained task."""
+def plot_average_accuracy(path: Path, rows: AccuracyRows, title: str | None = None) -> plt.Figure:
+    """Average accuracy over seen tasks after each trained task.
+
+    A line with markers; a single row (an evaluation, or one trained task) is a labelled bar,
+    since one marker alone is easy to miss. Returns the saved (closed) figure.
+    """
     trained = list(rows)
+    averages = [average(rows[t]) for t in trained]
     figure, axes = plt.subplots(figsize=(4.5, 3.2))
-    axes.plot(trained, [average(rows[t]) for t in trained], marker="o")
+    if len(trained) == 1:
+        bars = axes.bar(trained, averages, width=0.5)
+        axes.bar_label(bars, fmt="%.4f")
+    else:
+        axes.plot(trained, averages, marker="o")
     axes.set_xticks(trained)
-    axes.set_ylim(0.0, 1.0)
+    axes.set_ylim(0.0, 1.05)
     axes.set_xlabel("after training task")
     axes.set_ylabel("average accuracy")
+    if title:
+        axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    _save(figure, path)
+    return _save(figure, path)
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
+def _is_dark(rgba: tuple[float, float, float, float]) -> bool:
+    """Whether a colour is dark (relative luminance below one half)."""
+    red, green, blue = rgba[:3]
+    return 0.2126 * red + 0.7152 * green + 0.0722 * blue < 0.5
+
+
+def _save(figure: plt.Figure, path: Path) -> plt.Figure:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
+    return figure

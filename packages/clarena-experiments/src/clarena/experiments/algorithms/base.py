@@ -14,6 +14,7 @@ from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
 from clarena.hat import HATMaskBackbone
 from clarena.wsn import WSNMaskBackbone
@@ -29,7 +30,7 @@ MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
 }
 
 
-class CLAlgorithm(ExactTestAccuracy):
+class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     """A continual-learning algorithm: a backbone, output heads and how they learn each task.
 
     The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
@@ -124,6 +125,10 @@ class CLAlgorithm(ExactTestAccuracy):
         feature, activations = self.backbone(input, stage=stage, task_id=task_id)
         return feature, {"activations": activations}
 
+    @override
+    def batch_norm_forward(self, batch: tuple[Tensor, Tensor]) -> None:
+        self.backbone_forward(batch[0], "validation", self.task_id)
+
     def targets(self, labels: Tensor, task_id: int) -> Tensor:
         """Task-local labels ``(batch,)`` as indices into the heads' logits."""
         return labels + self.heads.class_offset(task_id) if self.cil else labels
@@ -153,7 +158,7 @@ class CLAlgorithm(ExactTestAccuracy):
         logits, _ = self(input, "validation", self.task_id)
         targets = self.targets(labels, self.task_id)
         self.val_accuracy(logits, targets)
-        self.log(f"task_{self.task_id}/val/loss", F.cross_entropy(logits, targets))
+        self.log(f"task_{self.task_id}/val/loss", F.cross_entropy(logits, targets), sync_dist=True)
         self.log(f"task_{self.task_id}/val/acc", self.val_accuracy, prog_bar=True)
 
     @override

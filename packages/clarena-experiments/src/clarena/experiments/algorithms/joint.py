@@ -13,9 +13,10 @@ from clarena.backbones import Backbone
 from clarena.cl import CLBackbone, HeadsMTL, HeadSTL
 from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+from clarena.experiments.batch_norm import BatchNormStatistics
 
 
-class _SupervisedAlgorithm(ExactTestAccuracy):
+class _SupervisedAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     """Shared optimiser set-up and exact test-accuracy counting of MTL and STL."""
 
     def __init__(
@@ -45,6 +46,10 @@ class _SupervisedAlgorithm(ExactTestAccuracy):
     def features(self, input: Tensor, stage: str) -> Tensor:
         """``(batch, output_dim)`` features of ``input``."""
         return self.backbone(input, stage=stage)[0]
+
+    @override
+    def batch_norm_forward(self, batch: tuple[Tensor, ...]) -> None:
+        self.features(batch[0], "validation")
 
     @override
     def configure_optimizers(self) -> Any:
@@ -94,8 +99,9 @@ class JointLearning(_SupervisedAlgorithm):
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor], batch_idx: int) -> None:
         input, labels, task_ids = batch
         logits = self(input, "validation", task_ids)
-        self.log("val/loss", F.cross_entropy(logits, labels))
-        self.log("val/acc", (logits.argmax(dim=1) == labels).float().mean(), prog_bar=True)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        self.log("val/acc", accuracy, prog_bar=True, sync_dist=True)
 
     @override
     def test_step(
@@ -149,7 +155,7 @@ class SingleLearning(_SupervisedAlgorithm):
         input, labels = batch
         logits = self(input, "validation")
         self.val_accuracy(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels))
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
         self.log("val/acc", self.val_accuracy, prog_bar=True)
 
     @override

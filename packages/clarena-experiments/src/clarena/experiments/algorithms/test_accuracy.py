@@ -34,4 +34,5 @@ class ExactTestAccuracy(LightningModule):
             task_id: correct / total for task_id, (correct, total) in self._test_counts.items()
         }
         for task_id, accuracy in self.test_accuracy.items():
-            self.log(f"test/acc_on_task_{task_id}", accuracy)
+            # Equal on every rank (each tests the whole set): syncing keeps the value.
+            self.log(f"test/acc_on_task_{task_id}", accuracy, sync_dist=True)

@@ -198,10 +198,14 @@ class _SequenceDataModule(LightningDataModule):
         return self.sequence.num_classes(task_id)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        batch_size = self.batch_size if train else self.eval_batch_size
         return DataLoader(
             dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             shuffle=train,
+            # A last training batch of one sample would stop batch norm ("Expected more than 1
+            # value per channel"); it is dropped. Evaluation keeps every sample.
+            drop_last=train and len(dataset) % batch_size == 1,
             num_workers=self.num_workers,
             collate_fn=self.train_transform if train else self.eval_transform,
             persistent_workers=self.num_workers > 0,

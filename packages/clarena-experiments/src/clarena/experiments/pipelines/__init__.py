@@ -15,6 +15,7 @@ from clarena.experiments.pipelines.supervised import (
     run_stl_evaluation,
     run_stl_experiment,
 )
+from clarena.experiments.quiet import silence_known_warnings
 from clarena.experiments.run_lock import claim_run_dir
 from clarena.experiments.run_log import log_config_summary, warnings_to_log
 
@@ -45,6 +46,7 @@ def run_pipeline(cfg: DictConfig) -> Any:
             f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
             f"with experiment=<name> (e.g. experiment=example_clmain_train)."
         )
+    silence_known_warnings()
     run_dir = output_dir(cfg)
     with claim_run_dir(run_dir, cfg), warnings_to_log():
         log_config_summary(cfg, run_dir)

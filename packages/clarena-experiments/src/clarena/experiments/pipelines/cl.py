@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments import config_checks, results
@@ -102,10 +102,17 @@ def write_results(
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
+    title = results.run_title(
+        extra["algorithm"],
+        OmegaConf.select(cfg, "backbone._target_", default=""),
+        cfg.get("cl_dataset") or {},
+    )
     if metrics.get("accuracy_matrix_plot"):
-        results.plot_accuracy_matrix(run_dir / metrics.accuracy_matrix_plot, rows, task_ids)
+        results.plot_accuracy_matrix(
+            run_dir / metrics.accuracy_matrix_plot, rows, task_ids, title=title
+        )
     if metrics.get("average_accuracy_plot"):
-        results.plot_average_accuracy(run_dir / metrics.average_accuracy_plot, rows)
+        results.plot_average_accuracy(run_dir / metrics.average_accuracy_plot, rows, title=title)
     if metrics.get("summary"):
         results.write_json(run_dir / metrics.summary, results.summary(rows, extra))
 
@@ -186,7 +193,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         log.info("saved the model to %s", model_path)
     last = rows[tasks[-1]]
     print_table(
-        f"CL main experiment ({type(algorithm).__name__}, {cfg.cl_paradigm}) - results in {run_dir}",
+        f"CL main experiment ({type(algorithm).__name__}, {cfg.cl_paradigm})",
         ["tasks", "average accuracy", "BWT", "forgetting"],
         [
             str(len(tasks)),
@@ -194,6 +201,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
             _fmt(results.backward_transfer(rows)),
             _fmt(results.forgetting(rows)),
         ],
+        [f"Results in {run_dir}"],
     )
     return rows
 
@@ -311,9 +319,10 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
         },
     )
     print_table(
-        f"CL main evaluation of {cfg.model_path} - results in {run_dir}",
+        "CL main evaluation",
         ["tasks", "average accuracy"],
         [str(len(tasks)), f"{results.average(accuracies):.4f}"],
+        [f"Model {cfg.model_path}", f"Results in {run_dir}"],
     )
     return accuracies
 

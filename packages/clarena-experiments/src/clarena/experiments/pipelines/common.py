@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return model_file.read(path, f"model_path '{path}'")
 
 
-def print_table(title: str, header: list[str], row: list[str]) -> None:
-    """Print a one-row result table."""
+def print_table(title: str, header: list[str], row: list[str], lines: Sequence[str] = ()) -> None:
+    """Print a one-row result table, then each of ``lines`` (e.g. the output path) whole.
+
+    ``lines`` are never wrapped, so a path stays one piece to copy even when it is wider than
+    the terminal.
+    """
+    console = Console()
     table = Table(title=title)
     for name in header:
         table.add_column(name, justify="right")
     table.add_row(*row)
-    Console().print(table)
+    console.print(table)
+    for line in lines:
+        console.print(line, soft_wrap=True, markup=False, highlight=False)

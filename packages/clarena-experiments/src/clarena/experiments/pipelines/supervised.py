@@ -125,9 +125,10 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         save_checkpoint(model_path, cfg, algorithm.state_dict())
         log.info("saved the model to %s", model_path)
     print_table(
-        f"{kind.upper()} experiment ({type(algorithm).__name__}) - results in {run_dir}",
+        f"{kind.upper()} experiment ({type(algorithm).__name__})",
         ["tasks", "average accuracy"],
         [str(len(accuracies)), f"{results.average(accuracies):.4f}"],
+        [f"Results in {run_dir}"],
     )
     return accuracies
 
@@ -155,9 +156,10 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         return accuracies
     _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)})
     print_table(
-        f"{kind.upper()} evaluation of {cfg.model_path} - results in {run_dir}",
+        f"{kind.upper()} evaluation",
         ["tasks", "average accuracy"],
         [str(len(accuracies)), f"{results.average(accuracies):.4f}"],
+        [f"Model {cfg.model_path}", f"Results in {run_dir}"],
     )
     return accuracies
 
