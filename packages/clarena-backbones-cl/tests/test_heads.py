@@ -301,3 +301,24 @@ def test_stl_survives_reload_into_a_fresh_instance():
     fresh = reload(head, HeadSTL(input_dim=6, num_classes=4))
     feature = torch.randn(3, 6)
     assert torch.equal(fresh(feature), head(feature))
+
+
+@pytest.mark.parametrize("heads_class", [HeadsTIL, HeadsCIL])
+def test_new_heads_follow_the_modules_dtype(heads_class):
+    heads = heads_class(6).double()
+    heads.setup_task_id(1, 3)
+    heads.setup_task_id(2, 4)
+    assert {p.dtype for p in heads.parameters()} == {torch.float64}
+    assert heads(torch.randn(5, 6, dtype=torch.float64), 2).dtype == torch.float64
+    assert list(heads.state_dict()) == [
+        f"heads.{t}.{kind}" for t in (1, 2) for kind in ("weight", "bias")
+    ]
+
+
+def test_reloaded_heads_follow_the_modules_dtype():
+    saved = HeadsTIL(6)
+    saved.setup_task_id(1, 3)
+    fresh = HeadsTIL(6).double()
+    fresh.load_state_dict(saved.state_dict())
+    assert fresh.heads["1"].weight.dtype == torch.float64
+    assert torch.equal(fresh.heads["1"].weight, saved.heads["1"].weight.double())

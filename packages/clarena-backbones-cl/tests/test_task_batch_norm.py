@@ -199,3 +199,31 @@ def test_reload_into_a_fresh_converted_module_restores_every_task():
             assert torch.equal(
                 fresh(x, stage="test", task_id=task_id)[0], mlp(x, stage="test", task_id=task_id)[0]
             )
+
+
+@pytest.mark.parametrize("first_task_before_conversion", [False, True])
+def test_new_task_batch_norm_follows_the_modules_dtype(first_task_before_conversion):
+    mlp = make_converted_mlp()
+    if first_task_before_conversion:
+        mlp.setup_task_id(1)
+        select_task_batch_norm(mlp, 1, create=True)
+    mlp.double()
+    mlp.setup_task_id(2)
+    select_task_batch_norm(mlp, 2, create=True)
+    feature, _ = mlp(torch.randn(6, 10, dtype=torch.float64), stage="train")
+    feature.sum().backward()
+    for norm in task_norms(mlp):
+        assert norm.norms["2"].weight.dtype == torch.float64
+        assert norm.norms["2"].running_mean.dtype == torch.float64
+        assert norm.norms["2"].num_batches_tracked.dtype == torch.int64
+
+
+def test_reloaded_task_batch_norms_follow_the_modules_dtype():
+    mlp = make_converted_mlp()
+    mlp.setup_task_id(1)
+    select_task_batch_norm(mlp, 1, create=True)
+    fresh = make_converted_mlp().double()
+    fresh.load_state_dict(mlp.state_dict())
+    for norm in task_norms(fresh):
+        assert norm.norms["1"].weight.dtype == torch.float64
+        assert "_placement" not in norm.state_dict()

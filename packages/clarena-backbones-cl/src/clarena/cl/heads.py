@@ -5,7 +5,8 @@
 - :class:`HeadsMTL`: multi-task learning, one head per task, any task mix in a batch.
 - :class:`HeadSTL`: single-task learning, one linear head.
 
-Per-task heads are created as tasks arrive; ``load_state_dict`` recreates them from the saved
+Per-task heads are created as tasks arrive, on the heads' current device and in their current
+dtype (after ``.to()``, ``.double()`` ...); ``load_state_dict`` recreates them from the saved
 weights, so a fresh instance reloads every task's head.
 """
 
@@ -34,6 +35,9 @@ class _PerTaskHeads(nn.Module):
             )
         self.input_dim: int = input_dim
         self.heads = nn.ModuleDict()
+        # Empty and not saved: it follows .to()/.double() even before the first head exists, so
+        # new heads are built where and in the dtype the module now is.
+        self.register_buffer("_placement", torch.empty(0), persistent=False)
 
     @property
     def task_ids(self) -> list[int]:
@@ -59,7 +63,10 @@ class _PerTaskHeads(nn.Module):
                     f"{self.heads[key].out_features} classes; got num_classes={num_classes}."
                 )
             return
-        self.heads[key] = nn.Linear(self.input_dim, num_classes)
+        placement = self.get_buffer("_placement")
+        self.heads[key] = nn.Linear(
+            self.input_dim, num_classes, device=placement.device, dtype=placement.dtype
+        )
 
     def _head(self, task_id: int) -> nn.Linear:
         key = str(task_id)
@@ -85,8 +92,12 @@ class _PerTaskHeads(nn.Module):
             if key.startswith(marker) and key.endswith(".weight"):
                 task_key = key[len(marker) : -len(".weight")]
                 if task_key not in self.heads:
+                    placement = self.get_buffer("_placement")
                     self.heads[task_key] = nn.Linear(
-                        value.shape[1], value.shape[0], device=value.device, dtype=value.dtype
+                        value.shape[1],
+                        value.shape[0],
+                        device=placement.device,
+                        dtype=placement.dtype,
                     )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 BatchNormMode = Literal["shared", "independent"] | None
@@ -46,7 +47,8 @@ def resolve_batch_norm_mode(value: object, owner: str) -> BatchNormMode:
 class TaskBatchNorm(nn.Module):
     """One batch norm per task, of the same kind and width as the one it replaces.
 
-    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``.
+    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``
+    on the module's current device and in its current dtype (after ``.to()``, ``.double()`` ...).
 
     Args:
         template: the batch-norm module being made per task (``BatchNorm1d`` or ``BatchNorm2d``).
@@ -64,6 +66,11 @@ class TaskBatchNorm(nn.Module):
         }
         self.norms = nn.ModuleDict()
         self.active_task: int | None = None
+        # Empty and not saved: it follows .to()/.double() even before any task's batch norm
+        # exists, so new ones are built where and in the dtype the module now is.
+        floating = [t for t in template.state_dict().values() if t.is_floating_point()]
+        placement = floating[0].new_empty(0) if floating else torch.empty(0)
+        self.register_buffer("_placement", placement, persistent=False)
 
     def select(self, task_id: int, create: bool = False) -> None:
         """Use task ``task_id``'s batch norm; create it first if ``create``.
@@ -78,11 +85,12 @@ class TaskBatchNorm(nn.Module):
                     f"TaskBatchNorm: task {task_id} has no batch norm (tasks: "
                     f"{list(self.norms)}); it was never trained."
                 )
-            reference = next(iter(self.parameters()), None)
-            self.norms[key] = self._kind(**self._options).to(
-                device=reference.device if reference is not None else None
-            )
+            self.norms[key] = self._new_norm()
         self.active_task = task_id
+
+    def _new_norm(self) -> nn.modules.batchnorm._BatchNorm:
+        placement = self.get_buffer("_placement")
+        return self._kind(**self._options, device=placement.device, dtype=placement.dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalise with the active task's batch norm; shape unchanged."""
@@ -98,7 +106,7 @@ class TaskBatchNorm(nn.Module):
             if key.startswith(marker):
                 task_key = key[len(marker) :].split(".", 1)[0]
                 if task_key not in self.norms:
-                    self.norms[task_key] = self._kind(**self._options)
+                    self.norms[task_key] = self._new_norm()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 

@@ -2,8 +2,8 @@
 
 Under DDP every rank runs the whole pipeline. Lightning's DDP wrapper broadcasts rank 0's
 parameters and buffers when each task's fit starts and all-reduces the gradients during
-``backward``, before ``on_after_backward`` runs, so HAT/WSN gradient conditioning acts on the
-reduced gradients and every rank takes the same step. Masks, embeddings, scores and per-task
+``backward`` (of the last micro-batch, when accumulating), before ``on_before_optimizer_step``
+runs, so HAT/WSN gradient conditioning acts on the reduced gradients and every rank takes the same step. Masks, embeddings, scores and per-task
 batch norm are registered parameters/buffers, so they stay equal on every rank;
 :func:`check_ranks_agree` verifies that after each task.
 """

@@ -35,6 +35,7 @@ from clarena.hat.measures import (
 )
 from clarena.hat.mechanics import (
     adahat_condition_gradients,
+    check_adahat_optimizer,
     check_optimizer,
     clamp_task_embedding,
     compensate_embedding_gradients,
@@ -81,6 +82,7 @@ __all__ = [
     "__version__",
     "adahat_condition_gradients",
     "annealed_scale",
+    "check_adahat_optimizer",
     "check_optimizer",
     "clamp_task_embedding",
     "compensate_embedding_gradients",

@@ -7,13 +7,16 @@ A training step of task ``t`` with :class:`~clarena.hat.HATMaskBackbone` ``backb
                                 num_batches=num_batches)
     loss = criterion(heads(feature, t), y)
     loss = loss + reg_factor * sparsity_regularization(mask, backbone.cumulative_mask())
-    loss.backward()
+    loss.backward()                                # every micro-batch, if accumulating
+    # once per optimiser step, on the accumulated (and unscaled) gradient:
     condition_gradients(backbone)                  # HAT; or adahat_condition_gradients(...)
     compensate_embedding_gradients(backbone, s, s_max)
     optimizer.step()
     clamp_task_embedding(backbone)
 
-Before the task: ``backbone.setup_task_id(t)``, a new optimiser, :func:`check_optimizer`.
+With gradient accumulation, ``batch_idx`` and ``num_batches`` count optimiser steps, so all
+micro-batches of a step share ``s``. Before the task: ``backbone.setup_task_id(t)``, a new
+optimiser, :func:`check_optimizer` (and :func:`check_adahat_optimizer` for AdaHAT).
 After it: ``backbone.store_mask()``.
 """
 
@@ -34,6 +37,7 @@ _T = TypeVar("_T")
 __all__ = [
     "adahat_condition_gradients",
     "annealed_scale",
+    "check_adahat_optimizer",
     "check_optimizer",
     "clamp_task_embedding",
     "compensate_embedding_gradients",
@@ -72,6 +76,38 @@ def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True
             f"{type(optimizer).__name__} already holds state (momentum or Adam moments) from "
             f"earlier steps, which would move weights used by earlier tasks; create a new "
             f"optimiser for each task."
+        )
+
+
+# Optimisers whose update is linear in the gradient, so a constant gradient factor survives.
+_LINEAR_OPTIMIZERS: tuple[type[torch.optim.Optimizer], ...] = (torch.optim.SGD,)
+
+
+def check_adahat_optimizer(
+    optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer, owner: str = "AdaHAT"
+) -> None:
+    """Refuse an optimiser that would cancel AdaHAT's soft gradient factor.
+
+    AdaHAT multiplies a protected parameter's gradient by a factor ``0 < f < 1`` that stays the
+    same from step to step. Adaptive optimisers (Adam, AdamW, RMSprop, Adagrad, Adadelta, NAdam,
+    RAdam, Adamax, Rprop ...) divide the update by a running scale of the gradient, so the factor
+    cancels, ``(f m) / sqrt(f^2 v) = m / sqrt(v)``, and the protected parameters move as freely as
+    the others. Only SGD (with or without momentum) keeps the factor; HAT's hard 0/1 factor is not
+    affected, so :func:`check_optimizer` alone suffices for HAT.
+
+    Args:
+        optimizer: the optimiser, or its class (to check a configuration before training).
+        owner: the algorithm named in the error.
+
+    Raises:
+        ValueError: the optimiser is not SGD (or a subclass of it).
+    """
+    kind = optimizer if isinstance(optimizer, type) else type(optimizer)
+    if not issubclass(kind, _LINEAR_OPTIMIZERS):
+        raise ValueError(
+            f"{owner} cannot protect earlier tasks with {kind.__name__}: an adaptive optimiser "
+            f"divides each update by the gradient's running scale, which cancels {owner}'s soft "
+            f"gradient factor. Use torch.optim.SGD (optimizer=sgd)."
         )
 
 
@@ -158,7 +194,8 @@ def condition_gradients(backbone: HATMaskBackbone) -> None:
     The gradient of the weight between output unit ``i`` and input unit ``j`` is multiplied by
     ``1 - min(a^{<t}_i, a^{<t}_j)``, a bias's and a shared batch norm's affine parameters by
     ``1 - a^{<t}_i``; other tasks' independent batch norms get zero gradient. Call after
-    ``backward()`` and before ``optimizer.step()``.
+    ``backward()`` and before ``optimizer.step()``, once per optimiser step (after all
+    micro-batches of an accumulated step).
 
     Raises:
         RuntimeError: the backbone has a trainable parameter no mask covers.
@@ -233,7 +270,9 @@ def adahat_condition_gradients(
     R_l)``; ``m_agg`` is the parameter-wise aggregation of the output- and input-unit summative
     masks (raw input units count as used by every earlier task). Parameters no earlier task used
     keep their full gradient; the others move a little, so AdaHAT trades some forgetting for
-    plasticity. Call after ``backward()`` and before ``optimizer.step()``.
+    plasticity. Call once per optimiser step, after ``backward()`` (and after all micro-batches
+    of an accumulated step) and before ``optimizer.step()``; train with SGD
+    (:func:`check_adahat_optimizer`): adaptive optimisers cancel the factor.
 
     Args:
         backbone: the HAT backbone.
@@ -277,7 +316,9 @@ def compensate_embedding_gradients(
 
     Multiplies each task embedding's gradient by
     ``s_max (cosh(clamp(s e, -thr, thr)) + 1) / (s (cosh(e) + 1))``, so the embedding learns as if
-    the gate were always at ``s_max``. Call after ``backward()``.
+    the gate were always at ``s_max``. Call after ``backward()``, once per optimiser step: the
+    factor multiplies the whole accumulated gradient, so every micro-batch of the step must have
+    used the same ``s``.
 
     Args:
         backbone: the HAT backbone.

@@ -333,7 +333,8 @@ class WSNMaskBackbone(CLBackbone):
     def freeze_used_parameter_gradients(self) -> None:
         """Zero the gradients of the weights and biases that stored tasks use.
 
-        Call after ``backward()`` and before ``optimizer.step()`` in every training step; with a
+        Call after ``backward()`` and before ``optimizer.step()``, once per optimiser step (after
+        all micro-batches of an accumulated step, and after unscaling); with a
         fresh optimiser per task and no weight decay, this keeps every stored task's parameters,
         hence its test outputs, exactly unchanged (for finite gradients: a NaN or infinite
         gradient times 0 is NaN, and such a run has diverged anyway).

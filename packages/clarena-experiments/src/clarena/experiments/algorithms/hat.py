@@ -4,18 +4,25 @@ The mask mechanics live in :mod:`clarena.hat.mechanics`; this module only calls 
 right points of Lightning's training loop:
 
 - ``training_step``: annealed mask forward, cross-entropy + sparsity regulariser;
-- ``on_after_backward``: gradient conditioning (hard for HAT, soft for AdaHAT), then embedding
-  gradient compensation;
-- ``on_train_batch_end`` (after the optimiser step): clamp the task embedding;
+- ``on_before_optimizer_step`` (once per optimiser step, after gradient accumulation and
+  mixed-precision unscaling): gradient conditioning (hard for HAT, soft for AdaHAT), then
+  embedding gradient compensation;
+- ``optimizer_step`` (right after the step): clamp the task embedding;
 - ``on_train_end``: store the task's binary mask.
+
+HAT anneals the gate scale over the batches of an epoch. With gradient accumulation a "batch" is
+one optimiser step: all micro-batches of a step share its scale, so accumulating ``k``
+micro-batches of ``n`` examples trains as one batch of ``k n`` examples would.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim import Optimizer
 from typing_extensions import override
 
 from clarena.cl import HeadsCIL, HeadsTIL
@@ -30,6 +37,7 @@ from clarena.hat import (
     HATMaskBackbone,
     adahat_condition_gradients,
     annealed_scale,
+    check_adahat_optimizer,
     check_optimizer,
     clamp_task_embedding,
     compensate_embedding_gradients,
@@ -95,6 +103,7 @@ class HAT(CLAlgorithm):
         self.task_embedding_init_mode = task_embedding_init_mode
         self.embedding_clamp = float(embedding_clamp)
         self._batch_idx = 1
+        self._num_batches = 1
         self._mask: dict[str, Tensor] | None = None
 
     @override
@@ -114,7 +123,7 @@ class HAT(CLAlgorithm):
                 "train",
                 s_max=self.s_max,
                 batch_idx=self._batch_idx,
-                num_batches=self.trainer.num_training_batches,
+                num_batches=self._num_batches,
             )
         elif stage == "validation":
             feature, mask, activations = self.backbone(input, "validation", s_max=self.s_max)
@@ -124,8 +133,11 @@ class HAT(CLAlgorithm):
 
     @override
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        # HAT anneals the gate over the batches of an epoch, counting 1..num_batches.
-        self._batch_idx = batch_idx + 1
+        # HAT anneals the gate over the optimiser steps of an epoch, counting 1..num_steps; the
+        # last step may accumulate fewer micro-batches (Lightning steps at the epoch's end).
+        accumulate = self.trainer.accumulate_grad_batches
+        self._batch_idx = batch_idx // accumulate + 1
+        self._num_batches = math.ceil(self.trainer.num_training_batches / accumulate)
         return super().training_step(batch, batch_idx)
 
     @override
@@ -140,13 +152,15 @@ class HAT(CLAlgorithm):
         condition_gradients(self.backbone)
 
     @override
-    def on_after_backward(self) -> None:
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # Once per step on the accumulated, unscaled gradient: the factors must not compound.
         self.condition_gradients()
-        s = annealed_scale(self.s_max, self._batch_idx, self.trainer.num_training_batches)
+        s = annealed_scale(self.s_max, self._batch_idx, self._num_batches)
         compensate_embedding_gradients(self.backbone, s, self.s_max, self.clamp_threshold)
 
     @override
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
         clamp_task_embedding(self.backbone, self.embedding_clamp)
 
     @override
@@ -168,6 +182,10 @@ class HAT(CLAlgorithm):
 class AdaHAT(HAT):
     """AdaHAT: HAT with soft, adaptive gradient adjustment of parameters used by earlier tasks.
 
+    Trains with SGD only: an adaptive optimiser (Adam, RMSprop, Adagrad ...) divides each update
+    by the gradient's running scale, which cancels AdaHAT's soft factor, so it is refused here,
+    before training (:func:`clarena.hat.check_adahat_optimizer`).
+
     Arguments as for :class:`HAT`, plus:
 
     Args:
@@ -186,9 +204,28 @@ class AdaHAT(HAT):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        optimizer_class = getattr(self.optimizer_factory, "func", self.optimizer_factory)
+        if isinstance(optimizer_class, type):
+            self._check_optimizer(optimizer_class)
         self.adjustment_intensity = float(adjustment_intensity)
         self.epsilon = float(epsilon)
         self.aggregation = aggregation
+
+    def _check_optimizer(
+        self, optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer
+    ) -> None:
+        try:
+            check_adahat_optimizer(optimizer, type(self).__name__)
+        except ValueError as error:
+            raise CLConfigError(str(error)) from None
+
+    @override
+    def configure_optimizers(self) -> Any:
+        configured = super().configure_optimizers()
+        self._check_optimizer(
+            configured["optimizer"] if isinstance(configured, dict) else configured
+        )
+        return configured
 
     @override
     def condition_gradients(self) -> None:

@@ -1,8 +1,9 @@
 """WSN (Winning SubNetworks, Kang et al., ICML 2022) as a Lightning algorithm.
 
 The subnetwork mechanics live in :class:`clarena.wsn.WSNMaskBackbone`; this module calls them at
-the right points of Lightning's training loop: ``on_after_backward`` freezes the parameters
-earlier tasks use, ``on_train_end`` stores the task's subnetwork mask.
+the right points of Lightning's training loop: ``on_before_optimizer_step`` (once per optimiser
+step, after gradient accumulation and mixed-precision unscaling) freezes the parameters earlier
+tasks use, ``on_train_end`` stores the task's subnetwork mask.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+from torch.optim import Optimizer
 from typing_extensions import override
 
 from clarena.cl import HeadsCIL, HeadsTIL
@@ -94,7 +96,7 @@ class WSN(CLAlgorithm):
         }
 
     @override
-    def on_after_backward(self) -> None:
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         self.backbone.freeze_used_parameter_gradients()
 
     @override
