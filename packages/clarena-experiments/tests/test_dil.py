@@ -177,11 +177,9 @@ def test_dil_example_runs_and_records_the_test_task_id(run_clarena, overrides, a
 def test_dil_refuses_before_training(tmp_path, monkeypatch, capsys, overrides, message):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
+    arguments = ["experiment=example_clmain_dil", f"output_dir={run_dir}", "train_tasks=2"]
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(
-            ["experiment=example_clmain_dil", f"output_dir={run_dir}", "train_tasks=2", *TINY]
-            + overrides
-        )
+        cli.main([*arguments, *TINY, *overrides])
     assert exit_info.value.code == 1
     assert message in capsys.readouterr().err
     assert not (run_dir / "lightning_logs").exists()
