@@ -358,6 +358,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             "trained_tasks": trained,
             "model_path": str(cfg.model_path),
             "algorithm": type(algorithm).__name__,
+            **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
     )
     print_table(
