@@ -12,8 +12,11 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import HeadsTIL
+from clarena.experiments import cli
 from clarena.experiments.algorithms import FGAdaHAT
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
+from clarena.experiments.resume import load_resume_state
 from clarena.hat import HATMaskMLP, step_importance
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
@@ -234,3 +237,29 @@ def test_fgadahat_example_forgets_far_less_than_finetuning_with_the_same_optimis
     # full example, 5 tasks x 5 epochs: 0.225, -0.001 (AdaHAT 0.013).
     assert measured["finetuning"]["forgetting"] > 0.04
     assert measured["fgadahat"]["forgetting"] < measured["finetuning"]["forgetting"] / 4
+
+
+def test_resume_with_more_tasks_carries_the_importance(run_clarena):
+    rest = (
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=3",
+        "+trainer.limit_val_batches=1",
+        "lightning_loggers=none",
+        "callbacks=none",
+        "save_model=false",
+        "metrics.accuracy_matrix_plot=null",
+        "metrics.average_accuracy_plot=null",
+    )
+    reference = run_clarena("example_clmain_fgadahat", "train_tasks=3", *rest, output="reference")
+    run_dir = run_clarena("example_clmain_fgadahat", "train_tasks=2", *rest, output="extended")
+    assert "DIL" in cl_pipeline.CL_PARADIGMS
+    cli.main(["experiment=example_clmain_fgadahat", "train_tasks=3", *rest, f"resume={run_dir}"])
+    acc = "results/acc.csv"
+    assert (run_dir / acc).read_bytes() == (reference / acc).read_bytes()
+    resumed = load_resume_state(run_dir)["state_dict"]
+    expected = load_resume_state(reference)["state_dict"]
+    assert expected["importance.task_ids"].tolist() == [1, 2, 3]
+    assert resumed.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(resumed[key], value), key
