@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import sys
 
 import pytest
 import torch
@@ -15,9 +16,10 @@ from clarena.cl import HeadsTIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import FGAdaHAT
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
 from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
 from clarena.experiments.resume import load_resume_state
-from clarena.hat import HATMaskMLP, step_importance
+from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, step_importance
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
@@ -64,10 +66,6 @@ def _fit(model, task_id: int, data: TensorDataset, batch_size: int = 8, **option
     [
         ({"adjustment_intensity": 0}, "adjustment_intensity (alpha) must be a number > 0; got 0"),
         ({"importance_type": "magnitude"}, "unknown importance_type 'magnitude'; use one of"),
-        (
-            {"importance_type": "deeplift_abs"},
-            "importance_type 'deeplift_abs' attributes with captum, which this version does not",
-        ),
         (
             {"importance_summing_strategy": "add"},
             "importance_summing_strategy must be one of add_latest, add_all",
@@ -128,6 +126,54 @@ def test_bad_hyperparameters_are_refused_at_construction(arguments, message):
 def test_a_strategy_with_its_parameter_is_accepted(strategy, parameter, value):
     model = _model(importance_summing_strategy=strategy, **{parameter: value})
     assert model.importance.summing_strategy == strategy
+
+
+def test_an_attribution_type_without_captum_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # import fails as if not installed
+    with pytest.raises(CLConfigError) as error:
+        _model(importance_type="deeplift_abs")
+    assert str(error.value) == (
+        "FGAdaHAT: importance_type 'deeplift_abs' attributes with captum, which is not "
+        "installed. Install the extra: pip install 'clarena-experiments[captum]'."
+    )
+
+
+@pytest.mark.parametrize("importance_type", ATTRIBUTION_IMPORTANCE_TYPES)
+def test_attribution_importance_leaves_training_untouched(importance_type):
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(
+        INPUT_DIM, [16, 10], FEATURE_DIM, batch_normalization="independent", dropout=0.2
+    )
+    model = FGAdaHAT(
+        backbone, HeadsTIL(FEATURE_DIM), SGD, **(REQUIRED | {"importance_type": importance_type})
+    )
+    model.setup_task_id(1, NUM_CLASSES)
+    model._batch_idx, model._num_batches = 2, 4
+    inputs, labels = _data(3, size=6).tensors
+    buffers = {key: value.clone() for key, value in model.named_buffers()}
+    importance = attribution_importance(model, importance_type, inputs, labels)
+    assert {name: tuple(value.shape) for name, value in importance.items()} == {
+        "fc/0": (16,),
+        "fc/1": (10,),
+        "fc/2": (FEATURE_DIM,),
+    }
+    for name, value in importance.items():
+        assert bool(torch.isfinite(value).all()), name
+        assert bool((value >= 0).all()), name
+        assert bool(value.max() > value.min()), name  # one value per unit, not one per layer
+    # The extra forwards moved no batch-norm statistics, left no gradient, kept train mode.
+    assert all(torch.equal(value, buffers[key]) for key, value in model.named_buffers())
+    assert all(parameter.grad is None for parameter in model.parameters())
+    assert all(module.training for module in model.modules())
+    assert not any(hasattr(module, "rule") for module in model.modules())
+
+
+def test_an_attribution_type_trains_and_closes_the_task():
+    model = _model(importance_type="integrated_gradients_abs")
+    _fit(model, 1, _data(1))
+    _fit(model, 2, _data(2), accumulate_grad_batches=2)
+    assert model.importance.finished_task_ids == [1, 2]
+    assert bool((model.importance.summed > 0).any())
 
 
 def test_adaptive_optimisers_are_refused_naming_sgd():

@@ -32,6 +32,10 @@ from typing_extensions import override
 
 from clarena.cl import HeadDIL
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.algorithms.fg_adahat_attribution import (
+    attribution_importance,
+    require_captum,
+)
 from clarena.experiments.algorithms.hat import AdaHAT
 from clarena.hat import (
     AGGREGATIONS,
@@ -84,14 +88,11 @@ def check_fg_adahat_arguments(arguments: Mapping[str, Any]) -> None:
         refuse(f"adjustment_intensity (alpha) must be a number > 0; got {alpha!r}.")
     importance_type = arguments["importance_type"]
     if importance_type in ATTRIBUTION_IMPORTANCE_TYPES:
-        refuse(
-            f"importance_type {importance_type!r} attributes with captum, which this version "
-            f"does not run; use one of the plain types: {', '.join(PLAIN_IMPORTANCE_TYPES)}."
-        )
-    if not callable(importance_type) and importance_type not in PLAIN_IMPORTANCE_TYPES:
+        require_captum(importance_type)
+    elif not callable(importance_type) and importance_type not in PLAIN_IMPORTANCE_TYPES:
         refuse(
             f"unknown importance_type {importance_type!r}; use one of "
-            f"{', '.join(PLAIN_IMPORTANCE_TYPES)}."
+            f"{', '.join(PLAIN_IMPORTANCE_TYPES + ATTRIBUTION_IMPORTANCE_TYPES)}."
         )
     choices = {
         "importance_summing_strategy": SUMMING_STRATEGIES,
@@ -249,10 +250,22 @@ class FGAdaHAT(AdaHAT):
             log_base=importance_summing_strategy_log_base,
         )
         self._needs_activations = callable(importance_type) or importance_type in _ACTIVATION_TYPES
+        self._attributes = importance_type in ATTRIBUTION_IMPORTANCE_TYPES
+        # Per optimiser step, for attribution types: its micro-batches' inputs and targets.
+        self._step_inputs: list[Tensor] = []
+        self._step_targets: list[Tensor] = []
         # Per optimiser step: the sum over its micro-batches of each layer's mean |h|, and their
         # count (all micro-batches of a step have the same size but the epoch's last).
         self._activation_sum: dict[str, Tensor] = {}
         self._activation_batches = 0
+
+    @override
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if self._attributes:
+            input, labels = batch
+            self._step_inputs.append(input.detach())
+            self._step_targets.append(self.targets(labels, self.task_id))
+        return super().training_step(batch, batch_idx)
 
     @override
     def regularization(self, extras: dict[str, Any]) -> Tensor | None:
@@ -282,7 +295,15 @@ class FGAdaHAT(AdaHAT):
                 for name, value in self._activation_sum.items()
             }
         head_weight = self._head_weight()
-        if callable(self.importance_type):
+        if self._attributes:
+            step = attribution_importance(
+                self,
+                self.importance_type,
+                torch.cat(self._step_inputs),
+                torch.cat(self._step_targets),
+            )
+            self._step_inputs, self._step_targets = [], []
+        elif callable(self.importance_type):
             step = self.importance_type(self.backbone, activations or {}, head_weight)
         else:
             step = step_importance(self.backbone, self.importance_type, activations, head_weight)
