@@ -10,7 +10,8 @@ Lightning's loop:
   types) each layer's mean ``|h|`` of the micro-batch are kept;
 - ``on_before_optimizer_step`` (once per optimiser step, after gradient accumulation and
   mixed-precision unscaling): first this step's importance from the **raw** accumulated gradients
-  and the pre-step weights (:func:`clarena.hat.step_importance`, then
+  and the pre-step weights (:func:`clarena.hat.step_importance`, or the captum attributions of
+  :mod:`clarena.experiments.algorithms.fg_adahat_attribution` on the step's inputs, then
   :meth:`~clarena.hat.FGAdaHATImportance.add_step`), then the FG-AdaHAT factor in place of
   AdaHAT's, then HAT's embedding gradient compensation;
 - ``on_train_end``: store the task's binary mask, all-reduce the step sums over the ranks, close
@@ -152,11 +153,12 @@ class FGAdaHAT(AdaHAT):
 
     Args:
         adjustment_intensity: ``alpha > 0``; larger keeps more plasticity on important weights.
-        importance_type: the per-step neuron importance, one of the 13 plain types of
+        importance_type: the per-step neuron importance: one of the 13 plain types of
             :data:`clarena.hat.PLAIN_IMPORTANCE_TYPES` (e.g. ``input_weight_gradient_abs_sum``,
-            the paper's IG). A callable ``(backbone, activations, head_weight) -> {layer:
-            (units,)}`` is accepted for custom measures. The 10 captum attribution types are
-            refused.
+            the paper's IG), or one of the 10 attribution types of
+            :data:`clarena.hat.ATTRIBUTION_IMPORTANCE_TYPES` (e.g. ``deeplift_abs``), which need
+            the extra ``clarena-experiments[captum]``. A callable ``(backbone, activations,
+            head_weight) -> {layer: (units,)}`` is accepted for custom measures.
         importance_summing_strategy: how the tasks' importances sum into the carried importance
             (``add_latest``, ``add_all``, ``add_average``, ``linear_decrease``,
             ``quadratic_decrease``, ``cubic_decrease``, ``exponential_decrease``,
