@@ -19,7 +19,7 @@ from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
 from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
 from clarena.experiments.resume import load_resume_state
-from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, step_importance
+from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, HATMaskResNet18, step_importance
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
@@ -166,6 +166,14 @@ def test_attribution_importance_leaves_training_untouched(importance_type):
     assert all(parameter.grad is None for parameter in model.parameters())
     assert all(module.training for module in model.modules())
     assert not any(hasattr(module, "rule") for module in model.modules())
+
+
+def test_lrp_is_refused_on_a_resnet():
+    backbone = HATMaskResNet18(input_channels=3, output_dim=FEATURE_DIM, small_input=True)
+    with pytest.raises(CLConfigError, match="'lrp_abs' works with HATMaskMLP only"):
+        FGAdaHAT(
+            backbone, HeadsTIL(FEATURE_DIM), SGD, **(REQUIRED | {"importance_type": "lrp_abs"})
+        )
 
 
 def test_an_attribution_type_trains_and_closes_the_task():

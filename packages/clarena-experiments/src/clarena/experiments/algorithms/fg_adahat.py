@@ -45,6 +45,7 @@ from clarena.hat import (
     SCHEDULERS,
     SUMMING_STRATEGIES,
     FGAdaHATImportance,
+    HATMaskResNet,
     fg_adahat_condition_gradients,
     layer_sparsity,
     step_importance,
@@ -236,6 +237,12 @@ class FGAdaHAT(AdaHAT):
             aggregation=neuron_to_weight_importance_aggregation_mode,
             **kwargs,
         )
+        if importance_type == "lrp_abs" and isinstance(self.backbone, HATMaskResNet):
+            raise CLConfigError(
+                f"FGAdaHAT: importance_type 'lrp_abs' works with HATMaskMLP only; captum's LRP "
+                f"cannot propagate relevance through {type(self.backbone).__name__}'s residual "
+                f"blocks. Use deeplift_abs or another importance type."
+            )
         self.importance_type = importance_type
         self.importance_scheduler_type = importance_scheduler_type
         self.base_mask_sparsity_reg = float(base_mask_sparsity_reg)

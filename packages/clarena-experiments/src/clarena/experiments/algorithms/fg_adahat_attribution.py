@@ -190,7 +190,7 @@ def _lrp_rules(model: nn.Module, input: Tensor) -> list[tuple[nn.Module, Any]]:
     """
     rules = importlib.import_module("captum.attr._utils.lrp_rules")
     lrp = importlib.import_module("captum.attr._core.lrp")
-    known = (*lrp.SUPPORTED_LAYERS_WITH_RULES, *lrp.SUPPORTED_NON_LINEAR_LAYERS, nn.Identity)
+    known = (*lrp.SUPPORTED_LAYERS_WITH_RULES, *lrp.SUPPORTED_NON_LINEAR_LAYERS, *_PASS_THROUGH)
     leaves = [
         module
         for module in model.modules()
@@ -218,20 +218,24 @@ def _lrp_rules(model: nn.Module, input: Tensor) -> list[tuple[nn.Module, Any]]:
     return pairs
 
 
+#: Modules LRP passes relevance through unchanged, as captum does for ReLU.
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (nn.Identity, nn.Flatten)
+
+
 @contextlib.contextmanager
 def _identity_as_non_linear() -> Iterator[None]:
-    """Let LRP treat ``nn.Identity`` as it treats ReLU: no rule, relevance passes unchanged.
+    """Let LRP treat ``nn.Identity`` and ``nn.Flatten`` as ReLU: no rule, relevance unchanged.
 
     An identity rule's hooks fail on ``nn.Identity``, whose output is its input tensor itself.
-    captum keeps the pass-through types in a module-level list; ``nn.Identity`` is added to it for
-    the call only.
+    captum keeps the pass-through types in a module-level list; the types are added to it for
+    the call only. (A ResNet's residual sum is a tensor addition, not a module: LRP passes it as
+    the gradient does.)
     """
     lrp = importlib.import_module("captum.attr._core.lrp")
-    added = nn.Identity not in lrp.SUPPORTED_NON_LINEAR_LAYERS
-    if added:
-        lrp.SUPPORTED_NON_LINEAR_LAYERS.append(nn.Identity)
+    added = [kind for kind in _PASS_THROUGH if kind not in lrp.SUPPORTED_NON_LINEAR_LAYERS]
+    lrp.SUPPORTED_NON_LINEAR_LAYERS.extend(added)
     try:
         yield
     finally:
-        if added:
-            lrp.SUPPORTED_NON_LINEAR_LAYERS.remove(nn.Identity)
+        for kind in added:
+            lrp.SUPPORTED_NON_LINEAR_LAYERS.remove(kind)
