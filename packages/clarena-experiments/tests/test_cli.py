@@ -48,7 +48,21 @@ Run = Callable[..., Path]
             ["cl_dataset=permuted_mnist", "cl_dataset.root=/nonexistent/mnist"],
             ["DatasetNotFoundError", "'/nonexistent/mnist' does not exist", "download=True"],
         ),
-        (["cl_paradigm=DIL"], ["cl_paradigm must be one of TIL, CIL; got 'DIL'"]),
+        (["cl_paradigm=DOMAIN"], ["cl_paradigm must be one of TIL, CIL, DIL; got 'DOMAIN'"]),
+        (
+            ["experiment=example_clmain_fgadahat", "optimizer=adam"],
+            ["FGAdaHAT cannot protect earlier tasks with Adam", "optimizer=sgd"],
+        ),
+        (
+            [
+                "experiment=example_clmain_fgadahat",
+                "cl_algorithm.importance_summing_strategy=linear_decrease",
+            ],
+            [
+                "importance_summing_strategy 'linear_decrease' needs "
+                "importance_summing_strategy_linear_step"
+            ],
+        ),
     ],
 )
 def test_bad_config_exits_1_with_one_paragraph(
@@ -83,7 +97,7 @@ def test_help_lists_the_config_groups(capsys: pytest.CaptureFixture[str]) -> Non
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "clarena is powered by Hydra" in out
-    assert "cl_algorithm: adahat, finetuning, hat, independent, wsn" in out
+    assert "cl_algorithm: adahat, fgadahat, finetuning, hat, independent, wsn" in out
     assert "example_clmain_train" in out
 
 
@@ -93,7 +107,7 @@ def test_full_error_env_keeps_the_traceback(
     monkeypatch.setenv("CLARENA_FULL_ERROR", "1")
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(ValueError, match="cl_paradigm must be one of"):
-        run_clarena("example_clmain_train", "cl_paradigm=DIL")
+        run_clarena("example_clmain_train", "cl_paradigm=DOMAIN")
     assert "Set CLARENA_FULL_ERROR" not in capsys.readouterr().err
 
 

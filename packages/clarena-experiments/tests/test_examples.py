@@ -99,6 +99,9 @@ def test_masked_algorithms_never_forget(run_clarena: Run, experiment: str, num_t
         ("example_clmain_wsn", []),
         ("example_clmain_hat", []),
         ("example_clmain_train", ["cl_algorithm=independent"]),
+        ("example_clmain_fgadahat", []),
+        ("example_clmain_dil", []),
+        ("example_clmain_dil", ["cl_algorithm=independent", "backbone=clmlp"]),
     ],
 )
 def test_saved_model_eval_reproduces_last_row(
@@ -110,6 +113,8 @@ def test_saved_model_eval_reproduces_last_row(
         "example_clmain_eval", f"model_path={run_dir / 'saved_model.pt'}", output="eval"
     )
     assert read_rows(eval_dir / "results" / "acc.csv") == [rows[-1]]
+    summary = json.loads((eval_dir / "results" / "summary.json").read_text())
+    assert summary.get("task_id_at_test") == ("oracle" if "dil" in experiment else None)
 
 
 def test_adahat_runs_and_reports_capacity(run_clarena: Run) -> None:

@@ -98,6 +98,9 @@ def test_same_seed_gives_identical_acc_csv(run_clarena: Run) -> None:
         ("example_clmain_train", "between"),
         ("example_clmain_hat", "during"),
         ("example_clmain_wsn", "between"),
+        # FG-AdaHAT's per-task importance buffers grow with the tasks.
+        ("example_clmain_fgadahat", "between"),
+        ("example_clmain_dil", "between"),
     ],
 )
 def test_resume_after_interruption_ends_with_the_uninterrupted_acc_csv(

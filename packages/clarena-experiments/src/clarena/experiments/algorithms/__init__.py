@@ -1,8 +1,9 @@
-"""Lightning algorithms: continual (Finetuning, Independent, HAT, AdaHAT, WSN), MTL and STL."""
+"""Lightning algorithms: continual (Finetuning, Independent, HAT, AdaHAT, FG-AdaHAT, WSN), MTL, STL."""
 
 from __future__ import annotations
 
 from clarena.experiments.algorithms.base import CLAlgorithm, CLConfigError
+from clarena.experiments.algorithms.fg_adahat import FGAdaHAT
 from clarena.experiments.algorithms.finetuning import Finetuning
 from clarena.experiments.algorithms.hat import HAT, AdaHAT
 from clarena.experiments.algorithms.independent import Independent
@@ -15,6 +16,7 @@ __all__ = [
     "AdaHAT",
     "CLAlgorithm",
     "CLConfigError",
+    "FGAdaHAT",
     "Finetuning",
     "Independent",
     "JointLearning",

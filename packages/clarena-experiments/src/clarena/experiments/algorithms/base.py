@@ -12,7 +12,7 @@ from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
-from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
@@ -41,7 +41,8 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
 
     Args:
         backbone: a continual-learning backbone (``clarena.backbones.CL*`` or a masked one).
-        heads: ``HeadsTIL`` (task-incremental) or ``HeadsCIL`` (class-incremental).
+        heads: ``HeadsTIL`` (task-incremental), ``HeadsCIL`` (class-incremental) or ``HeadDIL``
+            (domain-incremental: one head shared by all tasks, task-local labels).
         optimizer: a partial optimiser (Hydra ``_partial_: true``), called with the parameters
             to train at the start of every task.
         lr_scheduler: an optional partial learning-rate scheduler, called with the optimiser.
@@ -51,11 +52,13 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     supports_cil: bool = True
     #: The masked backbone family whose masks the algorithm drives (``None``: plain backbones).
     mask_backbone: type[CLBackbone] | None = None
+    #: Whether the algorithm works in domain-incremental learning (one shared head).
+    supports_dil: bool = True
 
     def __init__(
         self,
         backbone: CLBackbone,
-        heads: HeadsTIL | HeadsCIL,
+        heads: HeadsTIL | HeadsCIL | HeadDIL,
         optimizer: OptimizerFactory | None = None,
         lr_scheduler: SchedulerFactory | None = None,
     ) -> None:
@@ -83,6 +86,11 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
                 f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
                 f"the task id at test time. Set cl_paradigm=TIL or pick another algorithm."
             )
+        if isinstance(heads, HeadDIL) and not self.supports_dil:
+            raise CLConfigError(
+                f"{name} does not support domain-incremental learning (cl_paradigm: DIL). Set "
+                f"cl_paradigm=TIL or pick another algorithm."
+            )
         self.backbone = backbone
         self.heads = heads
         self.optimizer_factory = optimizer
@@ -96,6 +104,11 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
     def cil(self) -> bool:
         """Whether the heads are class-incremental."""
         return isinstance(self.heads, HeadsCIL)
+
+    @property
+    def dil(self) -> bool:
+        """Whether the head is domain-incremental (one head shared by every task)."""
+        return isinstance(self.heads, HeadDIL)
 
     def setup_task_id(self, task_id: int, num_classes: int) -> None:
         """Prepare backbone and heads for ``task_id`` with ``num_classes`` classes."""
@@ -174,10 +187,11 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
         """Parameters the optimiser of the current task updates.
 
         The backbone and, in TIL, only the current task's head (other heads are left exactly as
-        they were); in CIL every head, since all classes compete in one softmax.
+        they were); in CIL every head, since all classes compete in one softmax; in DIL the one
+        shared head.
         """
         yield from self.backbone.parameters()
-        if self.cil:
+        if self.cil or self.dil:
             yield from self.heads.parameters()
         else:
             yield from self.heads.heads[str(self.task_id)].parameters()

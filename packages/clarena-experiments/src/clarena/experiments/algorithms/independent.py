@@ -9,7 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 from typing_extensions import override
 
-from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.base import CLAlgorithm, OptimizerFactory, SchedulerFactory
 
 
@@ -18,7 +18,9 @@ class Independent(CLAlgorithm):
 
     No forgetting and no transfer by construction (the upper bound of isolation). Task ``t`` uses
     ``task_backbones[str(t)]``; :attr:`backbone` stays the untrained template. Needs the task id
-    at test time, so task-incremental learning only.
+    at test time, so task- or domain-incremental learning only. In DIL each task also gets its
+    own copy of the untrained shared head (``task_heads[str(t)]``), so no task moves another's
+    logits.
 
     Arguments as for :class:`~clarena.experiments.algorithms.base.CLAlgorithm`.
     """
@@ -28,12 +30,13 @@ class Independent(CLAlgorithm):
     def __init__(
         self,
         backbone: CLBackbone,
-        heads: HeadsTIL | HeadsCIL,
+        heads: HeadsTIL | HeadsCIL | HeadDIL,
         optimizer: OptimizerFactory | None = None,
         lr_scheduler: SchedulerFactory | None = None,
     ) -> None:
         super().__init__(backbone, heads, optimizer, lr_scheduler)
         self.task_backbones = nn.ModuleDict()
+        self.task_heads = nn.ModuleDict()
 
     @override
     def setup_task_id(self, task_id: int, num_classes: int) -> None:
@@ -42,6 +45,16 @@ class Independent(CLAlgorithm):
         if key not in self.task_backbones:
             self.task_backbones[key] = copy.deepcopy(self.backbone)
         self.task_backbones[key].setup_task_id(task_id)
+        if self.dil and key not in self.task_heads:
+            # The shared head is never trained here: it stays the untrained template.
+            self.task_heads[key] = copy.deepcopy(self.heads.get_head())
+
+    @override
+    def forward(self, input: Tensor, stage: str, task_id: int) -> tuple[Tensor, dict[str, Any]]:
+        if not self.dil:
+            return super().forward(input, stage, task_id)
+        feature, extras = self.backbone_forward(input, stage, task_id)
+        return self.task_heads[str(task_id)](feature), extras
 
     @override
     def backbone_forward(
@@ -55,4 +68,5 @@ class Independent(CLAlgorithm):
     @override
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.task_backbones[str(self.task_id)].parameters()
-        yield from self.heads.heads[str(self.task_id)].parameters()
+        heads = self.task_heads if self.dil else self.heads.heads
+        yield from heads[str(self.task_id)].parameters()

@@ -11,10 +11,11 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
+from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
 from clarena.experiments.data import CLDataModule
+from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
     load_checkpoint,
@@ -39,7 +40,18 @@ from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
 log = logging.getLogger(__name__)
 
 #: Values of ``cl_paradigm``.
-CL_PARADIGMS: tuple[str, ...] = ("TIL", "CIL")
+CL_PARADIGMS: tuple[str, ...] = ("TIL", "CIL", "DIL")
+
+#: The heads each paradigm uses.
+_HEADS: dict[str, type[HeadsTIL | HeadsCIL | HeadDIL]] = {
+    "TIL": HeadsTIL,
+    "CIL": HeadsCIL,
+    "DIL": HeadDIL,
+}
+
+#: How the test stage picks the task (its mask, its head) in DIL: the true task id of each test
+#: dataloader, as upstream CLArena does; recorded in summary.json as ``task_id_at_test``.
+DIL_TEST_TASK_ID = "oracle"
 
 
 def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm:
@@ -56,8 +68,7 @@ def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm
             f"'{cfg.backbone._target_}' is a {type(backbone).__name__}. Use its CL variant, e.g. "
             f"clarena.backbones.CL{type(backbone).__name__}."
         )
-    heads_class = HeadsTIL if paradigm == "TIL" else HeadsCIL
-    heads = heads_class(input_dim=backbone.output_dim)
+    heads = _HEADS[paradigm](input_dim=backbone.output_dim)
     optimizer = instantiate(cfg.optimizer) if with_optimizer else None
     lr_scheduler = (
         instantiate(cfg.lr_scheduler) if with_optimizer and cfg.get("lr_scheduler") else None
@@ -70,6 +81,31 @@ def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm
         lr_scheduler=lr_scheduler,
         _recursive_=False,
     )
+
+
+def check_dil_dataset(datamodule: CLDataModule, tasks: list[int]) -> None:
+    """Refuse a dataset domain-incremental learning cannot use, before training.
+
+    DIL shares one head, so every task must have the same classes (labels are task-local):
+    a permuted sequence always, a split sequence only when all its groups have the same size.
+
+    Raises:
+        PipelineConfigError: another sequence, or tasks with different class counts.
+    """
+    sequence = datamodule.sequence
+    if not isinstance(sequence, PermutedSequence | SplitSequence):
+        raise PipelineConfigError(
+            f"cl_paradigm=DIL works with permuted sequences and split sequences whose tasks "
+            f"have equally many classes; the dataset is a {type(sequence).__name__}. Use "
+            f"cl_paradigm=TIL or CIL."
+        )
+    counts = {task: datamodule.num_classes(task) for task in tasks}
+    if len(set(counts.values())) > 1:
+        raise PipelineConfigError(
+            f"cl_paradigm=DIL shares one head, so every task needs the same number of classes; "
+            f"the tasks have {counts} classes. Give the split sequence groups of one size (e.g. "
+            f"class_split=[[0,1],[2,3],...]) or use cl_paradigm=TIL or CIL."
+        )
 
 
 def _task_list(value: Any, num_tasks: int, key: str) -> list[int]:
@@ -138,6 +174,8 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
+    if cfg.cl_paradigm == "DIL":
+        check_dil_dataset(datamodule, tasks)
     rows: dict[int, dict[int, float]] = {}
     capacities: dict[int, float] = {}
     if state is not None:
@@ -177,6 +215,8 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     if not is_global_zero:
         return rows
     extra: dict[str, Any] = {"cl_paradigm": cfg.cl_paradigm, "algorithm": type(algorithm).__name__}
+    if cfg.cl_paradigm == "DIL":
+        extra["task_id_at_test"] = DIL_TEST_TASK_ID
     if capacities:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
     write_results(run_dir, cfg, rows, tasks, extra)
@@ -316,6 +356,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             "trained_tasks": trained,
             "model_path": str(cfg.model_path),
             "algorithm": type(algorithm).__name__,
+            **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
     )
     print_table(
