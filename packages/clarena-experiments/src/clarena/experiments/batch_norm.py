@@ -120,7 +120,13 @@ class BatchNormStatistics(LightningModule):
         loader = self.trainer.train_dataloader
         if not isinstance(loader, DataLoader) or not has_batch_norm(self):
             return
-        ordered = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False)
+        # The evaluation conversion (uint8 -> normalised float, no augmentation): statistics for
+        # the images the model is evaluated on, and no random numbers drawn.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        collate = getattr(datamodule, "eval_transform", None) or loader.collate_fn
+        ordered = DataLoader(
+            loader.dataset, batch_size=loader.batch_size, shuffle=False, collate_fn=collate
+        )
         # As many batches as the fit reads (limit_train_batches), from every rank together.
         batches = self.trainer.num_training_batches
         count = None if math.isinf(batches) else int(batches) * self.trainer.world_size

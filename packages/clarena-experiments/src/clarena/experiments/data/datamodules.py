@@ -104,10 +104,10 @@ class _SequenceDataModule(LightningDataModule):
                 f"[mnist, fashion_mnist, svhn, cifar10]."
             )
         for name in [source] if sequence != "multi_source" else list(sources or []):
-            if name not in SOURCE_NUM_CLASSES:
+            if name not in SOURCE_NUM_CLASSES and name not in LOCAL_SOURCES:
                 raise ValueError(
                     f"{type(self).__name__}: unknown source {name!r}; expected one of "
-                    f"{', '.join(SOURCE_NUM_CLASSES)}."
+                    f"{', '.join(dict.fromkeys([*SOURCE_NUM_CLASSES, *LOCAL_SOURCES]))}."
                 )
         if num_tasks is not None and (
             isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
@@ -115,7 +115,14 @@ class _SequenceDataModule(LightningDataModule):
             raise ValueError(
                 f"{type(self).__name__}: num_tasks must be a positive integer; got {num_tasks!r}."
             )
-        if sequence == "split" and class_split is None and num_tasks is not None:
+        # Checked here, before any file is read, where the class count is known in advance; else
+        # when the sequence is loaded (still before training).
+        if (
+            sequence == "split"
+            and class_split is None
+            and num_tasks is not None
+            and source in SOURCE_NUM_CLASSES
+        ):
             class_split = _even_class_split(
                 type(self).__name__, SOURCE_NUM_CLASSES[source], num_tasks, classes_per_task
             )
@@ -174,10 +181,16 @@ class _SequenceDataModule(LightningDataModule):
                 permutation_seed=arguments["permutation_seed"],
                 first_task_identity=arguments["first_task_identity"],
             )
+        class_split = arguments["class_split"]
+        if class_split is None and arguments["num_tasks"] is not None:
+            class_split = _even_class_split(
+                type(self).__name__,
+                splits.num_classes,
+                arguments["num_tasks"],
+                arguments["classes_per_task"],
+            )
         return SplitSequence(
-            splits,
-            class_split=arguments["class_split"],
-            classes_per_task=arguments["classes_per_task"],
+            splits, class_split=class_split, classes_per_task=arguments["classes_per_task"]
         )
 
     def _load(self, source: str) -> ImageSplits:

@@ -20,7 +20,8 @@ from clarena.experiments.errors import DatasetNotFoundError
 #: Source names accepted by :func:`load_source`.
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
 
-#: Number of classes of each source (known before its files are read).
+#: Number of classes of each source known before its files are read (TinyImageNet's come from
+#: its ``wnids.txt``).
 SOURCE_NUM_CLASSES: dict[str, int] = {
     "digits": 10,
     "mnist": 10,
@@ -28,7 +29,6 @@ SOURCE_NUM_CLASSES: dict[str, int] = {
     "cifar10": 10,
     "cifar100": 100,
     "svhn": 10,
-    "tinyimagenet": 200,
 }
 
 
