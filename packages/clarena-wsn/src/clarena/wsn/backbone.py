@@ -379,7 +379,12 @@ class WSNMaskBackbone(MaskedBackbone):
         weight, bias = self._forward_parameters[layer_name]
         if isinstance(layer, nn.Linear):
             return F.linear(input, weight, bias)
-        return layer._conv_forward(input, weight, bias)
+        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return layer._conv_forward(input, weight, bias)
+        raise TypeError(
+            f"{type(self).__name__}: weighted layer '{layer_name}' is a {type(layer).__name__}; "
+            f"WSN masks only Linear and Conv1d/2d/3d layers."
+        )
 
     def forward(  # type: ignore[override]
         self,

@@ -270,11 +270,11 @@ def _threshold(flat: Tensor, count: int, hint: ThresholdHint | None) -> _Found |
     if found is None:
         found = _sampled(flat, count)
     if found is None:
-        threshold = flat.kthvalue(numel - count + 1).values
+        kth = flat.kthvalue(numel - count + 1).values
         found = (
-            threshold,
-            _count(torch.gt, flat, threshold),
-            _count(torch.eq, flat, threshold),
+            kth,
+            _count(torch.gt, flat, kth),
+            _count(torch.eq, flat, kth),
             None,
         )
     if hint is not None:
