@@ -81,6 +81,9 @@ class HATMaskBackbone(MaskedBackbone):
 
     task_embedding: nn.ParameterDict
     mask_store: PackedMaskStore
+    # Non-persistent buffers registered in __init__: every stored task's masks combined.
+    _cumulative: Tensor
+    _summative: Tensor
 
     def _init_hat(self, gate: str, batch_norm_mode: BatchNormMode) -> None:
         """Set up HAT state once the weighted layers exist (end of a subclass ``__init__``).
@@ -130,8 +133,11 @@ class HATMaskBackbone(MaskedBackbone):
         """Let every masked batch norm (per-task ones included) read its layer's mask."""
         for name in self._fused_layers:
             norm = self.normalization_layer(name)
+            # _fused_layers holds only layers with a (masked) batch norm.
+            assert norm is not None
             norms = norm.norms.values() if isinstance(norm, TaskBatchNorm) else [norm]
             for module in norms:
+                assert isinstance(module, _MaskedBatchNorm)  # only those are in _fused_layers
                 module.hat_layer_name = name
                 module.hat_mask_source = self._mask_source
 

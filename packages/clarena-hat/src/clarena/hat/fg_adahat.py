@@ -181,6 +181,13 @@ class FGAdaHATImportance(nn.Module):
         ValueError: an unknown strategy, a missing or invalid strategy parameter, ``b_I < 0``.
     """
 
+    # Buffers registered in __init__ (and replaced whole as tasks are added).
+    step_sum: Tensor
+    num_steps: Tensor
+    task_ids: Tensor
+    task_importance: Tensor
+    summed: Tensor
+
     def __init__(
         self,
         layer_units: Mapping[str, int],
@@ -364,7 +371,7 @@ class FGAdaHATImportance(nn.Module):
         for name in ("task_ids", "task_importance"):
             saved = state_dict.get(prefix + name)
             if saved is not None:
-                current = self._buffers[name]
+                current = self.get_buffer(name)
                 self._buffers[name] = torch.zeros(
                     saved.shape, dtype=current.dtype, device=current.device
                 )
@@ -372,7 +379,8 @@ class FGAdaHATImportance(nn.Module):
 
 
 def _bump_version(module: nn.Module, incompatible_keys: Any) -> None:
-    module.version += 1  # type: ignore[operator]
+    assert isinstance(module, FGAdaHATImportance)  # registered by FGAdaHATImportance itself
+    module.version += 1
 
 
 def _check_factor_arguments(
