@@ -237,7 +237,11 @@ class HATMaskBackbone(MaskedBackbone):
                     f"s_max=..., batch_idx=..., num_batches=...) with batch_idx counting "
                     f"1..num_batches."
                 )
-            s = annealed_scale(s_max, batch_idx, num_batches)  # type: ignore[arg-type]
+            # All three were checked just above.
+            assert s_max is not None
+            assert batch_idx is not None
+            assert num_batches is not None
+            s = annealed_scale(s_max, batch_idx, num_batches)
         else:
             if s_max is None:
                 raise ValueError(
@@ -394,8 +398,9 @@ class HATMaskBackbone(MaskedBackbone):
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:
-    module._refresh_combined_masks()  # type: ignore[operator]
-    module._bind_masked_norms()  # type: ignore[operator]
+    assert isinstance(module, HATMaskBackbone)  # registered by HATMaskBackbone itself
+    module._refresh_combined_masks()
+    module._bind_masked_norms()
 
 
 def _units_of(layer: nn.Module, name: str, owner: str) -> int:

@@ -140,15 +140,18 @@ def summing_weights(
         harmonic = torch.cat([torch.zeros(1, dtype=torch.float64), (1 / k).cumsum(0)])
         return harmonic[num_tasks] - harmonic[:num_tasks]
     if strategy == "linear_decrease":
-        return float(linear_step) * (age - 1) + 1  # type: ignore[arg-type]
+        assert linear_step is not None  # check_summing_strategy requires it
+        return float(linear_step) * (age - 1) + 1
     if strategy == "quadratic_decrease":
         return age**2
     if strategy == "cubic_decrease":
         return age**3
     if strategy == "exponential_decrease":
-        return float(exponential_rate) ** age  # type: ignore[arg-type]
+        assert exponential_rate is not None  # check_summing_strategy requires it
+        return float(exponential_rate) ** age
     if strategy == "log_decrease":
-        return torch.log(age) / math.log(float(log_base)) + 1  # type: ignore[arg-type]
+        assert log_base is not None  # check_summing_strategy requires it
+        return torch.log(age) / math.log(float(log_base)) + 1
     return torch.lgamma(age + 1).exp()
 
 
@@ -284,9 +287,9 @@ class FGAdaHATImportance(nn.Module):
                     f"the training_mask of this step (the mask returned by the train forward); "
                     f"it has none for layers {missing}."
                 )
+            masks: Mapping[str, Tensor] = training_mask or {}  # None only with no layers
             scaled = {
-                name: value * training_mask[name].detach().to(value.dtype)  # type: ignore[index]
-                for name, value in scaled.items()
+                name: value * masks[name].detach().to(value.dtype) for name, value in scaled.items()
             }
         self.step_sum += self._flatten(scaled, "the step importance")
         self.num_steps += 1

@@ -242,7 +242,9 @@ def sparsity_regularization(
     """
     used = sum((a * (1 - cumulative_mask[name])).sum() for name, a in mask.items())
     free = sum((1 - cumulative_mask[name]).sum() for name in mask)
-    return used / free.clamp_min(1)  # type: ignore[union-attr]
+    if not isinstance(free, Tensor):
+        raise ValueError("sparsity regularisation needs a mask of at least one layer; got none.")
+    return used / free.clamp_min(1)
 
 
 def adahat_condition_gradients(

@@ -232,7 +232,9 @@ class WSNMaskBackbone(MaskedBackbone):
                     mask = selection[index][name]
                     masks[index][name] = mask
                     masked.append(parameter * mask)
-                parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
+                weight, bias = masked
+                assert weight is not None  # every weighted layer has a weight
+                parameters[name] = (weight, bias)
             return masks, parameters
         # Train/validation: every parameter in one autograd node (see masked_parameters).
         score_dicts = (self.weight_score, self.bias_score)
@@ -445,7 +447,8 @@ class _Slot(NamedTuple):
 
 
 def _refresh_free_masks(module: nn.Module, incompatible_keys: Any) -> None:
-    module._refresh_free_masks()  # type: ignore[operator]
+    assert isinstance(module, WSNMaskBackbone)  # registered by WSNMaskBackbone itself
+    module._refresh_free_masks()
 
 
 def check_mask_percentage(value: object, stage: str, owner: str) -> float:

@@ -27,7 +27,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -491,7 +491,8 @@ def _elementwise(
         for i, workspace in enumerate(workspaces):
             if workspace is not None:
                 results[i] = single(scores[i], out=workspace)
-    return results  # type: ignore[return-value]
+    # Every index is a small score (fused) or has a workspace (single), so none is left None.
+    return cast("list[Tensor]", results)
 
 
 def _hinted_trials(
