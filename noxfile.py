@@ -35,6 +35,8 @@ ORDER = [
     "clarena-experiments",
 ]
 TEST_REQUIREMENTS = ["pytest>=8"]
+#: Packages `nox -s tests` type-checks with mypy (config: [tool.mypy] in pyproject.toml).
+TYPED_PACKAGES = ("clarena.backbones", "clarena.cl", "clarena.hat", "clarena.wsn")
 
 nox.options.sessions = ["lint", "tests", "isolation", "build"]
 nox.options.error_on_missing_interpreters = True
@@ -67,7 +69,7 @@ def install_distributions(session: nox.Session, names: list[str]) -> None:
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """All distributions installed together: unit tests of each, then integration tests."""
+    """All distributions installed together: unit tests of each, integration tests, mypy."""
     names = distributions()
     install_distributions(session, names)
     session.env["MPLBACKEND"] = "Agg"
@@ -75,6 +77,9 @@ def tests(session: nox.Session) -> None:
         session.run(*pytest_args(session, name, f"packages/{name}/tests"))
     session.run(*pytest_args(session, "integration-all", "integration-tests/all_installed"))
     session.run(*pytest_args(session, "docs-snippets", "docs/tests"))
+    # Type-check the installed libraries (each ships py.typed); config in pyproject.toml.
+    session.install("mypy>=1.10")
+    session.run("mypy", *(arg for package in TYPED_PACKAGES for arg in ("-p", package)))
     # The strict docs build needs every distribution importable: build it here rather than pay
     # for another multi-GB environment (``nox -s docs`` builds it alone).
     build_docs(session)

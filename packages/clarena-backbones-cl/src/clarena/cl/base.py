@@ -62,7 +62,7 @@ class CLBackbone(Backbone):
             )
         return task_id
 
-    def forward(  # type: ignore[override]
+    def forward(
         self, input: Tensor, stage: str | None = None, task_id: int | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Extract features for the current task (or ``task_id``).

@@ -12,7 +12,7 @@ weights, so a fresh instance reloads every task's head.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -76,7 +76,8 @@ class _PerTaskHeads(nn.Module):
                 f"{type(self).__name__}: no head for task {task_id} (tasks with heads: "
                 f"{self.task_ids}); call {self._setup_hint.format(task_id=task_id)} first."
             )
-        return self.heads[key]
+        # Only _add_head fills heads, always with an nn.Linear.
+        return cast("nn.Linear", self.heads[key])
 
     def _check_feature(self, feature: Tensor) -> None:
         if feature.ndim != 2 or feature.shape[1] != self.input_dim:
@@ -152,7 +153,7 @@ class HeadsCIL(_PerTaskHeads):
         for key, head in self.heads.items():
             if int(key) == task_id:
                 return offset
-            offset += head.out_features
+            offset += cast("nn.Linear", head).out_features
         raise AssertionError("unreachable")
 
     def forward(self, feature: Tensor, task_id: int | None = None) -> Tensor:

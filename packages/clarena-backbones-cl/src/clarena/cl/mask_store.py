@@ -82,7 +82,7 @@ class TaskMaskStore(nn.Module):
 
     def _empty_task(self) -> nn.Module:
         packed = _PackedMasks()
-        device = self._device_anchor.device
+        device = self.get_buffer("_device_anchor").device
         for key, shape in self.shapes.items():
             size = (math.prod(shape) + 7) // 8
             packed.register_buffer(key, torch.zeros(size, dtype=torch.uint8, device=device))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from clarena.backbones.base import Backbone
@@ -53,7 +54,9 @@ class MaskedBackbone(CLBackbone):
             that must see the original batch norms are set up.
         """
         mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        family.__init__(self, batch_normalization=mode is not None, **arguments)
+        # The family's own __init__ (not Backbone's) takes batch_normalization and the rest.
+        family_init: Callable[..., None] = family.__init__
+        family_init(self, batch_normalization=mode is not None, **arguments)
         self._init_task_state()
         return mode
 

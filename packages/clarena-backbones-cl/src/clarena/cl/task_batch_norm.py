@@ -16,7 +16,7 @@ from clarena.cl.state import create_saved_children
 
 BatchNormMode = Literal["shared", "independent"] | None
 
-_MODES = {
+_MODES: dict[object, BatchNormMode] = {
     None: None,
     False: None,
     "none": None,
@@ -59,7 +59,7 @@ class TaskBatchNorm(nn.Module):
     def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
         super().__init__()
         self._kind = type(template)
-        self._options = {
+        self._options: dict[str, Any] = {
             "num_features": template.num_features,
             "eps": template.eps,
             "momentum": template.momentum,

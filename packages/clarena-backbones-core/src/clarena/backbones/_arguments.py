@@ -12,7 +12,7 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 #: Alternative spellings accepted for constructor arguments: alias -> canonical name.
 ARGUMENT_ALIASES: dict[str, str] = {"batch_normalisation": "batch_normalization"}
@@ -77,7 +77,7 @@ def unknown_argument_message(cls_name: str, name: str, parameters: list[str]) ->
 
 
 def extends_arguments(
-    family: type | Callable[..., None],
+    family: type[Any] | Callable[..., None],
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Give a variant's ``__init__`` the arguments of its family plus its own.
 
@@ -98,7 +98,7 @@ def extends_arguments(
         one complete signature. The variant ``__init__`` is called with every argument by
         keyword, defaults filled in.
     """
-    family_init = family.__init__ if isinstance(family, type) else family
+    family_init = cast("type[Any]", family).__init__ if isinstance(family, type) else family
 
     def decorate(init: Callable[..., None]) -> Callable[..., None]:
         own = {

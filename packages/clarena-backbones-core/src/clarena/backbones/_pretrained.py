@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,10 +32,11 @@ def read_state_dict(source: str | os.PathLike[str]) -> dict[str, Tensor]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            loaded: Any = torch.load(path, map_location="cpu", weights_only=True)
             for key in ("state_dict", "model"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
+                if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+                    loaded = loaded[key]
+            state = loaded
         return {k.removeprefix("module."): v for k, v in state.items()}
     source = str(source)
     if os.sep in source or source.endswith(_CHECKPOINT_SUFFIXES):

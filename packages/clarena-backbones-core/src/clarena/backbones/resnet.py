@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from timm.layers import SelectAdaptivePool2d
@@ -42,9 +42,9 @@ class _GatedBlock:
     def _shortcut(self, backbone: Backbone, x: Tensor, activations: dict[str, Tensor]) -> Tensor:
         if self.downsample is None:
             return x
-        shortcut = self._gated_conv(
-            backbone, "downsample/0", self.downsample[0], self.downsample[1], x
-        )
+        # timm's downsample_conv is an nn.Sequential of the convolution ("0") and its norm ("1").
+        conv, norm = self.downsample.get_submodule("0"), self.downsample.get_submodule("1")
+        shortcut = self._gated_conv(backbone, "downsample/0", conv, norm, x)
         activations[f"{self.layer_prefix}/downsample/0"] = shortcut
         return shortcut
 
@@ -52,6 +52,8 @@ class _GatedBlock:
 class ResNetBasicBlock(_GatedBlock, BasicBlock):
     """timm ``BasicBlock`` (two 3x3 convolutions) whose forward routes through the backbone."""
 
+    # create_aa gives an nn.Identity when anti-aliasing is off; timm annotates it Optional.
+    aa: nn.Module
     conv_names: ClassVar[tuple[str, ...]] = ("conv1", "conv2")
 
     def forward(  # type: ignore[override]
@@ -71,6 +73,8 @@ class ResNetBasicBlock(_GatedBlock, BasicBlock):
 class ResNetBottleneck(_GatedBlock, Bottleneck):
     """timm ``Bottleneck`` (1x1, 3x3, 1x1 convolutions) whose forward routes through the backbone."""
 
+    # create_aa gives an nn.Identity when anti-aliasing is off; timm annotates it Optional.
+    aa: nn.Module
     conv_names: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "conv3")
 
     def forward(  # type: ignore[override]
@@ -113,6 +117,10 @@ class ResNet(Backbone):
 
     block: ClassVar[type[ResNetBasicBlock | ResNetBottleneck]]
     stage_depths: ClassVar[tuple[int, int, int, int]]
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -186,6 +194,9 @@ class ResNet(Backbone):
         """
         block_input: tuple[str, ...] = ("conv1",)
         inplanes = 64
+        # timm annotates layer arguments as classes but only calls them, so factories work.
+        timm_act_layer = cast("type[nn.Module]", act_layer)
+        timm_norm_layer = cast("type[nn.Module]", norm_layer)
         for stage_index, (planes, depth) in enumerate(
             zip((64, 128, 256, 512), self.stage_depths, strict=True)
         ):
@@ -196,15 +207,19 @@ class ResNet(Backbone):
                 downsample = None
                 if stride != 1 or inplanes != outplanes:
                     downsample = downsample_conv(
-                        inplanes, outplanes, kernel_size=1, stride=stride, norm_layer=norm_layer
+                        inplanes,
+                        outplanes,
+                        kernel_size=1,
+                        stride=stride,
+                        norm_layer=timm_norm_layer,
                     )
                 block = self.block(
                     inplanes,
                     planes,
                     stride=stride,
                     downsample=downsample,
-                    act_layer=act_layer,
-                    norm_layer=norm_layer,
+                    act_layer=timm_act_layer,
+                    norm_layer=timm_norm_layer,
                 )
                 block.layer_prefix = f"layer{stage_index + 1}/{block_index}"
                 block_input = self._register_block(block, block_input)

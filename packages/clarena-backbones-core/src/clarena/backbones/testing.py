@@ -115,7 +115,7 @@ class BackboneContract:
             self.forward(backbone, empty)
 
 
-def constructor_arguments(cls: type) -> dict[str, object]:
+def constructor_arguments(cls: type[Any]) -> dict[str, object]:
     """``cls``'s constructor arguments in order, name → default (``inspect.Parameter.empty``)."""
     return {
         name: parameter.default

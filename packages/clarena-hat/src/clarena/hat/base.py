@@ -81,6 +81,9 @@ class HATMaskBackbone(MaskedBackbone):
 
     task_embedding: nn.ParameterDict
     mask_store: PackedMaskStore
+    # Non-persistent buffers registered in __init__: every stored task's masks combined.
+    _cumulative: Tensor
+    _summative: Tensor
 
     def _init_hat(self, gate: str, batch_norm_mode: BatchNormMode) -> None:
         """Set up HAT state once the weighted layers exist (end of a subclass ``__init__``).
@@ -130,8 +133,11 @@ class HATMaskBackbone(MaskedBackbone):
         """Let every masked batch norm (per-task ones included) read its layer's mask."""
         for name in self._fused_layers:
             norm = self.normalization_layer(name)
+            # _fused_layers holds only layers with a (masked) batch norm.
+            assert norm is not None
             norms = norm.norms.values() if isinstance(norm, TaskBatchNorm) else [norm]
             for module in norms:
+                assert isinstance(module, _MaskedBatchNorm)  # only those are in _fused_layers
                 module.hat_layer_name = name
                 module.hat_mask_source = self._mask_source
 
@@ -231,7 +237,11 @@ class HATMaskBackbone(MaskedBackbone):
                     f"s_max=..., batch_idx=..., num_batches=...) with batch_idx counting "
                     f"1..num_batches."
                 )
-            s = annealed_scale(s_max, batch_idx, num_batches)  # type: ignore[arg-type]
+            # All three were checked just above.
+            assert s_max is not None
+            assert batch_idx is not None
+            assert num_batches is not None
+            s = annealed_scale(s_max, batch_idx, num_batches)
         else:
             if s_max is None:
                 raise ValueError(
@@ -388,8 +398,9 @@ class HATMaskBackbone(MaskedBackbone):
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:
-    module._refresh_combined_masks()  # type: ignore[operator]
-    module._bind_masked_norms()  # type: ignore[operator]
+    assert isinstance(module, HATMaskBackbone)  # registered by HATMaskBackbone itself
+    module._refresh_combined_masks()
+    module._bind_masked_norms()
 
 
 def _units_of(layer: nn.Module, name: str, owner: str) -> int:

@@ -140,15 +140,18 @@ def summing_weights(
         harmonic = torch.cat([torch.zeros(1, dtype=torch.float64), (1 / k).cumsum(0)])
         return harmonic[num_tasks] - harmonic[:num_tasks]
     if strategy == "linear_decrease":
-        return float(linear_step) * (age - 1) + 1  # type: ignore[arg-type]
+        assert linear_step is not None  # check_summing_strategy requires it
+        return float(linear_step) * (age - 1) + 1
     if strategy == "quadratic_decrease":
         return age**2
     if strategy == "cubic_decrease":
         return age**3
     if strategy == "exponential_decrease":
-        return float(exponential_rate) ** age  # type: ignore[arg-type]
+        assert exponential_rate is not None  # check_summing_strategy requires it
+        return float(exponential_rate) ** age
     if strategy == "log_decrease":
-        return torch.log(age) / math.log(float(log_base)) + 1  # type: ignore[arg-type]
+        assert log_base is not None  # check_summing_strategy requires it
+        return torch.log(age) / math.log(float(log_base)) + 1
     return torch.lgamma(age + 1).exp()
 
 
@@ -180,6 +183,13 @@ class FGAdaHATImportance(nn.Module):
     Raises:
         ValueError: an unknown strategy, a missing or invalid strategy parameter, ``b_I < 0``.
     """
+
+    # Buffers registered in __init__ (and replaced whole as tasks are added).
+    step_sum: Tensor
+    num_steps: Tensor
+    task_ids: Tensor
+    task_importance: Tensor
+    summed: Tensor
 
     def __init__(
         self,
@@ -277,9 +287,9 @@ class FGAdaHATImportance(nn.Module):
                     f"the training_mask of this step (the mask returned by the train forward); "
                     f"it has none for layers {missing}."
                 )
+            masks: Mapping[str, Tensor] = training_mask or {}  # None only with no layers
             scaled = {
-                name: value * training_mask[name].detach().to(value.dtype)  # type: ignore[index]
-                for name, value in scaled.items()
+                name: value * masks[name].detach().to(value.dtype) for name, value in scaled.items()
             }
         self.step_sum += self._flatten(scaled, "the step importance")
         self.num_steps += 1
@@ -364,7 +374,7 @@ class FGAdaHATImportance(nn.Module):
         for name in ("task_ids", "task_importance"):
             saved = state_dict.get(prefix + name)
             if saved is not None:
-                current = self._buffers[name]
+                current = self.get_buffer(name)
                 self._buffers[name] = torch.zeros(
                     saved.shape, dtype=current.dtype, device=current.device
                 )
@@ -372,7 +382,8 @@ class FGAdaHATImportance(nn.Module):
 
 
 def _bump_version(module: nn.Module, incompatible_keys: Any) -> None:
-    module.version += 1  # type: ignore[operator]
+    assert isinstance(module, FGAdaHATImportance)  # registered by FGAdaHATImportance itself
+    module.version += 1
 
 
 def _check_factor_arguments(

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from clarena.cl import CLBackbone
+from clarena.hat._layers import layer_weight
 
 #: Types computed here from weights, gradients and activations.
 PLAIN_IMPORTANCE_TYPES: tuple[str, ...] = (
@@ -223,21 +224,26 @@ def step_importance(
         feature_layers, readers_of = _layer_graph(backbone)
     result = {}
     for name in backbone.weighted_layer_names:
-        weight = backbone.get_layer_by_name(name).weight
+        weight = layer_weight(backbone, name)
         num_units = weight.shape[0]
         importance: Tensor | None = None
         for factor, kind in terms:
             if factor == "act":
-                value = activation_abs(activations[name])  # type: ignore[index]
+                assert activations is not None  # checked above when "act" in factors
+                value = activation_abs(activations[name])
+            elif kind is None:
+                raise AssertionError(f"importance term {factor!r} has no weight kind")
             elif factor == "out":
-                readers = [backbone.get_layer_by_name(r).weight for r in readers_of[name]]
+                readers = [layer_weight(backbone, r) for r in readers_of[name]]
                 if name in feature_layers:
-                    readers.append(head_weight)  # type: ignore[arg-type]
-                value = output_side_sum(readers, num_units, kind)  # type: ignore[arg-type]
-                if value is None:
-                    value = torch.zeros(num_units, dtype=weight.dtype, device=weight.device)
+                    assert head_weight is not None  # checked above when "out" in factors
+                    readers.append(head_weight)
+                summed = output_side_sum(readers, num_units, kind)
+                if summed is None:
+                    summed = torch.zeros(num_units, dtype=weight.dtype, device=weight.device)
+                value = summed
             else:
-                value = input_side_sum(weight, kind)  # type: ignore[arg-type]
+                value = input_side_sum(weight, kind)
                 if factor == "inv_in":
                     value = _safe_inverse(value)
             importance = value if importance is None else importance * value

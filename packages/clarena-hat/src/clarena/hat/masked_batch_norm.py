@@ -31,13 +31,13 @@ class _MaskedBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, input: Tensor) -> Tensor:
         """Normalise ``input`` (``(batch, units, ...)``) and apply the masked affine transform."""
         source = self.hat_mask_source
-        if source is None or source.mask is None:
+        if source is None or source.mask is None or self.hat_layer_name is None:
             raise RuntimeError(
                 f"{type(self).__name__}: no HAT mask is active; run it inside a HAT backbone's "
                 f"forward()."
             )
         self._check_input_dim(input)
-        mask = source.mask[self.hat_layer_name]  # type: ignore[index]
+        mask = source.mask[self.hat_layer_name]
         if mask.dtype != input.dtype:
             mask = mask.to(input.dtype)
         weight = mask if self.weight is None else self.weight * mask

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from clarena.backbones import Backbone
+from clarena.hat._layers import layer_weight
 
 #: Ways to combine the output-unit and input-unit measures of a weight.
 AGGREGATIONS: tuple[str, ...] = ("min", "max", "mean")
@@ -40,7 +41,7 @@ def input_unit_measure(
     """
     names = backbone.input_layer_names(layer_name)
     if not names:
-        weight = backbone.get_layer_by_name(layer_name).weight
+        weight = layer_weight(backbone, layer_name)
         reference = unit_measure[layer_name]
         return torch.full(
             (weight.shape[1],), raw_input_value, dtype=reference.dtype, device=reference.device
@@ -76,7 +77,7 @@ def weight_measure(
             f"unknown aggregation {aggregation!r}; use one of "
             f"{', '.join(repr(a) for a in AGGREGATIONS)}."
         )
-    weight = backbone.get_layer_by_name(layer_name).weight
+    weight = layer_weight(backbone, layer_name)
     out = unit_measure[layer_name]
     if raw_input_value is None and not backbone.input_layer_names(layer_name):
         if weight.shape[0] != out.numel():
@@ -127,5 +128,5 @@ def parameter_measures(
         layer = backbone.get_layer_by_name(name)
         weight = weight_measure(backbone, unit_measure, name, aggregation, raw_input_value)
         bias = unit_measure[name] if getattr(layer, "bias", None) is not None else None
-        measures[name] = (weight.expand_as(layer.weight), bias)
+        measures[name] = (weight.expand_as(layer_weight(backbone, name)), bias)
     return measures

@@ -23,13 +23,14 @@ After it: ``backbone.store_mask()``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 from clarena.cl import TaskBatchNorm
 from clarena.cl.optim import check_optimizer as _check_optimizer
+from clarena.hat._layers import layer_weight
 from clarena.hat.base import HATMaskBackbone, annealed_scale
 from clarena.hat.measures import weight_measure
 
@@ -123,7 +124,7 @@ def _cached(backbone: HATMaskBackbone, name: str, compute: Callable[[], _T]) -> 
     """``compute()``, cached on ``backbone`` until its stored masks, device or dtype change."""
     reference = backbone.get_buffer("_cumulative")
     version = (backbone.mask_version, reference.device, reference.dtype)
-    cache = backbone.__dict__.get("_hat_mechanics_cache")
+    cache: tuple[object, dict[str, Any]] | None = backbone.__dict__.get("_hat_mechanics_cache")
     if cache is None or cache[0] != version:
         cache = (version, {})
         backbone.__dict__["_hat_mechanics_cache"] = cache
@@ -157,8 +158,9 @@ def _scale_gradients(
     """Multiply gradients: weights by ``weight_factor``, biases and shared norms by ``unit_factor``."""
     for name in backbone.weighted_layer_names:
         layer = backbone.get_layer_by_name(name)
-        if layer.weight.grad is not None:
-            layer.weight.grad.mul_(weight_factor[name])
+        weight_grad = layer_weight(backbone, name).grad
+        if weight_grad is not None:
+            weight_grad.mul_(weight_factor[name])
         bias = getattr(layer, "bias", None)
         if bias is not None and bias.grad is not None:
             bias.grad.mul_(unit_factor[name])
@@ -240,7 +242,9 @@ def sparsity_regularization(
     """
     used = sum((a * (1 - cumulative_mask[name])).sum() for name, a in mask.items())
     free = sum((1 - cumulative_mask[name]).sum() for name in mask)
-    return used / free.clamp_min(1)  # type: ignore[union-attr]
+    if not isinstance(free, Tensor):
+        raise ValueError("sparsity regularisation needs a mask of at least one layer; got none.")
+    return used / free.clamp_min(1)
 
 
 def adahat_condition_gradients(

@@ -232,7 +232,9 @@ class WSNMaskBackbone(MaskedBackbone):
                     mask = selection[index][name]
                     masks[index][name] = mask
                     masked.append(parameter * mask)
-                parameters[name] = (masked[0], masked[1])  # type: ignore[assignment]
+                weight, bias = masked
+                assert weight is not None  # every weighted layer has a weight
+                parameters[name] = (weight, bias)
             return masks, parameters
         # Train/validation: every parameter in one autograd node (see masked_parameters).
         score_dicts = (self.weight_score, self.bias_score)
@@ -379,7 +381,12 @@ class WSNMaskBackbone(MaskedBackbone):
         weight, bias = self._forward_parameters[layer_name]
         if isinstance(layer, nn.Linear):
             return F.linear(input, weight, bias)
-        return layer._conv_forward(input, weight, bias)
+        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return layer._conv_forward(input, weight, bias)
+        raise TypeError(
+            f"{type(self).__name__}: weighted layer '{layer_name}' is a {type(layer).__name__}; "
+            f"WSN masks only Linear and Conv1d/2d/3d layers."
+        )
 
     def forward(  # type: ignore[override]
         self,
@@ -440,7 +447,8 @@ class _Slot(NamedTuple):
 
 
 def _refresh_free_masks(module: nn.Module, incompatible_keys: Any) -> None:
-    module._refresh_free_masks()  # type: ignore[operator]
+    assert isinstance(module, WSNMaskBackbone)  # registered by WSNMaskBackbone itself
+    module._refresh_free_masks()
 
 
 def check_mask_percentage(value: object, stage: str, owner: str) -> float:

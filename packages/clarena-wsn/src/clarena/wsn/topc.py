@@ -27,7 +27,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -270,11 +270,11 @@ def _threshold(flat: Tensor, count: int, hint: ThresholdHint | None) -> _Found |
     if found is None:
         found = _sampled(flat, count)
     if found is None:
-        threshold = flat.kthvalue(numel - count + 1).values
+        kth = flat.kthvalue(numel - count + 1).values
         found = (
-            threshold,
-            _count(torch.gt, flat, threshold),
-            _count(torch.eq, flat, threshold),
+            kth,
+            _count(torch.gt, flat, kth),
+            _count(torch.eq, flat, kth),
             None,
         )
     if hint is not None:
@@ -491,7 +491,8 @@ def _elementwise(
         for i, workspace in enumerate(workspaces):
             if workspace is not None:
                 results[i] = single(scores[i], out=workspace)
-    return results  # type: ignore[return-value]
+    # Every index is a small score (fused) or has a workspace (single), so none is left None.
+    return cast("list[Tensor]", results)
 
 
 def _hinted_trials(
