@@ -3,8 +3,9 @@
 Distributions are discovered under ``packages/``. Sessions:
 
 - ``tests``: every distribution installed together (from its source tree, as a wheel would be),
-  then each distribution's own tests, the all-installed integration tests, the docs snippet
-  tests and the strict docs build, in one venv.
+  then each distribution's own tests, the all-installed integration tests (with the demo
+  third-party config distribution integration-tests/third_party_configs installed), the docs
+  snippet tests and the strict docs build, in one venv.
 - ``isolation(core|cl|hat|wsn)``: per distribution, a fresh venv installed with the docs' own
   install line (it and its clarena siblings, with only what they declare): every module imports
   on its own, and core / core+cl show that imports stay light and missing pieces are named.
@@ -75,6 +76,9 @@ def tests(session: nox.Session) -> None:
     session.env["MPLBACKEND"] = "Agg"
     for name in names:
         session.run(*pytest_args(session, name, f"packages/{name}/tests"))
+    # A third-party distribution adding config groups through its own search-path plugin
+    # (integration-tests/third_party_configs); test_third_party_configs.py fails without it.
+    session.install(str(ROOT / "integration-tests" / "third_party_configs"))
     session.run(*pytest_args(session, "integration-all", "integration-tests/all_installed"))
     session.run(*pytest_args(session, "docs-snippets", "docs/tests"))
     # Type-check the installed libraries (each ships py.typed); config in pyproject.toml.

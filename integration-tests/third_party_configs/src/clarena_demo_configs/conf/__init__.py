@@ -1,0 +1,1 @@
+"""The config tree of clarena-demo-configs (package data read by Hydra)."""
