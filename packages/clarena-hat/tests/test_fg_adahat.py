@@ -7,6 +7,8 @@ import copy
 import io
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -480,29 +482,51 @@ def test_factor_follows_a_newly_finished_task():
     assert torch.equal(mlp.fc[1].bias.grad, torch.tensor([rate / (1 + rate), 1.0]))
 
 
-def _close_task_on_rank(rank: int, world_size: int, store_path: str, result_path: str) -> None:
-    """One DDP rank: add this rank's step, all-reduce, close the task, save its importance."""
-    torch.distributed.init_process_group(
-        "gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size
-    )
-    try:
-        importance = FGAdaHATImportance({"a": 3}, "add_latest", base_importance=0.0)
-        steps = [torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])]
-        importance.add_step({"a": steps[rank]}, {"a": torch.ones(3)})
-        importance.all_reduce_steps()
-        importance.end_task(1, {"a": torch.ones(3)})
-        torch.save(importance.state_dict(), f"{result_path}.{rank}")
-    finally:
-        torch.distributed.destroy_process_group()
+#: One DDP rank (argv: rank, world size, store file, result path): add this rank's step,
+#: all-reduce, close the task, save its importance. Run as its own interpreter, so the test does
+#: not depend on how pytest imported this module.
+_CLOSE_TASK_ON_RANK = """
+import sys
+import torch
+from clarena.hat import FGAdaHATImportance
+
+rank, world_size, store_path, result_path = int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:]
+torch.distributed.init_process_group(
+    "gloo", init_method=f"file://{store_path}", rank=rank, world_size=world_size
+)
+try:
+    importance = FGAdaHATImportance({"a": 3}, "add_latest", base_importance=0.0)
+    steps = [torch.tensor([0.0, 1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])]
+    importance.add_step({"a": steps[rank]}, {"a": torch.ones(3)})
+    importance.all_reduce_steps()
+    importance.end_task(1, {"a": torch.ones(3)})
+    torch.save(importance.state_dict(), f"{result_path}.{rank}")
+finally:
+    torch.distributed.destroy_process_group()
+"""
 
 
 @pytest.mark.slow
 def test_all_reduce_steps_gives_every_rank_the_same_task_importance(tmp_path):
-    torch.multiprocessing.spawn(
-        _close_task_on_rank,
-        args=(2, str(tmp_path / "store"), str(tmp_path / "state")),
-        nprocs=2,
-    )
+    ranks = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _CLOSE_TASK_ON_RANK,
+                str(rank),
+                "2",
+                str(tmp_path / "store"),
+                str(tmp_path / "state"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    for process in ranks:
+        _, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
     states = [torch.load(tmp_path / f"state.{rank}", weights_only=True) for rank in (0, 1)]
     expected = torch.tensor([0.5, 0.5, 0.25])  # the mean of both ranks' steps
     for state in states:
