@@ -70,10 +70,10 @@ class _ReferenceForward(nn.Module):
     """Train-stage logits written out: ``relu((W x + b) * mask)`` per layer, then the head.
 
     It holds the backbone's own ``Linear`` modules (so the attributed layers are the same
-    objects), plain non-in-place ReLUs, and the step's masks as constants.
+    objects), plain non-in-place ReLUs, and the step's annealed masks, computed from the embedding, as constants.
     """
 
-    def __init__(self, algorithm: FGAdaHAT, input: Tensor) -> None:
+    def __init__(self, algorithm: FGAdaHAT) -> None:
         super().__init__()
         backbone = algorithm.backbone
         self.layers = nn.ModuleList(
@@ -81,15 +81,14 @@ class _ReferenceForward(nn.Module):
         )
         self.relus = nn.ModuleList(nn.ReLU() for _ in self.layers)
         self.head = algorithm.heads.heads[str(TASK_ID)]
-        with torch.no_grad():
-            _, mask, _ = backbone(
-                input,
-                "train",
-                s_max=algorithm.s_max,
-                batch_idx=BATCH_IDX,
-                num_batches=NUM_BATCHES,
-            )
-        self.masks = [mask[n].detach() for n in backbone.weighted_layer_names]
+        # HAT's annealed gate of batch b of B (counting 1..B): s = 1/s_max + (s_max - 1/s_max)
+        # (b - 1)/(B - 1), mask = sigmoid(s e) of the current task's embedding e.
+        s_max = algorithm.s_max
+        s = 1 / s_max + (s_max - 1 / s_max) * (BATCH_IDX - 1) / (NUM_BATCHES - 1)
+        self.masks = [
+            torch.sigmoid(s * backbone.task_embedding[n]).detach()
+            for n in backbone.weighted_layer_names
+        ]
 
     def forward(self, input: Tensor) -> Tensor:
         x = input
@@ -142,7 +141,7 @@ def _reference(importance_type: str, model: _ReferenceForward, layer: nn.Module,
 def test_attribution_importance_equals_captum_called_directly(importance_type):
     algorithm = _algorithm(importance_type)
     x, y = _batch()
-    model = _ReferenceForward(algorithm, x)
+    model = _ReferenceForward(algorithm)
     # The hand-written forward is the algorithm's train-stage forward of this step.
     feature, _, _ = algorithm.backbone(
         x, "train", s_max=algorithm.s_max, batch_idx=BATCH_IDX, num_batches=NUM_BATCHES
@@ -169,7 +168,7 @@ def test_feature_ablation_is_the_annex_formula():
     """FA: ``Phi_i = mean_b |f_y(x) - f_y(x; z_i <- 0)|`` for each unit ``i`` of each layer."""
     algorithm = _algorithm("feature_ablation_abs")
     x, y = _batch()
-    model = _ReferenceForward(algorithm, x)
+    model = _ReferenceForward(algorithm)
     got = attribution_importance(algorithm, "feature_ablation_abs", x, y)
     with torch.no_grad():
         full = model(x).gather(1, y[:, None])[:, 0]
