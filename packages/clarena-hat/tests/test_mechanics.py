@@ -264,3 +264,18 @@ def test_conditioning_follows_masks_stored_after_earlier_calls():
     mlp.fc[0].bias.grad = torch.ones(2)
     condition_gradients(mlp)
     assert torch.equal(mlp.fc[0].bias.grad, torch.tensor([0.0, 0.0]))
+
+
+def test_sparsity_regularization_of_no_layer_is_a_clear_error():
+    with pytest.raises(ValueError, match="needs a mask of at least one layer; got none"):
+        sparsity_regularization({}, {})
+
+
+def test_a_weighted_layer_without_a_weight_is_a_clear_error(monkeypatch):
+    from clarena.hat._layers import layer_weight
+
+    backbone = tiny_mlp()
+    assert layer_weight(backbone, "fc/0") is backbone.get_layer_by_name("fc/0").weight
+    monkeypatch.setattr(backbone, "get_layer_by_name", lambda name: nn.ReLU())
+    with pytest.raises(TypeError, match=r"weighted layer 'fc/0' has no weight tensor"):
+        layer_weight(backbone, "fc/0")

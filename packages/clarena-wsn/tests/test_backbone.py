@@ -346,3 +346,15 @@ def test_mask_percentage_that_keeps_nothing_of_a_parameter_warns_naming_it() -> 
         warnings.simplefilter("error")
         backbone(input, "train", mask_percentage=0.005)  # warned once per value, not per step
         backbone(input, "train", mask_percentage=0.5)
+
+
+def test_a_weighted_layer_wsn_cannot_mask_is_a_clear_error() -> None:
+    backbone = WSNMaskMLP(input_dim=4, hidden_dims=[3], output_dim=2)
+    backbone.setup_task_id(1)
+    layer = backbone.get_layer_by_name("fc/0")
+    # The masked parameters a forward pass would hand to the layer, then an unsupported layer.
+    backbone._forward_parameters = {"fc/0": (layer.weight, layer.bias)}
+    output = backbone.layer_forward("fc/0", layer, torch.ones(2, 4))
+    assert torch.equal(output, layer(torch.ones(2, 4)))
+    with pytest.raises(TypeError, match=r"'fc/0' is a Bilinear; WSN masks only Linear and Conv"):
+        backbone.layer_forward("fc/0", nn.Bilinear(4, 4, 3), torch.ones(2, 4))
