@@ -63,6 +63,15 @@ def is_global_zero() -> bool:
     return all(os.environ.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
 
 
+def _busy(run_dir: Path, holder: dict[str, Any]) -> RunDirBusyError:
+    """The error for ``run_dir`` locked by ``holder`` (what its lock file says, if readable)."""
+    return RunDirBusyError(
+        f"Another run is writing into the output dir '{run_dir}' ({_holder_text(holder)}). Wait "
+        f"for it to end or choose another output_dir; two runs in one dir would overwrite each "
+        f"other's results, model and resume state."
+    )
+
+
 def _holder_text(holder: dict[str, Any]) -> str:
     return (
         f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
@@ -109,12 +118,7 @@ class RunLock:
                 os.close(fd)
                 if error.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
-                raise RunDirBusyError(
-                    f"Another run is writing into the output dir '{self.path.parent}' "
-                    f"({_holder_text(holder)}). Wait for it to end or choose another output_dir; "
-                    f"two runs in one dir would overwrite each other's results, model and resume "
-                    f"state."
-                ) from None
+                raise _busy(self.path.parent, holder) from None
             # The holder may have released (and removed the file) between our open and flock:
             # then we hold a lock on a file no one else will open; start over.
             try:
@@ -226,12 +230,7 @@ def check_free(run_dir: Path) -> None:
     except OSError as error:
         if error.errno not in (errno.EAGAIN, errno.EACCES):
             raise
-        raise RunDirBusyError(
-            f"Another run is writing into the output dir '{run_dir}' "
-            f"({_holder_text(_read_holder(fd))}). Wait for it to end or choose another "
-            f"output_dir; two runs in one dir would overwrite each other's results, model and "
-            f"resume state."
-        ) from None
+        raise _busy(run_dir, _read_holder(fd)) from None
     finally:
         os.close(fd)
 
