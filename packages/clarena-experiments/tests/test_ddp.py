@@ -23,20 +23,11 @@ from clarena.experiments.scaleout import (
     check_ranks_agree,
     state_fingerprint,
 )
+from clarena.experiments.testing import quick_run_overrides
 
 CLARENA = Path(sys.executable).parent / "clarena"
 
-TINY = (
-    "train_tasks=3",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=4",
-    "+trainer.limit_val_batches=1",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(3, train_batches=4)
 
 
 @pytest.mark.slow

@@ -15,20 +15,13 @@ from clarena.cl import CLMLP, HeadDIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, WSN, FGAdaHAT, Independent
 from clarena.experiments.pipelines.cl import build_algorithm
+from clarena.experiments.testing import quick_run_overrides
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
-TINY = (
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(val_batches=None)
 
 
 def _model(name: str):

@@ -18,6 +18,7 @@ from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
 from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
 from clarena.experiments.resume import load_resume_state
+from clarena.experiments.testing import quick_run_overrides
 from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, HATMaskResNet18, step_importance
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
@@ -271,16 +272,7 @@ def test_task_importance_is_zero_on_units_the_task_did_not_keep():
 
 
 def test_resume_with_more_tasks_carries_the_importance(run_clarena):
-    rest = (
-        "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=3",
-        "+trainer.limit_val_batches=1",
-        "lightning_loggers=none",
-        "callbacks=none",
-        "save_model=false",
-        "metrics.accuracy_matrix_plot=null",
-        "metrics.average_accuracy_plot=null",
-    )
+    rest = quick_run_overrides()
     reference = run_clarena("example_clmain_fgadahat", "train_tasks=3", *rest, output="reference")
     run_dir = run_clarena("example_clmain_fgadahat", "train_tasks=2", *rest, output="extended")
     assert "DIL" in cl_pipeline.CL_PARADIGMS

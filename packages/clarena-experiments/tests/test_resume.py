@@ -17,31 +17,15 @@ from lightning.pytorch import Callback
 from clarena.experiments import cli
 from clarena.experiments.pipelines import cl
 from clarena.experiments.resume import RESUME_FILE
+from clarena.experiments.testing import quick_run_overrides
 
 Run = Callable[..., Path]
 
 #: 4 short tasks: one epoch of 3 batches each, no logs or plots.
-TINY = (
-    "train_tasks=4",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(4)
 
 #: Full epochs (2 of them) per task, so that a task lasts long enough to be killed in.
-FULL_EPOCH = (
-    "trainer.max_epochs=2",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+FULL_EPOCH = quick_run_overrides(max_epochs=2, train_batches=None, val_batches=None)
 
 
 class Interrupted(BaseException):

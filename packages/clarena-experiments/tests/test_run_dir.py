@@ -24,19 +24,11 @@ from clarena.experiments.run_lock import (
 )
 from clarena.experiments.run_log import warnings_to_log
 from clarena.experiments.sweep import SUMMARY_FILE
+from clarena.experiments.testing import quick_run_overrides
 
 Run = Callable[..., Path]
 
-TINY = (
-    "train_tasks=2",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(2, save_model=None)
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:

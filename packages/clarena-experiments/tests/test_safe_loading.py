@@ -30,6 +30,7 @@ from clarena.experiments.safe_config import (
     checked_config,
     config_targets,
 )
+from clarena.experiments.testing import quick_run_overrides
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1"
 CONFIGS = cli.shipped_config_dir()
@@ -323,17 +324,7 @@ def test_a_failing_save_leaves_no_temporary_file_and_the_old_file(
 
 
 #: One short task, as in test_resume.py.
-TINY = (
-    "train_tasks=1",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(1)
 
 
 @pytest.fixture(scope="module")

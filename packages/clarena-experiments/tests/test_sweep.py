@@ -10,18 +10,9 @@ import pytest
 
 from clarena.experiments import cli
 from clarena.experiments.sweep import ERROR_FILE, SUMMARY_FILE, write_multirun_summary
+from clarena.experiments.testing import quick_run_overrides
 
-TINY = (
-    "train_tasks=2",
-    "trainer.max_epochs=1",
-    "+trainer.limit_train_batches=3",
-    "+trainer.limit_val_batches=1",
-    "lightning_loggers=none",
-    "callbacks=none",
-    "save_model=false",
-    "metrics.accuracy_matrix_plot=null",
-    "metrics.average_accuracy_plot=null",
-)
+TINY = quick_run_overrides(2)
 
 
 def test_multirun_2x2_gives_4_job_dirs_and_a_4_row_summary(
