@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from clarena.experiments.cli import shipped_config_dir
 
-HAT = {
+HAT: dict[str, Any] = {
     "optimizer._target_": "torch.optim.SGD",
     "optimizer.lr": 0.05,
     "cl_dataset.batch_size": 64,
@@ -28,19 +28,22 @@ HAT = {
     "cl_algorithm.clamp_threshold": 50,
     "trainer.max_epochs": 200,
 }
-WSN = {
+WSN: dict[str, Any] = {
     "optimizer._target_": "torch.optim.Adam",
     "optimizer.lr": 0.001,
     "cl_algorithm.mask_percentage": 0.5,
 }
-ADAHAT = {
+ADAHAT: dict[str, Any] = {
     "cl_algorithm.adjustment_intensity": 1e-6,
     "cl_algorithm.s_max": 400,
     "cl_algorithm.epsilon": 0.1,
 }
-NO_AUGMENTATION = {"cl_dataset.crop_padding": 0, "cl_dataset.horizontal_flip": False}
+NO_AUGMENTATION: dict[str, Any] = {
+    "cl_dataset.crop_padding": 0,
+    "cl_dataset.horizontal_flip": False,
+}
 
-PUBLISHED = {
+PUBLISHED: dict[str, dict[str, Any]] = {
     "hat_pmnist": HAT
     | {
         "cl_dataset.num_tasks": 10,
@@ -86,6 +89,12 @@ PUBLISHED = {
 }
 
 
+def _select(config: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
 @pytest.fixture
 def composed() -> Iterator[Any]:
     GlobalHydra.instance().clear()
@@ -97,11 +106,8 @@ def composed() -> Iterator[Any]:
 @pytest.mark.parametrize("experiment", sorted(PUBLISHED))
 def test_paper_setup_composes_with_the_published_values(composed: Any, experiment: str) -> None:
     config = composed("entrance", [f"experiment={experiment}"])
-    found = {key: OmegaConf.select(config, key) for key in PUBLISHED[experiment]}
-    found = {
-        key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-        for key, value in found.items()
-    }
+    plain = OmegaConf.to_container(config, resolve=False)
+    found = {key: _select(plain, key) for key in PUBLISHED[experiment]}
     assert found == PUBLISHED[experiment]
     assert config.train_tasks == config.cl_dataset.num_tasks
 
