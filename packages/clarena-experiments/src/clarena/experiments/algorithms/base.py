@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
+from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
@@ -30,14 +31,15 @@ MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
 }
 
 
-class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
+class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     """A continual-learning algorithm: a backbone, output heads and how they learn each task.
 
     The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
     ``Trainer`` per task (so every task starts with a fresh optimiser from
     :meth:`configure_optimizers`), then tests the seen tasks with :attr:`test_task_ids` set to
     the task of each test dataloader. Test accuracy per task is counted exactly (integers) in
-    :attr:`test_accuracy`.
+    :attr:`test_accuracy`. :meth:`compile_backbone` compiles the backbone once, in the first
+    fit (see :class:`~clarena.experiments.algorithms.compilation.BackboneCompilation`).
 
     Args:
         backbone: a continual-learning backbone (``clarena.backbones.CL*`` or a masked one).
