@@ -131,8 +131,9 @@ class BatchNormStatistics(LightningModule):
         batches = self.trainer.num_training_batches
         count = None if math.isinf(batches) else int(batches) * self.trainer.world_size
         # Eager even when the backbone is compiled: the pre-hooks that reset each batch norm are
-        # added after compilation (dynamo does not guard on hooks, so a compiled graph would
-        # skip them), and the mix of training modes is one no compiled graph was made for.
+        # added after compilation (dynamo does not guard on hooks, so a compiled graph could
+        # skip them), and the cumulative average (momentum None) divides by a count read from
+        # a tensor, which a fullgraph compile refuses (GuardOnDataDependentSymNode).
         with (
             self.trainer.precision_plugin.forward_context(),
             torch.compiler.set_stance("force_eager"),
