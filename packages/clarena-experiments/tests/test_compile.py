@@ -20,11 +20,14 @@ from lightning.pytorch import Trainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from clarena.backbones import MLP
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, Finetuning, Independent
+from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.pipelines import cl as cl_pipeline
 from clarena.hat import HATMaskMLP
+from clarena.wsn import WSNMaskMLP
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
@@ -254,3 +257,49 @@ def test_the_compiled_digits_run_does_not_recompile_for_task_2(
 ) -> None:
     after_task_1, after_task_2 = digits_runs["compiled"]["graphs"]
     assert after_task_2 == after_task_1
+
+
+#: Every training pipeline and algorithm, with the backbone class each compiles.
+PIPELINE_RUNS = [
+    pytest.param(("example_clmain_train",), CLMLP, id="finetuning"),
+    pytest.param(("example_clmain_train", "cl_algorithm=independent"), CLMLP, id="independent"),
+    pytest.param(("example_clmain_hat",), HATMaskMLP, id="hat"),
+    pytest.param(("example_clmain_adahat",), HATMaskMLP, id="adahat"),
+    pytest.param(("example_clmain_fgadahat",), HATMaskMLP, id="fgadahat"),
+    pytest.param(("example_clmain_wsn",), WSNMaskMLP, id="wsn"),
+    pytest.param(("example_mtl_train",), MLP, id="mtl"),
+    pytest.param(("example_stl_train",), MLP, id="stl"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("experiment", "backbone"), PIPELINE_RUNS)
+def test_compile_true_runs_every_pipeline_and_algorithm_with_the_eager_runs_results(
+    run_clarena: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    experiment: tuple[str, ...],
+    backbone: type[nn.Module],
+    request: pytest.FixtureRequest,
+) -> None:
+    if backbone.compile is nn.Module.compile and backbone is not CLMLP and backbone is not MLP:
+        request.applymarker(_needs_compile_override(backbone))
+    name, *overrides = experiment
+    short = (*overrides, "trainer.max_epochs=1", "lightning_loggers=none", "callbacks=none")
+    if name.startswith("example_clmain"):
+        short = (*short, "train_tasks=2", "metrics.accuracy_matrix_plot=null")
+    eager = run_clarena(name, *short, output="eager")
+    # dynamo's eager backend: the traced graph runs torch's own kernels, so the results are
+    # those of the eager run bit for bit, and the test checks the wiring, not inductor.
+    compile_backbone = BackboneCompilation.compile_backbone
+    monkeypatch.setattr(
+        BackboneCompilation,
+        "compile_backbone",
+        lambda self, **options: compile_backbone(self, **options, backend="eager"),
+    )
+    torch._dynamo.utils.counters.clear()
+    compiled = run_clarena(name, *short, "compile=true", output="compiled")
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0
+    for result in ("acc.csv", "summary.json"):
+        assert (compiled / "results" / result).read_text() == (
+            eager / "results" / result
+        ).read_text(), result
