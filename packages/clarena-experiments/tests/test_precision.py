@@ -9,6 +9,7 @@ task 1's stored mask and head stay bit-exact. ``16-mixed`` needs CUDA: see ``tes
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, AdaHAT, FGAdaHAT, Independent
+from clarena.experiments.algorithms.base import CLConfigError
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -127,3 +129,33 @@ def test_soft_protection_keeps_task_1_mask_and_head_bit_exact(name: str, precisi
     assert all(torch.equal(model.heads.heads["1"].state_dict()[k], v) for k, v in head.items())
     assert torch.isfinite(model.backbone.fc[0].weight).all()
     assert not torch.equal(model.backbone.fc[0].weight, shared)
+
+
+def _under_a_gradient_scaler(model) -> None:
+    """Attach a stand-in trainer whose precision plugin holds a GradScaler, as 16-mixed's does."""
+    model._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))
+
+
+@pytest.mark.parametrize("name", ["hat", "adahat", "fgadahat", "wsn"])
+def test_a_self_unscaling_fused_optimiser_under_a_gradient_scaler_is_refused(name: str) -> None:
+    model = _model(name)
+    model.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.1, fused=True)
+    model.setup_task_id(1, NUM_CLASSES)
+    _under_a_gradient_scaler(model)
+    with pytest.raises(CLConfigError, match=r"needs them unscaled.*Set optimizer.fused=false"):
+        model.configure_optimizers()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_fused_is_refused_only_under_a_gradient_scaler(fused: bool) -> None:
+    model = _model("hat")
+    model.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.1, fused=True)
+    model.setup_task_id(1, NUM_CLASSES)
+    model.configure_optimizers()  # no trainer, no scaler (32-true, bf16-mixed): accepted
+    model.optimizer_factory = functools.partial(torch.optim.SGD, lr=0.1, fused=fused)
+    _under_a_gradient_scaler(model)
+    if fused:
+        with pytest.raises(CLConfigError, match="fused=True"):
+            model.configure_optimizers()
+    else:
+        assert isinstance(model.configure_optimizers(), torch.optim.SGD)
