@@ -42,6 +42,8 @@ class BackboneCompilation(LightningModule):
     def configure_model(self) -> None:
         if self.compile_options is None:
             return
+        # A plain list, not registered as submodules (the backbones already are); created here
+        # so that algorithms need no extra call in their constructors.
         compiled: list[nn.Module] = self.__dict__.setdefault("_compiled_backbones", [])
         for backbone in self.backbones_to_compile():
             if not any(backbone is done for done in compiled):
