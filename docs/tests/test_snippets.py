@@ -272,13 +272,17 @@ def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
 
 
 def build_like_the_pipeline(composed: dict) -> None:
-    """Build dataset, backbone, heads, optimiser and algorithm as the experiment's pipeline does."""
+    """Check the config, then build dataset, backbone, heads, optimiser and algorithm as the
+    pipeline does.
+    """
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from clarena.experiments import config_checks
     from clarena.experiments.pipelines import cl, supervised
 
     cfg = OmegaConf.create(composed)
+    config_checks.check_experiment_config(cfg)
     pipeline = composed["pipeline"]
     if pipeline == "CL_MAIN_EXPR":
         instantiate(cfg.cl_dataset)

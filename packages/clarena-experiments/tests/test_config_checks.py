@@ -126,3 +126,35 @@ def test_optimizer_and_scheduler_are_built_once_up_front() -> None:
             functools.partial(torch.optim.SGD, lr=0.1),
             functools.partial(torch.optim.lr_scheduler.StepLR, step_sizee=2),
         )
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, "true"])
+def test_compile_that_is_not_a_bool_is_refused(value: Any) -> None:
+    with pytest.raises(PipelineConfigError, match=rf"compile must be true or false; got {value!r}"):
+        check_experiment_config(config(compile=value))
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_compile_true_or_false_passes(value: bool) -> None:
+    check_experiment_config(config(compile=value))
+
+
+@pytest.mark.parametrize("precision", ["16-mixed", "16", 16])
+def test_fp16_mixed_precision_on_the_cpu_is_refused(precision: Any) -> None:
+    # Lightning itself only warns and trains in bf16-mixed instead.
+    trainer = {"max_epochs": 1, "accelerator": "cpu", "precision": precision}
+    with pytest.raises(PipelineConfigError, match=r"needs a CUDA GPU.*Use trainer.precision=bf16"):
+        check_experiment_config(config(trainer=trainer))
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "32-true", "64-true", 32, None])
+def test_cpu_precisions_pass(precision: Any) -> None:
+    check_experiment_config(
+        config(trainer={"max_epochs": 1, "accelerator": "cpu", "precision": precision})
+    )
+
+
+def test_fp16_mixed_precision_passes_on_a_gpu_trainer() -> None:
+    check_experiment_config(
+        config(trainer={"max_epochs": 1, "accelerator": "gpu", "precision": "16-mixed"})
+    )

@@ -130,7 +130,14 @@ class BatchNormStatistics(LightningModule):
         # As many batches as the fit reads (limit_train_batches), from every rank together.
         batches = self.trainer.num_training_batches
         count = None if math.isinf(batches) else int(batches) * self.trainer.world_size
-        with self.trainer.precision_plugin.forward_context():
+        # Eager even when the backbone is compiled: the pre-hooks that reset each batch norm are
+        # added after compilation (dynamo does not guard on hooks, so a compiled graph could
+        # skip them), and the cumulative average (momentum None) divides by a count read from
+        # a tensor, which a fullgraph compile refuses (GuardOnDataDependentSymNode).
+        with (
+            self.trainer.precision_plugin.forward_context(),
+            torch.compiler.set_stance("force_eager"),
+        ):
             recompute_batch_norm_statistics(
                 self, self._device_batches(islice(ordered, count)), self.batch_norm_forward
             )
@@ -138,4 +145,6 @@ class BatchNormStatistics(LightningModule):
     def _device_batches(self, batches: Iterable[Any]) -> Iterator[Any]:
         for batch in batches:
             if len(batch[0]) > 1:
+                # As the training loop converts them (float64 inputs under 64-true).
+                batch = self.trainer.precision_plugin.convert_input(batch)
                 yield move_data_to_device(batch, self.device)

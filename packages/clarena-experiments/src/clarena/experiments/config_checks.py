@@ -3,7 +3,7 @@
 Values that belong to an object (an algorithm's hyperparameters, a dataset's split) are checked
 by that object's constructor, so plain-Python users get the same errors; the pipelines build
 those objects before the first ``trainer.fit``. What is left here is what no clarena object
-owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists).
+owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists, ``compile``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from clarena.experiments.pipelines.common import PipelineConfigError
 #: Pipelines that train (and so need a finite, positive training length).
 TRAINING_PIPELINES: tuple[str, ...] = ("CL_MAIN_EXPR", "MTL_EXPR", "STL_EXPR")
 
+#: Lightning's spellings of fp16 mixed precision (``16`` and ``"16"`` are its aliases).
+FP16_MIXED: tuple[str, ...] = ("16-mixed", "16")
+
 #: Task-list keys each pipeline reads.
 TASK_LIST_KEYS: dict[str, tuple[str, ...]] = {
     "CL_MAIN_EXPR": ("train_tasks",),
@@ -34,6 +37,9 @@ def check_experiment_config(cfg: DictConfig) -> None:
         PipelineConfigError: a bad training length or task list (the message names the key).
     """
     pipeline = cfg.get("pipeline")
+    check_compile(cfg.get("compile", False))
+    if cfg.get("trainer") is not None:
+        check_precision(cfg.trainer)
     if pipeline in TRAINING_PIPELINES and cfg.get("trainer") is not None:
         check_training_length(cfg.trainer)
     for key in TASK_LIST_KEYS.get(pipeline, ()):
@@ -67,6 +73,34 @@ def check_training_length(trainer: DictConfig) -> None:
         raise PipelineConfigError(
             f"trainer.max_steps must be -1 (no step limit) or a positive number of steps; got "
             f"{max_steps!r}."
+        )
+
+
+def check_compile(value: Any) -> None:
+    """``compile`` is ``true`` or ``false`` (a string such as ``"no"`` would read as true)."""
+    if not isinstance(value, bool):
+        raise PipelineConfigError(
+            f"compile must be true or false; got {value!r}. Set compile=true to compile the "
+            f"backbone with torch.compile, or compile=false to run it eagerly."
+        )
+
+
+def check_precision(trainer: DictConfig) -> None:
+    """``trainer.precision=16-mixed`` only where Lightning runs fp16 AMP: on CUDA.
+
+    On a CPU accelerator Lightning does not refuse 16-mixed: it warns and trains in
+    ``bf16-mixed`` instead, so a run asked for fp16 would report bf16 results.
+    """
+    precision = trainer.get("precision")
+    if str(precision) not in FP16_MIXED:
+        return
+    accelerator = str(trainer.get("accelerator") or "auto")
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        raise PipelineConfigError(
+            f"trainer.precision={precision} (fp16 mixed precision) needs a CUDA GPU, but the "
+            f"trainer runs on the CPU (trainer.accelerator={accelerator}); Lightning would "
+            f"silently train in bf16-mixed instead. Use trainer.precision=bf16-mixed on the CPU, "
+            f"or trainer=gpu."
         )
 
 

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
+from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
@@ -30,14 +31,15 @@ MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
 }
 
 
-class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
+class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     """A continual-learning algorithm: a backbone, output heads and how they learn each task.
 
     The pipeline calls :meth:`setup_task_id` before fitting each task, fits one Lightning
     ``Trainer`` per task (so every task starts with a fresh optimiser from
     :meth:`configure_optimizers`), then tests the seen tasks with :attr:`test_task_ids` set to
     the task of each test dataloader. Test accuracy per task is counted exactly (integers) in
-    :attr:`test_accuracy`.
+    :attr:`test_accuracy`. :meth:`compile_backbone` compiles the backbone once, in the first
+    fit (see :class:`~clarena.experiments.algorithms.compilation.BackboneCompilation`).
 
     Args:
         backbone: a continual-learning backbone (``clarena.backbones.CL*`` or a masked one).
@@ -201,9 +203,32 @@ class CLAlgorithm(BatchNormStatistics, ExactTestAccuracy):
         if self.optimizer_factory is None:
             raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
         optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
+        if self.mask_backbone is not None:
+            self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+
+    def _check_gradients_arrive_unscaled(self, optimizer: Optimizer) -> None:
+        """Refuse an optimiser that unscales in its own step under a gradient scaler (16-mixed).
+
+        Lightning unscales the gradients before ``on_before_optimizer_step``, where the mask
+        algorithms rewrite them, except for optimisers that unscale inside ``step`` (``fused``):
+        those would reach the hook with gradients multiplied by the loss scale.
+
+        Raises:
+            CLConfigError: a gradient scaler is active and ``optimizer`` unscales itself.
+        """
+        precision = getattr(self._trainer, "precision_plugin", None)
+        if getattr(precision, "scaler", None) is None:
+            return
+        if getattr(optimizer, "_step_supports_amp_scaling", False):
+            raise CLConfigError(
+                f"{type(self).__name__} rewrites gradients before each optimiser step, which "
+                f"under trainer.precision=16-mixed needs them unscaled; {type(optimizer).__name__}"
+                f" with fused=True unscales inside its step, so they would arrive multiplied by "
+                f"the loss scale. Set optimizer.fused=false."
+            )
 
     def capacity(self) -> float | None:
         """Share of the backbone used by the tasks so far (masked algorithms); else ``None``."""

@@ -305,12 +305,15 @@ class FGAdaHAT(AdaHAT):
             }
         head_weight = self._head_weight()
         if self._attributes:
-            step = attribution_importance(
-                self,
-                self.importance_type,
-                torch.cat(self._step_inputs),
-                torch.cat(self._step_targets),
-            )
+            # captum's hooks are added after the backbone was compiled, and dynamo does not
+            # guard on hooks: a compiled graph would run without them. Attribution runs eager.
+            with torch.compiler.set_stance("force_eager"):
+                step = attribution_importance(
+                    self,
+                    self.importance_type,
+                    torch.cat(self._step_inputs),
+                    torch.cat(self._step_targets),
+                )
             self._step_inputs, self._step_targets = [], []
         elif callable(self.importance_type):
             step = self.importance_type(self.backbone, activations or {}, head_weight)

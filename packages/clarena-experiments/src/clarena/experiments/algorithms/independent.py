@@ -66,6 +66,11 @@ class Independent(CLAlgorithm):
         return feature, {"activations": activations}
 
     @override
+    def backbones_to_compile(self) -> list[nn.Module]:
+        # Each task's own copy: a compiled template's copies would call the template's forward.
+        return list(self.task_backbones.values())
+
+    @override
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         yield from self.task_backbones[str(self.task_id)].parameters()
         heads = self.task_heads if self.dil else self.heads.heads

@@ -12,11 +12,12 @@ from typing_extensions import override
 from clarena.backbones import Backbone
 from clarena.cl import CLBackbone, HeadsMTL, HeadSTL
 from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
+from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 
 
-class _SupervisedAlgorithm(BatchNormStatistics, ExactTestAccuracy):
+class _SupervisedAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     """Shared optimiser set-up and exact test-accuracy counting of MTL and STL."""
 
     def __init__(

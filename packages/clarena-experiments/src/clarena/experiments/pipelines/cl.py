@@ -22,6 +22,7 @@ from clarena.experiments.pipelines.common import (
     make_trainer,
     output_dir,
     print_table,
+    request_compile,
     require,
     save_checkpoint,
     seed,
@@ -173,6 +174,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     config_checks.check_optimizer_builds(
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
+    request_compile(cfg, algorithm)
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
     if cfg.cl_paradigm == "DIL":
         check_dil_dataset(datamodule, tasks)
@@ -332,6 +334,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     for task in trained:
         algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
     algorithm.load_state_dict(checkpoint["state_dict"])
+    request_compile(cfg, algorithm)
     tasks = _task_list(cfg.get("eval_tasks"), datamodule.num_tasks, "eval_tasks")
     if cfg.get("eval_tasks") is None:
         tasks = trained

@@ -46,6 +46,12 @@ def seed(cfg: DictConfig) -> None:
     seed_everything(int(cfg.get("global_seed", 0)), workers=True, verbose=False)
 
 
+def request_compile(cfg: DictConfig, algorithm: Any) -> None:
+    """With ``compile: true``, have ``algorithm`` compile its backbone in its first fit or test."""
+    if cfg.get("compile", False):
+        algorithm.compile_backbone(fullgraph=True)
+
+
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
     """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
 

@@ -17,6 +17,7 @@ from clarena.experiments.pipelines.common import (
     make_trainer,
     output_dir,
     print_table,
+    request_compile,
     require,
     save_checkpoint,
     seed,
@@ -114,6 +115,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     config_checks.check_optimizer_builds(
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
+    request_compile(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version=kind)
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
@@ -150,6 +152,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         else build_stl(saved, datamodule, train=False)
     )
     algorithm.load_state_dict(checkpoint["state_dict"])
+    request_compile(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version="eval")
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
