@@ -37,8 +37,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch._inductor import config as inductor_config
 from torch._dynamo.utils import counters
+from torch._inductor import config as inductor_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -86,9 +86,7 @@ TARGETS = {
 FIRST_COMPILE_TARGETS = {("ResNet18", "HAT"): 60.0}
 
 
-def training_step(
-    kind: str, backbone: nn.Module, x: Tensor, precision: str
-) -> Callable[[], None]:
+def training_step(kind: str, backbone: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
     """One training step of ``backbone`` (a prepared CL, HAT or WSN backbone) on ``x``."""
     optimizer = torch.optim.SGD(backbone.parameters(), lr=LEARNING_RATE)
     counter = [0]
@@ -192,7 +190,7 @@ def measure_family(
             step()
             info["first_compile_s"] = time.perf_counter() - start
             steps[f"{kind} compiled"] = step
-        except Exception as error:  # noqa: BLE001 - reported, the other backbones still run
+        except Exception as error:  # reported; the other backbones still run
             info["error"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0]}"
         compiled[kind] = info
     times = paired_rounds(list(steps.values()), repeats, warmup)
@@ -216,7 +214,8 @@ def measure_family(
         target = FIRST_COMPILE_TARGETS.get((family, kind)) if with_targets else None
         info["first_compile_target_s"] = target
         info["first_compile_ok"] = (
-            None if target is None or info["first_compile_s"] is None
+            None
+            if target is None or info["first_compile_s"] is None
             else info["first_compile_s"] <= target
         )
     return {"family": family, "label": label, "backbones": names, "compiled": compiled, **record}
