@@ -11,7 +11,8 @@ other processes affects all alike. The first compiled step, which compiles the t
 forward and backward, is timed alone: the first-compilation time (Inductor's caches are off
 unless ``--warm-cache``, so it is what a first run costs). "graphs" counts the graphs dynamo
 compiled for the backbone over all its steps: 1 means it never recompiled while the scale, the
-scores and the batch index moved. A backbone that does not compile is reported with the error.
+scores and the batch index moved; 0 means ``compile`` compiled nothing that the step runs. A
+backbone that does not compile is reported with the error.
 
 ``--precision bf16`` runs forward and loss under ``torch.autocast`` in bfloat16.
 
@@ -245,7 +246,8 @@ def print_family(record: dict[str, Any]) -> None:
             f"{ratio['value']:5.3f}{_verdict(ratio['target'], ratio['ok'])}  first compile "
             f"{info['first_compile_s']:6.1f} s"
             f"{_verdict(info['first_compile_target_s'], info['first_compile_ok'])}, "
-            f"{info['graphs']} graph(s)",
+            f"{info['graphs']} graph(s)"
+            + (" - nothing was compiled" if info["graphs"] == 0 else ""),
             flush=True,
         )
     cl = record["backbones"]["CL"]
