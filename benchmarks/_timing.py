@@ -58,6 +58,41 @@ def step_time(
     return statistics.median(times)
 
 
+def paired_rounds(
+    steps: list[Callable[[], None]],
+    repeats: int,
+    warmup: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[list[float]]:
+    """Time ``steps`` round after round (rotating their order) for ``repeats`` rounds.
+
+    Args:
+        steps: the callables to time.
+        repeats: timed rounds.
+        warmup: untimed rounds first.
+        clock: seconds, wall time by default (``time.thread_time`` for this thread's CPU time).
+
+    Returns:
+        For each step, its seconds in each round (``repeats`` values, in round order).
+    """
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for round_index in range(repeats):
+        shift = round_index % len(steps)
+        for index in [*range(shift, len(steps)), *range(shift)]:
+            start = clock()
+            steps[index]()
+            times[index].append(clock() - start)
+    return times
+
+
+def paired_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``times / reference`` in the same round (see ``paired_rounds``)."""
+    return statistics.median(a / b for a, b in zip(times, reference, strict=True))
+
+
 def paired_timings(
     steps: list[Callable[[], None]],
     repeats: int,
@@ -77,16 +112,56 @@ def paired_timings(
         rounds of its time divided by the first step's time in the same round. Pairing within a
         round cancels most of the drift caused by other processes on a shared machine.
     """
-    for _ in range(warmup):
-        for step in steps:
-            step()
-    times: list[list[float]] = [[] for _ in steps]
-    for round_index in range(repeats):
-        shift = round_index % len(steps)
-        for index in [*range(shift, len(steps)), *range(shift)]:
-            start = clock()
-            steps[index]()
-            times[index].append(clock() - start)
+    times = paired_rounds(steps, repeats, warmup, clock)
     medians = [statistics.median(t) for t in times]
-    ratios = [statistics.median(a / b for a, b in zip(t, times[0], strict=True)) for t in times]
+    ratios = [paired_ratio(t, times[0]) for t in times]
     return medians, ratios
+
+
+def synchronized(step: Callable[[], None], device: torch.device) -> Callable[[], None]:
+    """``step``, waiting for ``device`` to finish its work when it is a GPU (so it can be timed)."""
+    if device.type != "cuda":
+        return step
+
+    def run() -> None:
+        step()
+        torch.cuda.synchronize(device)
+
+    return run
+
+
+def paired_summary(
+    times: dict[str, list[float]],
+    ratios: dict[str, tuple[str, str]],
+    targets: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready record of paired timings (``paired_rounds``) and the ratios taken from them.
+
+    Args:
+        times: each step's label -> its seconds per round.
+        ratios: a ratio's name -> (numerator label, denominator label).
+        targets: a ratio's name -> the most it should be (absent: no target).
+
+    Returns:
+        ``{"steps": {label: {"median_s", "rounds_s"}}, "ratios": {name: {"value", "numerator",
+        "denominator", "target", "ok"}}}``; ``value`` is ``paired_ratio`` of the two steps' rounds.
+    """
+    targets = targets or {}
+    record_ratios = {}
+    for name, (numerator, denominator) in ratios.items():
+        value = paired_ratio(times[numerator], times[denominator])
+        target = targets.get(name)
+        record_ratios[name] = {
+            "value": value,
+            "numerator": numerator,
+            "denominator": denominator,
+            "target": target,
+            "ok": None if target is None else value <= target,
+        }
+    return {
+        "steps": {
+            label: {"median_s": statistics.median(rounds), "rounds_s": rounds}
+            for label, rounds in times.items()
+        },
+        "ratios": record_ratios,
+    }

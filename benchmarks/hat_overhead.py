@@ -21,13 +21,14 @@ import copy
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import paired_timings
+from _timing import paired_rounds, paired_summary, synchronized
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.hat import (
@@ -92,7 +93,8 @@ def compare(
     warmup: int,
     target: float,
     floor: bool = False,
-) -> None:
+) -> dict[str, Any]:
+    """Print the comparison's line(s); return its ``paired_summary`` (steps CL, HAT, ...)."""
     cl_backbone.setup_task_id(1)
     cl_backbone.train()
     hat_backbone = prepared_hat(hat_backbone)
@@ -103,7 +105,16 @@ def compare(
     ]
     if floor:
         steps.append(cl_step(constant_gate(cl_backbone, hat_backbone), x))
-    medians, ratios = paired_timings(steps, repeats, warmup)
+    labels = ["CL", "HAT", "HAT+mechanics", "floor"][: len(steps)]
+    times = paired_rounds([synchronized(step, x.device) for step in steps], repeats, warmup)
+    record = paired_summary(
+        dict(zip(labels, times, strict=True)),
+        {"HAT/CL": ("HAT", "CL"), "HAT+mechanics/CL": ("HAT+mechanics", "CL")}
+        | ({"floor/CL": ("floor", "CL")} if floor else {}),
+        {"HAT/CL": target},
+    )
+    medians = [record["steps"][label]["median_s"] for label in labels]
+    ratios = [1.0] + [record["ratios"][f"{label}/CL"]["value"] for label in labels[1:]]
     cl, hat, hat_mechanics = medians[:3]
     verdict = "ok" if ratios[1] <= target else "missed"
     print(
@@ -118,6 +129,7 @@ def compare(
             f"{ratios[3]:5.3f} (no mask computation, no mask gradient)",
             flush=True,
         )
+    return record
 
 
 def constant_gate(cl_backbone: CLMLP | CLResNet18, hat_backbone: HATMaskBackbone) -> nn.Module:

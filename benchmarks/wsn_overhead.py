@@ -27,13 +27,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import paired_timings
+from _timing import paired_rounds, paired_summary, synchronized
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, score_mask
@@ -89,19 +90,27 @@ def compare(
     repeats: int,
     warmup: int,
     target: float | None,
-) -> None:
+) -> dict[str, Any]:
+    """Print the comparison's line; return its ``paired_summary`` (steps CL and WSN)."""
     cl_backbone.setup_task_id(1)
     cl_backbone.train()
     wsn_backbone = prepared_wsn(wsn_backbone)
-    (cl, wsn), (_, ratio) = paired_timings(
-        [cl_step(cl_backbone, x), wsn_step(wsn_backbone, x)], repeats, warmup, CLOCK
+    steps = [cl_step(cl_backbone, x), wsn_step(wsn_backbone, x)]
+    times = paired_rounds([synchronized(step, x.device) for step in steps], repeats, warmup, CLOCK)
+    record = paired_summary(
+        {"CL": times[0], "WSN": times[1]},
+        {"WSN/CL": ("WSN", "CL")},
+        {} if target is None else {"WSN/CL": target},
     )
+    cl, wsn = (record["steps"][label]["median_s"] for label in ("CL", "WSN"))
+    ratio = record["ratios"]["WSN/CL"]["value"]
     verdict = (
         ""
         if target is None
         else f" (target <= {target:.2f}, {'ok' if ratio <= target else 'MISSED'})"
     )
     print(f"{name:<46} CL {cl * 1e3:8.2f} ms  WSN {wsn * 1e3:8.2f} ms  ratio {ratio:5.3f}{verdict}")
+    return record
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
