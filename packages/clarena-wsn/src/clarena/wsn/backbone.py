@@ -444,7 +444,7 @@ class WSNMaskBackbone(MaskedBackbone):
 
     # ------------------------------------------------------------------ torch.compile
 
-    def compile(self, **options: Any) -> None:  # type: ignore[override]
+    def compile(self, **options: Any) -> None:
         """Compile the forward's tensor core in place with ``torch.compile(**options)``.
 
         The stage, task and ``mask_percentage`` checks, the task's batch norm and the unpacking
@@ -470,7 +470,7 @@ class WSNMaskBackbone(MaskedBackbone):
         for norm in self._task_norms:
             cast(_CompilableTaskBatchNorm, norm).point_at_active()
         if isinstance(selection, float):
-            bits = self._mask_percentage_bits
+            bits = self.get_buffer("_mask_percentage_bits")
             bits.fill_(struct.unpack("<q", struct.pack("<d", selection))[0])
             feature, weight_mask, bias_mask, activations = compiled.selected(input, bits)
             return feature, weight_mask, bias_mask, activations

@@ -82,15 +82,17 @@ def top_mask_sync_free(flat: Tensor, count: Tensor) -> Tensor:
     # with the sign fixed, setting a lower bit raises a two's-complement value, so each bit
     # from the top is kept when enough keys still reach it.
     lowest = -(1 << (width - 1))
+    # Counts fit int32 below 2^31 entries, and int32 sums run faster than int64 ones.
+    index_dtype = torch.int32 if flat.numel() < 1 << 31 else torch.int64
     zero = torch.zeros((), dtype=keys.dtype, device=keys.device)
-    threshold = torch.where((keys >= 0).sum() >= count, zero, zero + lowest)
+    threshold = torch.where((keys >= 0).sum(dtype=index_dtype) >= count, zero, zero + lowest)
     for bit in range(width - 2, -1, -1):
         candidate = threshold | (1 << bit)
-        threshold = torch.where((keys >= candidate).sum() >= count, candidate, threshold)
+        reached = (keys >= candidate).sum(dtype=index_dtype)
+        threshold = torch.where(reached >= count, candidate, threshold)
     above = keys > threshold
     ties = keys == threshold
-    needed = count - above.sum()
-    index_dtype = torch.int32 if flat.numel() < 1 << 31 else torch.int64
+    needed = count - above.sum(dtype=index_dtype)
     return above | (ties & (ties.cumsum(0, dtype=index_dtype) <= needed))
 
 
