@@ -10,7 +10,9 @@ index):
    IEEE bit pattern, negative values' magnitude bits flipped; ``-0.0`` counts as ``0.0``);
 2. the threshold key, the largest ``t`` with at least ``k`` keys ``>= t``, is built one bit at a
    time from the top: one compare-and-count pass over the layer per bit (32 for float32), each a
-   single fused reduction under ``torch.compile``;
+   single fused reduction under ``torch.compile``. Only the 0-d candidate is turned from key to
+   value: the passes compare the values themselves, which compiles to vectorised code (a
+   key tensor's bit casts do not);
 3. keys above ``t`` are kept, and of the keys equal to ``t`` the first ``k - count_above`` in
    flattened order (a cumulative sum).
 
@@ -34,6 +36,33 @@ _BITS: dict[torch.dtype, torch.dtype] = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
 }
+
+#: Bit pattern of ``-inf`` in each floating dtype, read as an unsigned integer.
+_NEGATIVE_INFINITY_BITS: dict[torch.dtype, int] = {
+    torch.float64: 0xFFF0000000000000,
+    torch.float32: 0xFF800000,
+    torch.float16: 0xFC00,
+    torch.bfloat16: 0xFF80,
+}
+
+
+def _negative_infinity_key(dtype: torch.dtype, width: int) -> int:
+    """The key :func:`order_keys` gives ``-inf``: keys below it are negative NaN patterns."""
+    signed = _NEGATIVE_INFINITY_BITS[dtype] - (1 << width)
+    return signed ^ ((1 << (width - 1)) - 1)
+
+
+def _key_value(key: Tensor, dtype: torch.dtype, width: int) -> Tensor:
+    """The value (0-d, of ``dtype``) whose key is the 0-d ``key``; ``-inf`` below ``-inf``'s key.
+
+    Comparing values with it counts exactly the keys at or above ``key``: a key in the negative
+    NaN patterns (below every real value) becomes ``-inf``, which every value reaches; a key in
+    the positive NaN patterns (above every value) compares false, as no key reaches it.
+    """
+    bits = torch.where(key < 0, key ^ ((1 << (width - 1)) - 1), key)
+    value = bits.to(_BITS[dtype]).view(dtype)
+    floor = _negative_infinity_key(dtype, width)
+    return torch.where(key < floor, torch.full_like(value, float("-inf")), value)
 
 
 def top_count_tensor(fraction: Tensor, numel: int) -> Tensor:
@@ -77,21 +106,24 @@ def top_mask_sync_free(flat: Tensor, count: Tensor) -> Tensor:
         reading any value back to the host and with shapes that do not depend on the values.
     """
     width = flat.element_size() * 8
-    keys = order_keys(flat)
-    # The threshold key t: the largest with at least `count` keys >= t. Its sign bit first; then,
-    # with the sign fixed, setting a lower bit raises a two's-complement value, so each bit
-    # from the top is kept when enough keys still reach it.
+    # -0.0 and 0.0 compare equal, as their shared key says.
     lowest = -(1 << (width - 1))
     # Counts fit int32 below 2^31 entries, and int32 sums run faster than int64 ones.
     index_dtype = torch.int32 if flat.numel() < 1 << 31 else torch.int64
-    zero = torch.zeros((), dtype=keys.dtype, device=keys.device)
-    threshold = torch.where((keys >= 0).sum(dtype=index_dtype) >= count, zero, zero + lowest)
+    key_dtype = torch.int64 if width == 64 else torch.int32
+    zero = torch.zeros((), dtype=key_dtype, device=flat.device)
+    # The threshold key t: the largest with at least `count` keys >= t. Its sign bit first; then,
+    # with the sign fixed, setting a lower bit raises a two's-complement value, so each bit
+    # from the top is kept when enough values still reach the candidate's value.
+    threshold = torch.where((flat >= 0).sum(dtype=index_dtype) >= count, zero, zero + lowest)
     for bit in range(width - 2, -1, -1):
         candidate = threshold | (1 << bit)
-        reached = (keys >= candidate).sum(dtype=index_dtype)
+        value = _key_value(candidate, flat.dtype, width)
+        reached = (flat >= value).sum(dtype=index_dtype)
         threshold = torch.where(reached >= count, candidate, threshold)
-    above = keys > threshold
-    ties = keys == threshold
+    value = _key_value(threshold, flat.dtype, width)
+    above = flat > value
+    ties = flat == value
     needed = count - above.sum(dtype=index_dtype)
     return above | (ties & (ties.cumsum(0, dtype=index_dtype) <= needed))
 
