@@ -549,8 +549,13 @@ class _CompilableTaskBatchNorm(TaskBatchNorm):
     eager forward is ``TaskBatchNorm``'s.
     """
 
+    def select(self, task_id: int, create: bool = False) -> None:
+        """As ``TaskBatchNorm.select``, and hold the selected batch norm."""
+        super().select(task_id, create)
+        self.point_at_active()
+
     def point_at_active(self) -> None:
-        """Hold the active task's batch norm for the compiled forward."""
+        """Hold the active task's batch norm for the compiled forward (again after a load)."""
         if self.active_task is not None:
             # A plain attribute, not a registered child: the module is already in ``norms``.
             object.__setattr__(self, "_active_norm", self.norms[str(self.active_task)])
