@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 import warnings
 from numbers import Real
 from typing import Any, NamedTuple, cast
@@ -14,8 +15,10 @@ from torch import Tensor, nn
 from clarena.backbones.base import check_stage
 from clarena.cl import BatchNormMode, check_task_id
 from clarena.cl.masked import MaskedBackbone
+from clarena.cl.task_batch_norm import TaskBatchNorm
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
+from clarena.wsn.topc_sync_free import masked_parameters_sync_free
 
 #: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
 SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
@@ -60,6 +63,8 @@ class WSNMaskBackbone(MaskedBackbone):
     bias_score: nn.ParameterDict
     task_masks: TaskMaskStore
     cumulative_masks: nn.Module
+    #: The compiled tensor cores once :meth:`compile` has run (not copied or pickled).
+    _compiled: _CompiledCores | None = None
 
     def _init_wsn(self, batch_norm_mode: BatchNormMode) -> None:
         """Set up WSN state once the weighted layers exist (end of a subclass ``__init__``).
@@ -113,8 +118,20 @@ class WSNMaskBackbone(MaskedBackbone):
             if getattr(layer, kind) is not None
         )
         self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
+        # The float64 bits of mask_percentage, an input of the compiled core: an integer buffer
+        # keeps them exact through .half()/.double() and follows .to(device); filling it needs no
+        # host synchronisation.
+        self.register_buffer(
+            "_mask_percentage_bits", torch.zeros((), dtype=torch.int64), persistent=False
+        )
         self.initialize_parameter_score("default")
         self.register_load_state_dict_post_hook(_refresh_free_masks)
+
+    def _init_batch_norm(self, batch_norm_mode: BatchNormMode) -> None:
+        super()._init_batch_norm(batch_norm_mode)
+        # Same modules and state; a compiled forward reaches the task's batch norm by reference.
+        for norm in self._task_norms:
+            norm.__class__ = _CompilableTaskBatchNorm
 
     # ------------------------------------------------------------------ tasks and scores
 
@@ -416,12 +433,92 @@ class WSNMaskBackbone(MaskedBackbone):
         """
         selection, task_id = self._select(stage, mask_percentage, test_task_id)
         self._select_task_batch_norms(task_id)
+        if self._compiled is not None:
+            return self._compiled_forward(self._compiled, input, selection)
         masks, self._forward_parameters = self._masks_and_parameters(selection)
         try:
             feature, activations = self._features(input)
         finally:
             self._forward_parameters = None
         return feature, masks[0], masks[1], activations
+
+    # ------------------------------------------------------------------ torch.compile
+
+    def compile(self, **options: Any) -> None:
+        """Compile the forward's tensor core in place with ``torch.compile(**options)``.
+
+        The stage, task and ``mask_percentage`` checks, the task's batch norm and the unpacking
+        of a stored mask stay eager; what is compiled takes only tensors: the input and
+        ``mask_percentage`` as a 0-d tensor (train/validation: the top-c% selection of every
+        parameter, with no host synchronisation, and the masked layers), or the stored masks
+        (test). So a compiled backbone does not recompile across batches, tasks or values of
+        ``mask_percentage``, and ``fullgraph=True`` holds. Results equal the eager forward's
+        (the same masks; features up to the compiler's floating-point reordering).
+
+        Args:
+            options: keyword arguments of ``torch.compile`` (``fullgraph``, ``backend``,
+                ``mode``, ``dynamic`` ...).
+        """
+        self._compiled = _CompiledCores(
+            selected=torch.compile(self._selected_core, **options),
+            stored=torch.compile(self._stored_core, **options),
+        )
+
+    def _compiled_forward(
+        self, compiled: _CompiledCores, input: Tensor, selection: Masks | float
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        for norm in self._task_norms:
+            cast(_CompilableTaskBatchNorm, norm).point_at_active()
+        if isinstance(selection, float):
+            bits = self.get_buffer("_mask_percentage_bits")
+            bits.fill_(struct.unpack("<q", struct.pack("<d", selection))[0])
+            feature, weight_mask, bias_mask, activations = compiled.selected(input, bits)
+            return feature, weight_mask, bias_mask, activations
+        feature, activations = compiled.stored(input, selection[0], selection[1])
+        return feature, selection[0], selection[1], activations
+
+    def _selected_core(
+        self, input: Tensor, mask_percentage_bits: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """Train/validation forward from tensors only: ``mask_percentage`` as float64 bits."""
+        score_dicts = (self.weight_score, self.bias_score)
+        masked, selected = masked_parameters_sync_free(
+            [getattr(slot.layer, slot.kind) for slot in self._slots],
+            [score_dicts[slot.position][slot.name] for slot in self._slots],
+            mask_percentage_bits.view(torch.float64),
+        )
+        masks: Masks = ({}, {})
+        for slot, mask in zip(self._slots, selected, strict=True):
+            masks[slot.position][slot.name] = mask
+        feature, activations = self._masked_features(input, masked)
+        return feature, masks[0], masks[1], activations
+
+    def _stored_core(
+        self, input: Tensor, weight_mask: dict[str, Tensor], bias_mask: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Test forward from tensors only: the stored masks (see :meth:`stored_mask`)."""
+        masks = (weight_mask, bias_mask)
+        masked = [
+            getattr(slot.layer, slot.kind) * masks[slot.position][slot.name] for slot in self._slots
+        ]
+        return self._masked_features(input, masked)
+
+    def _masked_features(
+        self, input: Tensor, masked: list[Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``_features`` with each slot's parameter replaced by ``masked`` (in slot order)."""
+        pairs: dict[str, list[Tensor | None]] = {
+            name: [None, None] for name in self.weighted_layer_names
+        }
+        for slot, value in zip(self._slots, masked, strict=True):
+            pairs[slot.name][slot.position] = value
+        self._forward_parameters = {
+            name: (cast(Tensor, weight), bias) for name, (weight, bias) in pairs.items()
+        }
+        try:
+            return self._features(input)
+        finally:
+            self._forward_parameters = None
 
     # ------------------------------------------------------------------ state
 
@@ -433,6 +530,48 @@ class WSNMaskBackbone(MaskedBackbone):
         """Restore what :meth:`get_extra_state` saved."""
         super().set_extra_state(state)
         self.mask_percentage = state.get("mask_percentage")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The compiled cores are bound to this instance: a copy or an unpickled backbone runs
+        # eager until compiled again.
+        state = dict(super().__getstate__())
+        state.pop("_compiled", None)
+        return state
+
+
+class _CompilableTaskBatchNorm(TaskBatchNorm):
+    """A :class:`~clarena.cl.TaskBatchNorm` that a compiled graph runs for any task.
+
+    ``TaskBatchNorm.forward`` looks the task's batch norm up by ``str(active_task)``, and a
+    compiled graph would specialise on that integer: one recompilation per task. Under
+    ``torch.compile`` this one calls the batch norm held by a plain reference instead (set by
+    :meth:`point_at_active` before each compiled forward), which dynamo does not guard on. The
+    eager forward is ``TaskBatchNorm``'s.
+    """
+
+    def select(self, task_id: int, create: bool = False) -> None:
+        """As ``TaskBatchNorm.select``, and hold the selected batch norm."""
+        super().select(task_id, create)
+        self.point_at_active()
+
+    def point_at_active(self) -> None:
+        """Hold the active task's batch norm for the compiled forward (again after a load)."""
+        if self.active_task is not None:
+            # A plain attribute, not a registered child: the module is already in ``norms``.
+            object.__setattr__(self, "_active_norm", self.norms[str(self.active_task)])
+
+    def forward(self, input: Tensor) -> Tensor:
+        active = self.__dict__.get("_active_norm")
+        if active is None or not torch.compiler.is_compiling():
+            return super().forward(input)
+        return cast(Tensor, active(input))
+
+
+class _CompiledCores(NamedTuple):
+    """The compiled tensor cores of a WSN backbone's forward (see ``WSNMaskBackbone.compile``)."""
+
+    selected: Any  # (input, mask_percentage_bits) -> (feature, weight_mask, bias_mask, activations)
+    stored: Any  # (input, weight_mask, bias_mask) -> (feature, activations)
 
 
 class _Slot(NamedTuple):

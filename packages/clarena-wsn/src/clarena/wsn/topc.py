@@ -19,6 +19,11 @@ elements):
 A bracket that misses is replaced (hint → sample → one ``kthvalue`` over the whole layer), so
 every path gives the same exact threshold. Ties at the threshold go to the lower flattened index,
 so the mask is a deterministic function of the values.
+
+These paths read counts back to Python, so they serve eager CPU tensors only. Under
+``torch.compile`` or for tensors on an accelerator, the public functions here use the selection
+of :mod:`clarena.wsn.topc_sync_free` instead, which gives the same masks with no host
+synchronisation.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor
+
+from clarena.wsn.topc_sync_free import (
+    StraightThroughMask,
+    masked_parameters_sync_free,
+    top_fraction_mask_sync_free,
+)
 
 #: Below this many elements one ``kthvalue`` over the layer is the cheapest way.
 _BRACKET_MIN_NUMEL = 1 << 14
@@ -101,8 +112,15 @@ def top_fraction_mask(values: Tensor, fraction: float) -> Tensor:
         A bool tensor shaped like ``values`` with exactly :func:`top_count` ``True`` entries. Among
         entries equal to the threshold value, those with the lowest flattened index are kept.
     """
+    if _sync_free(values):
+        return top_fraction_mask_sync_free(values, fraction)
     flat = values.detach().reshape(-1).contiguous()
     return _top_mask(flat, top_count(fraction, flat.numel()), torch.bool).reshape(values.shape)
+
+
+def _sync_free(*tensors: Tensor) -> bool:
+    """Whether to select without host synchronisation: compiling, or a tensor off the CPU."""
+    return torch.compiler.is_compiling() or any(t.device.type != "cpu" for t in tensors)
 
 
 def _top_mask(
@@ -391,6 +409,8 @@ def score_mask(score: Tensor, fraction: float) -> Tensor:
     Returns:
         A float mask shaped and typed like ``score``, differentiable with respect to ``score``.
     """
+    if _sync_free(score):
+        return cast(Tensor, StraightThroughMask.apply(score.abs(), fraction))
     return _ScoreMask.apply(score.abs(), fraction)
 
 
@@ -567,6 +587,8 @@ def masked_parameters(
         )
     if not parameters:
         return [], []
+    if _sync_free(*scores):
+        return masked_parameters_sync_free(parameters, scores, fraction)
     hints = [None] * len(parameters) if hints is None else list(hints)
     workspaces = [
         None if hint is None else hint.workspace(score)
