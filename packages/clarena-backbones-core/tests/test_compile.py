@@ -85,3 +85,18 @@ def test_resnet_compiles_once_per_mode_and_matches_eager(family: type[Backbone])
     torch.manual_seed(0)
     backbone = family(input_channels=3, output_dim=6, small_input=True)
     check_compiled_like_eager(backbone, [torch.randn(2, 3, 8, 8) for _ in range(NUM_BATCHES)])
+
+
+def test_a_copy_of_a_compiled_backbone_runs_its_own_parameters() -> None:
+    torch.manual_seed(0)
+    backbone = MLP(12, [10], 6)
+    backbone.compile(backend="aot_eager", fullgraph=True)
+    copied = copy.deepcopy(backbone)
+    with torch.no_grad():
+        for parameter in copied.parameters():
+            parameter.add_(1.0)
+    batch = torch.randn(3, 12)
+    eager = copy.deepcopy(copied)
+    eager._compiled_features = None
+    assert torch.equal(copied(batch)[0], eager(batch)[0])
+    assert not torch.equal(copied(batch)[0], backbone(batch)[0])

@@ -140,3 +140,17 @@ def test_compiled_backbone_does_not_forget(hat_loop, task_data, test_stage) -> N
     # Training task 2 changed the shared weights: the equality above is HAT's protection.
     assert not torch.equal(test_stage(backbone, heads, 2, probe)[0], before[0])
     assert counter.frame_count == 2  # train and test; this loop never validates
+
+
+def test_a_copy_of_a_compiled_backbone_runs_its_own_embedding() -> None:
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(input_dim=12, hidden_dims=[10], output_dim=6)
+    backbone.compile(backend="aot_eager", fullgraph=True)
+    backbone.setup_task_id(1)
+    copied = copy.deepcopy(backbone)
+    copied.initialize_task_embedding("masked")
+    batch = torch.randn(3, 12)
+    feature, mask, _ = copied(batch, "validation", s_max=S_MAX)
+    assert all(torch.equal(m, torch.sigmoid(torch.full_like(m, -S_MAX))) for m in mask.values())
+    assert torch.equal(feature, torch.zeros_like(feature))
+    assert not torch.equal(backbone(batch, "validation", s_max=S_MAX)[0], feature)

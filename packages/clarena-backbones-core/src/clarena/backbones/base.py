@@ -35,8 +35,10 @@ class Backbone(nn.Module, ABC):
         output_dim: number of features in the output feature, handed to the heads.
     """
 
-    #: ``torch.compile`` of :meth:`_features`, set by :meth:`compile`; ``None`` runs it eagerly.
-    _compiled_features: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]] | None = None
+    #: ``torch.compile`` of the function ``_features(self, input)``, set by :meth:`compile`;
+    #: ``None`` runs it eagerly. A function, not a bound method, so a ``copy.deepcopy`` of a
+    #: compiled backbone runs on its own parameters.
+    _compiled_features: Callable[[Backbone, Tensor], tuple[Tensor, dict[str, Tensor]]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -140,18 +142,18 @@ class Backbone(nn.Module, ABC):
         eager, so forward's signature and results are unchanged and the compiled graph is reused
         across batches, epochs and tasks (one graph per training/evaluation mode). Pass
         ``fullgraph=True`` to make any graph break an error. Compile after moving the backbone to
-        its device, and after ``copy.deepcopy`` (a copy shares the original's compiled function).
+        its device.
 
         Args:
             options: keyword arguments of ``torch.compile`` (``fullgraph``, ``backend``, ``mode``,
                 ``dynamic``, ``options``).
         """
-        self._compiled_features = torch.compile(self._features, *args, **options)
+        self._compiled_features = torch.compile(type(self)._features, *args, **options)
 
     def _run_features(self, input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """:meth:`_features`, compiled if :meth:`compile` was called."""
         if self._compiled_features is not None:
-            return self._compiled_features(input)
+            return self._compiled_features(self, input)
         return self._features(input)
 
     @abstractmethod

@@ -89,7 +89,7 @@ class HATMaskBackbone(MaskedBackbone):
     # Non-persistent buffers registered in __init__: every stored task's masks combined.
     _cumulative: Tensor
     _summative: Tensor
-    #: ``torch.compile`` of :meth:`_gated_features`, set by :meth:`compile`.
+    #: ``torch.compile`` of the function ``_gated_features``, set by :meth:`compile`.
     _compiled_gated: Callable[..., tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]] | None = (
         None
     )
@@ -418,7 +418,7 @@ class HATMaskBackbone(MaskedBackbone):
         if scale is not None:
             like = self._cumulative
             scale_tensor = torch.full((), scale, dtype=like.dtype, device=like.device)
-        return self._compiled_gated(input, scale_tensor, stored)
+        return self._compiled_gated(self, input, scale_tensor, stored)
 
     def compile(self, *args: Any, **options: Any) -> None:
         """Compile in place: the mask computation and the masked layers (``torch.compile``).
@@ -428,7 +428,7 @@ class HATMaskBackbone(MaskedBackbone):
         the stored mask as tensors, so it is not recompiled across batches, epochs or tasks.
         See :meth:`clarena.backbones.Backbone.compile`.
         """
-        self._compiled_gated = torch.compile(self._gated_features, *args, **options)
+        self._compiled_gated = torch.compile(type(self)._gated_features, *args, **options)
 
     def _gated_features(
         self, input: Tensor, scale: float | Tensor | None, stored: dict[str, Tensor]
