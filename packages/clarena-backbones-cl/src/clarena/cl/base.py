@@ -79,7 +79,7 @@ class CLBackbone(Backbone):
         """
         check_stage(stage, type(self).__name__)
         self.check_task_id_ready(task_id)
-        return self._features(input)
+        return self._run_features(input)
 
     def output_layer_names(self, layer_name: str) -> tuple[str, ...]:
         """Weighted layers that read the unit outputs of ``layer_name``; empty if only heads do.

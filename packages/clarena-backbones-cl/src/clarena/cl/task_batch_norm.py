@@ -68,6 +68,10 @@ class TaskBatchNorm(nn.Module):
         }
         self.norms = nn.ModuleDict()
         self.active_task: int | None = None
+        # The active task's batch norm, held in a plain list (not a registered child): a compiled
+        # forward reads its tensors through this list, so switching tasks needs no recompilation
+        # (indexing norms by the task id would make torch.compile guard on, and recompile per, id).
+        self._active: list[nn.Module] = []
         # Empty and not saved: it follows .to()/.double() even before any task's batch norm
         # exists, so new ones are built where and in the dtype the module now is.
         floating = [t for t in template.state_dict().values() if t.is_floating_point()]
@@ -89,6 +93,7 @@ class TaskBatchNorm(nn.Module):
                 )
             self.norms[key] = self._new_norm()
         self.active_task = task_id
+        self._active[:] = [self.norms[key]]
 
     def _new_norm(self) -> nn.modules.batchnorm._BatchNorm:
         placement = self.get_buffer("_placement")
@@ -96,9 +101,9 @@ class TaskBatchNorm(nn.Module):
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalise with the active task's batch norm; shape unchanged."""
-        if self.active_task is None:
+        if not self._active:
             raise RuntimeError("TaskBatchNorm: no task selected; set up a task before forward.")
-        return self.norms[str(self.active_task)](input)
+        return self._active[0](input)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any

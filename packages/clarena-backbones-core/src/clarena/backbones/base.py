@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from clarena.backbones._arguments import check_constructor_arguments
@@ -23,12 +25,20 @@ class Backbone(nn.Module, ABC):
     :meth:`layer_forward` and every layer's normalised unit outputs through :meth:`unit_gate`, the
     two places where mask-based subclasses (WSN weight masks, HAT unit masks) hook in.
 
+    :meth:`compile` compiles the tensor computation in place with ``torch.compile``; the stage and
+    argument checks of :meth:`forward` stay eager.
+
     Constructor arguments of every subclass are checked: unknown names raise ``TypeError`` with the
     nearest valid name, and ``batch_normalisation`` is accepted for ``batch_normalization``.
 
     Args:
         output_dim: number of features in the output feature, handed to the heads.
     """
+
+    #: ``torch.compile`` of the function ``_features(self, input)``, set by :meth:`compile`;
+    #: ``None`` runs it eagerly. A function, not a bound method, so a ``copy.deepcopy`` of a
+    #: compiled backbone runs on its own parameters.
+    _compiled_features: Callable[[Backbone, Tensor], tuple[Tensor, dict[str, Tensor]]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,6 +132,28 @@ class Backbone(nn.Module, ABC):
             weighted layer name to its hidden output.
         """
         check_stage(stage, type(self).__name__)
+        return self._run_features(input)
+
+    def compile(self, *args: Any, **options: Any) -> None:
+        """Compile the backbone in place: ``torch.compile(**options)`` of its tensor computation.
+
+        Only the layers' computation (:meth:`_features`, and in mask subclasses the mask
+        computation) is compiled; the checks and per-task bookkeeping of :meth:`forward` stay
+        eager, so forward's signature and results are unchanged and the compiled graph is reused
+        across batches, epochs and tasks (one graph per training/evaluation mode). Pass
+        ``fullgraph=True`` to make any graph break an error. Compile after moving the backbone to
+        its device.
+
+        Args:
+            options: keyword arguments of ``torch.compile`` (``fullgraph``, ``backend``, ``mode``,
+                ``dynamic``, ``options``).
+        """
+        self._compiled_features = torch.compile(type(self)._features, *args, **options)
+
+    def _run_features(self, input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """:meth:`_features`, compiled if :meth:`compile` was called."""
+        if self._compiled_features is not None:
+            return self._compiled_features(self, input)
         return self._features(input)
 
     @abstractmethod

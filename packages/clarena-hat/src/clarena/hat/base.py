@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -77,6 +78,10 @@ class HATMaskBackbone(MaskedBackbone):
     Subclasses build their layers with :meth:`_build_family`, then call :meth:`_init_hat`; see
     :class:`~clarena.hat.HATMaskMLP`. Activations must map 0 to 0 (ReLU, GELU, SiLU, tanh ...):
     a masked unit then contributes exactly nothing downstream.
+
+    :meth:`compile` compiles the mask computation and the masked layers together; the annealed
+    scale enters them as a 0-d tensor and the test stage's stored mask as tensors, so one graph
+    per training/evaluation mode serves every batch, epoch and task.
     """
 
     task_embedding: nn.ParameterDict
@@ -84,6 +89,10 @@ class HATMaskBackbone(MaskedBackbone):
     # Non-persistent buffers registered in __init__: every stored task's masks combined.
     _cumulative: Tensor
     _summative: Tensor
+    #: ``torch.compile`` of the function ``_gated_features``, set by :meth:`compile`.
+    _compiled_gated: Callable[..., tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]] | None = (
+        None
+    )
 
     def _init_hat(self, gate: str, batch_norm_mode: BatchNormMode) -> None:
         """Set up HAT state once the weighted layers exist (end of a subclass ``__init__``).
@@ -199,22 +208,29 @@ class HATMaskBackbone(MaskedBackbone):
             Layer name → ``(units,)`` mask: ``sigmoid(s * e)`` for train/validation (in the
             autograd graph of the embedding), the stored 0/1 mask for test.
         """
-        return self._mask_and_task(stage, s_max, batch_idx, num_batches, test_task_id)[0]
+        scale, stored, _ = self._mask_inputs(stage, s_max, batch_idx, num_batches, test_task_id)
+        return stored if scale is None else self._embedding_masks(scale)
 
-    def _mask_and_task(
+    def _mask_inputs(
         self,
         stage: str,
         s_max: float | None,
         batch_idx: int | None,
         num_batches: int | None,
         test_task_id: int | None,
-    ) -> tuple[dict[str, Tensor], int]:
+    ) -> tuple[float | None, dict[str, Tensor], int]:
+        """Check the stage's arguments; return ``(scale, stored, task_id)``.
+
+        ``scale`` is the gate scale ``s`` of the embedding masks (train, validation) or ``None``
+        for the test stage, whose mask is ``stored`` (empty otherwise); ``task_id`` is the task
+        the forward runs on.
+        """
         owner = type(self).__name__
         check_stage(stage, owner, required=True)
         current = self.check_task_id_ready()
         if stage == "test":
             task_id = current if test_task_id is None else test_task_id
-            return self.stored_mask(task_id), task_id
+            return None, self.stored_mask(task_id), task_id
         if test_task_id is not None and test_task_id != current:
             raise ValueError(
                 f"{owner}: stage {stage!r} runs the current task {current} with its embedding; "
@@ -249,10 +265,14 @@ class HATMaskBackbone(MaskedBackbone):
                     f"call forward(input, 'validation', s_max=...)."
                 )
             s = float(s_max)
+        return s, {}, current
+
+    def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
+        """``sigmoid(scale * e)`` per layer; ``scale`` a float or a 0-d tensor (compiled)."""
         # One fused call per op for all layers: a training step pays each op once, not per layer.
         embeddings = list(self.task_embedding.values())
-        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, s))
-        return dict(zip(self.task_embedding.keys(), masks, strict=True)), current
+        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
+        return dict(zip(self.task_embedding.keys(), masks, strict=True))
 
     @property
     def stored_task_ids(self) -> list[int]:
@@ -387,8 +407,35 @@ class HATMaskBackbone(MaskedBackbone):
         Raises:
             ValueError: a missing argument for the stage, or a test task without stored mask.
         """
-        mask, task_id = self._mask_and_task(stage, s_max, batch_idx, num_batches, test_task_id)
+        scale, stored, task_id = self._mask_inputs(
+            stage, s_max, batch_idx, num_batches, test_task_id
+        )
         self._select_task_batch_norms(task_id)
+        if self._compiled_gated is None:
+            return self._gated_features(input, scale, stored)
+        # A tensor, not a float: a Python float would be baked into the graph and guarded on.
+        scale_tensor = None
+        if scale is not None:
+            like = self._cumulative
+            scale_tensor = torch.full((), scale, dtype=like.dtype, device=like.device)
+        return self._compiled_gated(self, input, scale_tensor, stored)
+
+    def compile(self, *args: Any, **options: Any) -> None:
+        """Compile in place: the mask computation and the masked layers (``torch.compile``).
+
+        The stage checks, the choice of the task's stored mask and batch norm, and the annealed
+        scale arithmetic stay eager; the scale enters the compiled function as a 0-d tensor and
+        the stored mask as tensors, so it is not recompiled across batches, epochs or tasks.
+        See :meth:`clarena.backbones.Backbone.compile`.
+        """
+        self._compiled_gated = torch.compile(type(self)._gated_features, *args, **options)
+
+    def _gated_features(
+        self, input: Tensor, scale: float | Tensor | None, stored: dict[str, Tensor]
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """``(feature, mask, activations)`` of ``input`` under the embedding masks at ``scale``,
+        or under ``stored`` if ``scale`` is ``None``."""
+        mask = stored if scale is None else self._embedding_masks(scale)
         self._active_mask = self._mask_source.mask = mask
         try:
             feature, activations = self._features(input)

@@ -1,0 +1,158 @@
+"""HAT backbones under ``backbone.compile``: one graph per stage, eager results, no forgetting."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import Tensor
+from torch._dynamo.testing import CompileCounterWithBackend
+
+from clarena.cl import HeadsTIL
+from clarena.hat import HATMaskBackbone, HATMaskMLP, HATMaskResNet18, HATMaskResNet50
+
+S_MAX = 400.0
+NUM_TASKS = 2
+NUM_BATCHES = 3
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> None:
+    torch._dynamo.reset()
+
+
+def drive(
+    backbone: HATMaskBackbone, batches: list[Tensor], counter: CompileCounterWithBackend | None
+) -> tuple[dict[str, int], list[Tensor]]:
+    """Train, validate and test ``NUM_TASKS`` tasks of ``NUM_BATCHES`` batches each.
+
+    Training takes SGD steps, so later outputs also depend on the gradients. Returns the graphs
+    compiled in each stage (zeros without ``counter``) and every feature and train mask computed.
+    """
+    graphs = {"train": 0, "validation": 0, "test": 0}
+    outputs: list[Tensor] = []
+
+    def run(stage: str, batch: Tensor, **arguments: object) -> tuple[Tensor, dict[str, Tensor]]:
+        before = counter.frame_count if counter is not None else 0
+        feature, mask, _ = backbone(batch, stage, **arguments)
+        graphs[stage] += (counter.frame_count if counter is not None else 0) - before
+        outputs.append(feature.detach().clone())
+        return feature, mask
+
+    for task_id in range(1, NUM_TASKS + 1):
+        torch.manual_seed(task_id)
+        backbone.setup_task_id(task_id)
+        optimizer = torch.optim.SGD(backbone.parameters(), lr=0.01)
+        backbone.train()
+        for batch_idx, batch in enumerate(batches, start=1):
+            feature, mask = run(
+                "train", batch, s_max=S_MAX, batch_idx=batch_idx, num_batches=NUM_BATCHES
+            )
+            outputs.extend(m.detach().clone() for m in mask.values())
+            optimizer.zero_grad()
+            feature.square().mean().backward()
+            optimizer.step()
+        backbone.eval()
+        with torch.no_grad():
+            for batch in batches:
+                run("validation", batch, s_max=S_MAX)
+            backbone.store_mask()
+            for test_task_id in range(1, task_id + 1):
+                for batch in batches:
+                    run("test", batch, test_task_id=test_task_id)
+    return graphs, outputs
+
+
+def check_compiled_like_eager(
+    backbone: HATMaskBackbone, batches: list[Tensor], backend: str
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Assert one graph per stage; return the eager and compiled outputs of :func:`drive`."""
+    eager = copy.deepcopy(backbone)
+    counter = CompileCounterWithBackend(backend)
+    backbone.compile(backend=counter, fullgraph=True)
+    graphs, compiled_outputs = drive(backbone, batches, counter)
+    assert graphs == {"train": 1, "validation": 1, "test": 1}
+    _, eager_outputs = drive(eager, batches, None)
+    assert len(compiled_outputs) == len(eager_outputs)
+    # NaN would compare unequal and say nothing; a diverging setup must fail here.
+    assert all(bool(output.isfinite().all()) for output in eager_outputs)
+    return eager_outputs, compiled_outputs
+
+
+@pytest.mark.parametrize("batch_normalization", [None, "shared", "independent"])
+def test_mlp_compiles_one_graph_per_stage_and_matches_eager_exactly(
+    batch_normalization: str | None,
+) -> None:
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(
+        input_dim=12, hidden_dims=[10, 8], output_dim=6, batch_normalization=batch_normalization
+    )
+    batches = [torch.randn(5, 12) for _ in range(NUM_BATCHES)]
+    eager, compiled = check_compiled_like_eager(backbone, batches, "aot_eager")
+    for expected, actual in zip(eager, compiled, strict=True):
+        assert torch.equal(actual, expected)
+
+
+@pytest.mark.slow
+def test_mlp_compiled_by_inductor_matches_eager() -> None:
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(
+        input_dim=12, hidden_dims=[10, 8], output_dim=6, batch_normalization="independent"
+    )
+    batches = [torch.randn(5, 12) for _ in range(NUM_BATCHES)]
+    eager, compiled = check_compiled_like_eager(backbone, batches, "inductor")
+    for expected, actual in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("family", "batch_normalization"),
+    [(HATMaskResNet18, "independent"), (HATMaskResNet50, "shared")],
+)
+def test_resnet_compiles_one_graph_per_stage_and_matches_eager_exactly(
+    family: type[HATMaskBackbone], batch_normalization: str
+) -> None:
+    torch.manual_seed(0)
+    backbone = family(
+        input_channels=3, output_dim=6, small_input=True, batch_normalization=batch_normalization
+    )
+    batches = [torch.randn(4, 3, 16, 16) for _ in range(NUM_BATCHES)]
+    eager, compiled = check_compiled_like_eager(backbone, batches, "aot_eager")
+    for expected, actual in zip(eager, compiled, strict=True):
+        assert torch.equal(actual, expected)
+
+
+def test_compiled_backbone_does_not_forget(hat_loop, task_data, test_stage) -> None:
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(
+        input_dim=12, hidden_dims=[16, 16], output_dim=8, batch_normalization="independent"
+    )
+    counter = CompileCounterWithBackend("aot_eager")
+    backbone.compile(backend=counter, fullgraph=True)
+    heads = HeadsTIL(input_dim=8)
+    probe = task_data(1, (12,), 1)[0][0]
+    hat_loop(backbone, heads, 1, task_data(1, (12,), 4))
+    before = test_stage(backbone, heads, 1, probe)
+    hat_loop(backbone, heads, 2, task_data(2, (12,), 4))
+    after = test_stage(backbone, heads, 1, probe)
+    assert torch.equal(after[0], before[0])
+    assert torch.equal(after[1], before[1])
+    # Training task 2 changed the shared weights: the equality above is HAT's protection.
+    assert not torch.equal(test_stage(backbone, heads, 2, probe)[0], before[0])
+    assert counter.frame_count == 2  # train and test; this loop never validates
+
+
+def test_a_copy_of_a_compiled_backbone_runs_its_own_embedding() -> None:
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(input_dim=12, hidden_dims=[10], output_dim=6)
+    backbone.compile(backend="aot_eager", fullgraph=True)
+    backbone.setup_task_id(1)
+    copied = copy.deepcopy(backbone)
+    copied.initialize_task_embedding("masked")
+    batch = torch.randn(3, 12)
+    feature, mask, _ = copied(batch, "validation", s_max=S_MAX)
+    assert all(torch.equal(m, torch.sigmoid(torch.full_like(m, -S_MAX))) for m in mask.values())
+    assert torch.equal(feature, torch.zeros_like(feature))
+    assert not torch.equal(backbone(batch, "validation", s_max=S_MAX)[0], feature)
