@@ -15,7 +15,6 @@ from torch import Tensor, nn
 from clarena.backbones.base import check_stage
 from clarena.cl import BatchNormMode, check_task_id
 from clarena.cl.masked import MaskedBackbone
-from clarena.cl.task_batch_norm import TaskBatchNorm
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
 from clarena.wsn.topc_sync_free import masked_parameters_sync_free
@@ -126,12 +125,6 @@ class WSNMaskBackbone(MaskedBackbone):
         )
         self.initialize_parameter_score("default")
         self.register_load_state_dict_post_hook(_refresh_free_masks)
-
-    def _init_batch_norm(self, batch_norm_mode: BatchNormMode) -> None:
-        super()._init_batch_norm(batch_norm_mode)
-        # Same modules and state; a compiled forward reaches the task's batch norm by reference.
-        for norm in self._task_norms:
-            norm.__class__ = _CompilableTaskBatchNorm
 
     # ------------------------------------------------------------------ tasks and scores
 
@@ -467,8 +460,6 @@ class WSNMaskBackbone(MaskedBackbone):
     def _compiled_forward(
         self, compiled: _CompiledCores, input: Tensor, selection: Masks | float
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
-        for norm in self._task_norms:
-            cast(_CompilableTaskBatchNorm, norm).point_at_active()
         if isinstance(selection, float):
             bits = self.get_buffer("_mask_percentage_bits")
             bits.fill_(struct.unpack("<q", struct.pack("<d", selection))[0])
@@ -537,34 +528,6 @@ class WSNMaskBackbone(MaskedBackbone):
         state = dict(super().__getstate__())
         state.pop("_compiled", None)
         return state
-
-
-class _CompilableTaskBatchNorm(TaskBatchNorm):
-    """A :class:`~clarena.cl.TaskBatchNorm` that a compiled graph runs for any task.
-
-    ``TaskBatchNorm.forward`` looks the task's batch norm up by ``str(active_task)``, and a
-    compiled graph would specialise on that integer: one recompilation per task. Under
-    ``torch.compile`` this one calls the batch norm held by a plain reference instead (set by
-    :meth:`point_at_active` before each compiled forward), which dynamo does not guard on. The
-    eager forward is ``TaskBatchNorm``'s.
-    """
-
-    def select(self, task_id: int, create: bool = False) -> None:
-        """As ``TaskBatchNorm.select``, and hold the selected batch norm."""
-        super().select(task_id, create)
-        self.point_at_active()
-
-    def point_at_active(self) -> None:
-        """Hold the active task's batch norm for the compiled forward (again after a load)."""
-        if self.active_task is not None:
-            # A plain attribute, not a registered child: the module is already in ``norms``.
-            object.__setattr__(self, "_active_norm", self.norms[str(self.active_task)])
-
-    def forward(self, input: Tensor) -> Tensor:
-        active = self.__dict__.get("_active_norm")
-        if active is None or not torch.compiler.is_compiling():
-            return super().forward(input)
-        return cast(Tensor, active(input))
 
 
 class _CompiledCores(NamedTuple):
