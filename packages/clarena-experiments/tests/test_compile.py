@@ -26,6 +26,7 @@ from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, Finetuning, Independent
 from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.pipelines import cl as cl_pipeline
+from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -34,15 +35,8 @@ SGD = functools.partial(torch.optim.SGD, lr=0.1)
 
 
 def _trainer(**options) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        devices=1,
+    return quiet_trainer(
         max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         **options,
     )
 

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, Independent
+from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -242,16 +242,10 @@ def _fit_16_mixed(algorithm, task_id: int) -> None:
     generator = torch.Generator().manual_seed(task_id)
     inputs = torch.randn(32, INPUT_DIM, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (32,), generator=generator)
-    Trainer(
+    quiet_trainer(
         accelerator="gpu",
-        devices=1,
         precision="16-mixed",
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
     ).fit(algorithm, DataLoader(TensorDataset(inputs, labels), batch_size=8))
 

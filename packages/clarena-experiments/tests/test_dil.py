@@ -7,7 +7,6 @@ import json
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -15,7 +14,7 @@ from clarena.cl import CLMLP, HeadDIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, WSN, FGAdaHAT, Independent
 from clarena.experiments.pipelines.cl import build_algorithm
-from clarena.experiments.testing import quick_run_overrides
+from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -52,14 +51,7 @@ def _fit(model, task_id: int) -> None:
     inputs = torch.randn(32, INPUT_DIM, generator=generator)
     labels = torch.randint(0, NUM_CLASSES, (32,), generator=generator)
     model.setup_task_id(task_id, NUM_CLASSES)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
         limit_val_batches=0,
         max_epochs=2,
     )

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import HeadsTIL
@@ -18,7 +17,7 @@ from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
 from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
 from clarena.experiments.resume import load_resume_state
-from clarena.experiments.testing import quick_run_overrides
+from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, HATMaskResNet18, step_importance
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
@@ -47,14 +46,7 @@ def _data(seed: int, size: int = 32) -> TensorDataset:
 def _fit(model, task_id: int, data: TensorDataset, batch_size: int = 8, **options) -> None:
     torch.manual_seed(task_id)
     model.setup_task_id(task_id, NUM_CLASSES)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
         limit_val_batches=0,
         **({"precision": "64-true", "max_epochs": 1} | options),
     )

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, AdaHAT, FGAdaHAT, Independent
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -57,15 +58,8 @@ def _model(name: str):
 
 
 def _trainer(precision: str, **options) -> Trainer:
-    return Trainer(
-        accelerator="cpu",
-        devices=1,
+    return quiet_trainer(
         precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
         limit_val_batches=0,
         **options,
     )

@@ -8,12 +8,12 @@ import json
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, AdaHAT, Finetuning
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
 
@@ -45,14 +45,7 @@ def _fit(model, task_id: int, data: TensorDataset, batch_size: int, **trainer_op
     torch.manual_seed(task_id)  # the new head, embedding or scores: the same in every copy
     model.setup_task_id(task_id, NUM_CLASSES)
     options = {"precision": "64-true", "max_epochs": 1} | trainer_options
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
         limit_val_batches=0,
         **options,
     )

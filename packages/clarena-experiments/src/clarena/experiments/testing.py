@@ -10,6 +10,10 @@ Tests of your own algorithm, data module or config group can run a whole experim
 
 from __future__ import annotations
 
+from typing import Any
+
+from lightning.pytorch import Trainer
+
 #: Overrides that turn off everything an experiment writes besides its results.
 QUIET_OUTPUT_OVERRIDES: tuple[str, ...] = (
     "lightning_loggers=none",
@@ -56,3 +60,21 @@ def quick_run_overrides(
         overrides.append(f"save_model={str(save_model).lower()}")
     overrides.extend(QUIET_OUTPUT_OVERRIDES[2:])
     return tuple(overrides)
+
+
+def quiet_trainer(**options: Any) -> Trainer:
+    """A Lightning ``Trainer`` that writes and prints nothing, for fitting algorithms in tests.
+
+    Defaults: one CPU device, no logger, checkpoints, progress bar, model summary or sanity
+    validation; ``options`` (any ``Trainer`` argument) override them.
+    """
+    settings: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    return Trainer(**(settings | options))
