@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -165,3 +166,21 @@ def paired_summary(
         },
         "ratios": record_ratios,
     }
+
+
+def add_clock_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--threads T`` (torch CPU threads, default 2) and ``--clock wall|thread``."""
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "thread"),
+        default="wall",
+        help="wall time, or this thread's CPU time (use with --threads 1 on a busy machine)",
+    )
+
+
+def chosen_clock(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Callable[[], float]:
+    """The clock of :func:`add_clock_arguments`' options; ``--clock thread`` needs ``--threads 1``."""
+    if args.clock == "thread" and args.threads != 1:
+        parser.error("--clock thread measures one thread: pass --threads 1")
+    return time.thread_time if args.clock == "thread" else time.perf_counter

@@ -44,7 +44,13 @@ from torch._inductor import config as inductor_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import paired_rounds, paired_summary, synchronized
+from _timing import (
+    add_clock_arguments,
+    chosen_clock,
+    paired_rounds,
+    paired_summary,
+    synchronized,
+)
 from hat_overhead import NUM_BATCHES, S_MAX, prepared_hat
 from wsn_overhead import LEARNING_RATE, MASK_PERCENTAGE, prepared_wsn
 
@@ -283,21 +289,13 @@ def main() -> None:
     parser.add_argument(
         "--precision", "--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "thread"),
-        default="wall",
-        help="wall time, or this thread's CPU time (use with --threads 1 on a busy machine)",
-    )
+    add_clock_arguments(parser)
     parser.add_argument(
         "--warm-cache", action="store_true", help="let Inductor reuse graphs compiled before"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
-    if args.clock == "thread" and args.threads != 1:
-        parser.error("--clock thread measures one thread: pass --threads 1")
-    clock = time.thread_time if args.clock == "thread" else time.perf_counter
+    clock = chosen_clock(parser, args)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("compiled_step.py: --device cuda, but torch sees no CUDA GPU; drop it.")

@@ -34,7 +34,13 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import paired_rounds, paired_summary, synchronized
+from _timing import (
+    add_clock_arguments,
+    chosen_clock,
+    paired_rounds,
+    paired_summary,
+    synchronized,
+)
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, score_mask
@@ -167,22 +173,13 @@ def mask_bytes() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per backbone")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "thread"),
-        default="wall",
-        help="wall time, or this thread's CPU time (use with --threads 1 on a busy machine)",
-    )
+    add_clock_arguments(parser)
     parser.add_argument(
         "--skip-resnet", action="store_true", help="leave out the (slow) ResNet-18 comparison"
     )
     args = parser.parse_args()
-    if args.clock == "thread":
-        if args.threads != 1:
-            parser.error("--clock thread measures one thread: pass --threads 1")
-        global CLOCK
-        CLOCK = time.thread_time
+    global CLOCK
+    CLOCK = chosen_clock(parser, args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch._dynamo.testing import CompileCounterWithBackend
 
+from clarena.backbones.testing import StageRecorder
 from clarena.cl import CLMLP, CLBackbone, CLResNet18, CLResNet50, TaskBatchNorm
 
 NUM_TASKS = 2
@@ -27,15 +28,10 @@ def drive(
 
     Returns the graphs compiled in each stage (zeros without ``counter``) and every feature.
     """
-    graphs = {"train": 0, "validation": 0, "test": 0}
-    outputs: list[Tensor] = []
+    record = StageRecorder(counter)
 
     def run(stage: str, batch: Tensor, task_id: int | None = None) -> Tensor:
-        before = counter.frame_count if counter is not None else 0
-        feature, _ = backbone(batch, stage, task_id)
-        graphs[stage] += (counter.frame_count if counter is not None else 0) - before
-        outputs.append(feature.detach().clone())
-        return feature
+        return record.run(stage, lambda: backbone(batch, stage, task_id))[0]
 
     for task_id in range(1, NUM_TASKS + 1):
         backbone.setup_task_id(task_id)
@@ -52,7 +48,7 @@ def drive(
             for test_task_id in range(1, task_id + 1):
                 for batch in batches:
                     run("test", batch, test_task_id)
-    return graphs, outputs
+    return record.graphs, record.outputs
 
 
 def check_compiled_like_eager(backbone: CLBackbone, batches: list[Tensor]) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from clarena.backbones import MLP, Backbone, ResNet18, ResNet50
+from clarena.backbones.testing import StageRecorder
 
 NUM_EPOCHS = 2
 NUM_BATCHES = 3
@@ -27,15 +28,10 @@ def drive(
 
     Returns the graphs compiled in each stage (zeros without ``counter``) and every feature.
     """
-    graphs = {"train": 0, "validation": 0, "test": 0}
-    outputs: list[Tensor] = []
+    record = StageRecorder(counter)
 
     def run(stage: str, batch: Tensor) -> Tensor:
-        before = counter.frame_count if counter is not None else 0
-        feature, _ = backbone(batch, stage)
-        graphs[stage] += (counter.frame_count if counter is not None else 0) - before
-        outputs.append(feature.detach().clone())
-        return feature
+        return record.run(stage, lambda: backbone(batch, stage))[0]
 
     optimizer = torch.optim.SGD(backbone.parameters(), lr=0.01)
     for _ in range(NUM_EPOCHS):
@@ -49,7 +45,7 @@ def drive(
             for stage in ("validation", "test"):
                 for batch in batches:
                     run(stage, batch)
-    return graphs, outputs
+    return record.graphs, record.outputs
 
 
 def check_compiled_like_eager(backbone: Backbone, batches: list[Tensor]) -> None:

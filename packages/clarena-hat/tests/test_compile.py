@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch._dynamo.testing import CompileCounterWithBackend
 
+from clarena.backbones.testing import StageRecorder
 from clarena.cl import HeadsTIL
 from clarena.hat import HATMaskBackbone, HATMaskMLP, HATMaskResNet18, HATMaskResNet50
 
@@ -30,14 +31,10 @@ def drive(
     Training takes SGD steps, so later outputs also depend on the gradients. Returns the graphs
     compiled in each stage (zeros without ``counter``) and every feature and train mask computed.
     """
-    graphs = {"train": 0, "validation": 0, "test": 0}
-    outputs: list[Tensor] = []
+    record = StageRecorder(counter)
 
     def run(stage: str, batch: Tensor, **arguments: object) -> tuple[Tensor, dict[str, Tensor]]:
-        before = counter.frame_count if counter is not None else 0
-        feature, mask, _ = backbone(batch, stage, **arguments)
-        graphs[stage] += (counter.frame_count if counter is not None else 0) - before
-        outputs.append(feature.detach().clone())
+        feature, mask, _ = record.run(stage, lambda: backbone(batch, stage, **arguments))
         return feature, mask
 
     for task_id in range(1, NUM_TASKS + 1):
@@ -49,7 +46,7 @@ def drive(
             feature, mask = run(
                 "train", batch, s_max=S_MAX, batch_idx=batch_idx, num_batches=NUM_BATCHES
             )
-            outputs.extend(m.detach().clone() for m in mask.values())
+            record.outputs.extend(m.detach().clone() for m in mask.values())
             optimizer.zero_grad()
             feature.square().mean().backward()
             optimizer.step()
@@ -61,7 +58,7 @@ def drive(
             for test_task_id in range(1, task_id + 1):
                 for batch in batches:
                     run("test", batch, test_task_id=test_task_id)
-    return graphs, outputs
+    return record.graphs, record.outputs
 
 
 def check_compiled_like_eager(

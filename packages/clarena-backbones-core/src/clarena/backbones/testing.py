@@ -17,6 +17,7 @@ clarena-backbones-core: import it from tests only.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -134,3 +135,30 @@ def assert_extends_arguments(variant: type, family: type, own: dict[str, object]
     expected = {**family_arguments, **own}
     assert constructor_arguments(variant) == expected
     assert list(constructor_arguments(variant)) == list(expected)
+
+
+class StageRecorder:
+    """Records, per stage, the graphs ``torch.compile`` builds and the feature each forward returns.
+
+    For compile tests: pass ``torch._dynamo.testing.CompileCounterWithBackend`` (or any object
+    with a ``frame_count``) as ``counter`` and as the ``backend`` of ``backbone.compile``; without
+    a counter the graph counts stay zero (an eager reference run).
+    """
+
+    def __init__(self, counter: Any | None = None) -> None:
+        self.counter = counter
+        #: Stage -> graphs compiled while that stage's forwards ran.
+        self.graphs: dict[str, int] = {"train": 0, "validation": 0, "test": 0}
+        #: A detached copy of every recorded forward's feature (its first output), in order.
+        self.outputs: list[Tensor] = []
+
+    def run(self, stage: str, forward: Callable[[], tuple[Any, ...]]) -> tuple[Any, ...]:
+        """Call ``forward()`` (a backbone forward in ``stage``), record it, return its result."""
+        before = self._frames()
+        result = forward()
+        self.graphs[stage] += self._frames() - before
+        self.outputs.append(result[0].detach().clone())
+        return result
+
+    def _frames(self) -> int:
+        return 0 if self.counter is None else int(self.counter.frame_count)
