@@ -44,7 +44,8 @@ def test_task_id_below_one_is_a_value_error_and_changes_nothing(task_id):
     mlp = make_mlp()
     mlp.setup_task_id(1)
     with pytest.raises(
-        ValueError, match=rf"^CLMLP: task_id must be >= 1 \(tasks are numbered from 1\); got {task_id}\."
+        ValueError,
+        match=rf"^CLMLP: task_id must be >= 1 \(tasks are numbered from 1\); got {task_id}\.",
     ):
         mlp.setup_task_id(task_id)
     assert mlp.task_id == 1
