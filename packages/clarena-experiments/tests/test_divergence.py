@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,3 +104,48 @@ def test_finite_losses_pass() -> None:
     module = Regression()
     quiet_trainer(max_epochs=2, callbacks=[DivergenceCheck()]).fit(module, data)
     assert len(module.weights) == 4
+
+
+def test_every_rank_stops_when_another_ranks_loss_diverged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP the flag is all-reduced: a rank with a finite loss stops too (no hang)."""
+    data = DataLoader(TensorDataset(torch.ones(4, 1), torch.ones(4, 1)), batch_size=2)
+    module = Regression()
+    trainer = quiet_trainer(max_epochs=1, callbacks=[DivergenceCheck()])
+    decisions: list[tuple[bool, bool]] = []
+
+    def another_rank_diverged(decision: bool, all: bool = True) -> bool:
+        decisions.append((decision, all))
+        return True
+
+    monkeypatch.setattr(trainer.strategy, "reduce_boolean_decision", another_rank_diverged)
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"^The training loss is nan or infinite on "
+        r"another rank at task 3, epoch 0, step 0: ",
+    ):
+        trainer.fit(module, data)
+    # This rank's loss was finite; the decision is "any rank", not "all ranks".
+    assert decisions == [(False, False)]
+    assert torch.equal(module.layer.weight.detach(), module.weights[0])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_stops_on_both_ranks(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    clarena = str(Path(sys.executable).parent / "clarena")
+    command = [clarena, "experiment=example_clmain_train", "trainer=ddp_cpu", *QUICK]
+    completed = subprocess.run(
+        [*command, "optimizer.lr=1e30", f"output_dir={run_dir}"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert completed.returncode == 1, completed.stderr[-3000:]
+    assert (
+        "clarena: TrainingDivergedError: The training loss is nan at task 1, epoch 0, step 1"
+        in completed.stderr
+    )
+    assert not (run_dir / "results").exists()
+    assert not (run_dir / "checkpoints").exists()

@@ -45,7 +45,7 @@ def divergence_message(trainer: Trainer, pl_module: LightningModule, loss: float
     """One line: the loss value, task, epoch and step, the learning rate and the fix."""
     task = _task(trainer, pl_module)
     lr = _learning_rate(trainer)
-    value = "finite on this rank" if math.isfinite(loss) else str(loss)
+    value = "nan or infinite on another rank" if math.isfinite(loss) else str(loss)
     where = f"{task}, epoch {trainer.current_epoch}, step {trainer.global_step}"
     advice = (
         f"the learning rate is {lr:g}: lower it (e.g. optimizer.lr={lr / 100:g})"
