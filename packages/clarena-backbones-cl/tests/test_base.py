@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from clarena.cl import CLMLP, CLBackbone
+from clarena.cl import CLMLP, CLBackbone, HeadsTIL
 
 
 def make_mlp() -> CLMLP:
@@ -39,16 +39,37 @@ def test_non_integer_task_id_is_a_type_error(task_id):
     assert mlp.processed_task_ids == []
 
 
+@pytest.mark.parametrize("task_id", [0, -1])
+def test_task_id_below_one_is_a_value_error_and_changes_nothing(task_id):
+    mlp = make_mlp()
+    mlp.setup_task_id(1)
+    with pytest.raises(
+        ValueError,
+        match=rf"^CLMLP: task_id must be >= 1 \(tasks are numbered from 1\); got {task_id}\.",
+    ):
+        mlp.setup_task_id(task_id)
+    assert mlp.task_id == 1
+    assert mlp.processed_task_ids == [1]
+
+
+@pytest.mark.parametrize("task_id", [0, -1])
+def test_heads_refuse_a_task_id_below_one(task_id):
+    heads = HeadsTIL(input_dim=8)
+    with pytest.raises(ValueError, match=rf"^HeadsTIL: task_id must be >= 1 .*got {task_id}\."):
+        heads.setup_task_id(task_id, 2)
+    assert heads.task_ids == []
+
+
 def test_bad_stage_is_a_value_error():
     mlp = make_mlp()
-    mlp.setup_task_id(0)
+    mlp.setup_task_id(1)
     with pytest.raises(ValueError, match=r"stage must be one of.*got 'training'"):
         mlp(torch.randn(3, 12), stage="training")
 
 
 def test_stages_and_none_are_accepted():
     mlp = make_mlp().eval()
-    mlp.setup_task_id(0)
+    mlp.setup_task_id(1)
     x = torch.randn(3, 12)
     outputs = [mlp(x, stage=stage)[0] for stage in ("train", "validation", "test", None)]
     for output in outputs[1:]:

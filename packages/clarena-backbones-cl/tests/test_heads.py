@@ -85,7 +85,7 @@ def test_til_resetting_up_with_other_class_count_is_a_value_error():
 @pytest.mark.parametrize("num_classes", [0, -1, 2.0, True])
 def test_til_bad_class_count_is_a_value_error(num_classes):
     with pytest.raises(ValueError, match=r"num_classes must be a positive integer"):
-        HeadsTIL(input_dim=8).setup_task_id(0, num_classes)
+        HeadsTIL(input_dim=8).setup_task_id(1, num_classes)
 
 
 def test_til_non_integer_task_id_is_a_type_error():
@@ -122,23 +122,23 @@ def test_cil_logits_grow_with_each_task():
     heads = make_cil()
     feature = torch.randn(3, 8)
     widths = []
-    for task_id, classes in ((0, 2), (1, 3), (2, 2)):
+    for task_id, classes in ((1, 2), (2, 3), (3, 2)):
         heads.setup_task_id(task_id, classes)
         widths.append(heads(feature).shape[1])
     assert widths == [2, 5, 7]
-    assert [heads.class_offset(t) for t in (0, 1, 2)] == [0, 2, 5]
-    assert heads(feature, task_id=0).shape == (3, 7)  # CIL ignores the task id
+    assert [heads.class_offset(t) for t in (1, 2, 3)] == [0, 2, 5]
+    assert heads(feature, task_id=1).shape == (3, 7)  # CIL ignores the task id
 
 
 def test_cil_earlier_logits_unchanged_by_growth():
     heads = make_cil()
     feature = torch.randn(3, 8)
-    heads.setup_task_id(0, 2)
+    heads.setup_task_id(1, 2)
     before = heads(feature)
-    heads.setup_task_id(1, 3)
+    heads.setup_task_id(2, 3)
     after = heads(feature)
     assert torch.equal(after[:, :2], before)
-    new = heads.heads["1"]
+    new = heads.heads["2"]
     assert torch.equal(after[:, 2:5], new(feature))
 
 
@@ -161,7 +161,7 @@ def test_cil_forward_before_any_task_is_a_runtime_error():
 
 def test_cil_feature_dim_mismatch_names_input_dim():
     heads = make_cil()
-    heads.setup_task_id(0, 2)
+    heads.setup_task_id(1, 2)
     with pytest.raises(ValueError, match=r"input_dim"):
         heads(torch.randn(2, 3))
 
@@ -182,14 +182,14 @@ def test_cil_survives_reload_into_a_fresh_instance():
 def make_mtl() -> HeadsMTL:
     torch.manual_seed(0)
     heads = HeadsMTL(input_dim=6)
-    heads.setup_tasks({0: 2, 1: 4, 2: 3})
+    heads.setup_tasks({1: 2, 2: 4, 3: 3})
     return heads
 
 
 def test_mtl_single_task_id_gives_that_tasks_logits():
     heads = make_mtl()
     feature = torch.randn(5, 6)
-    for task_id, classes in ((0, 2), (1, 4), (2, 3)):
+    for task_id, classes in ((1, 2), (2, 4), (3, 3)):
         logits = heads(feature, task_id)
         assert logits.shape == (5, classes)
         assert torch.equal(logits, heads.heads[str(task_id)](feature))
@@ -198,10 +198,10 @@ def test_mtl_single_task_id_gives_that_tasks_logits():
 def test_mtl_mixed_batch_pads_with_minus_infinity():
     heads = make_mtl()
     feature = torch.randn(6, 6)
-    task_ids = torch.tensor([0, 2, 1, 0, 2, 2])
+    task_ids = torch.tensor([1, 3, 2, 1, 3, 3])
     logits = heads(feature, task_ids)
     assert logits.shape == (6, 4)
-    for task_id in (0, 1, 2):
+    for task_id in (1, 2, 3):
         rows = task_ids == task_id
         classes = heads.num_classes(task_id)
         expected = heads.heads[str(task_id)](feature[rows])
@@ -237,14 +237,14 @@ def test_mtl_malformed_task_ids_are_a_value_error(task_ids, got):
 
 def test_mtl_mixed_batch_width_is_the_widest_task_present():
     heads = make_mtl()
-    logits = heads(torch.randn(3, 6), torch.tensor([0, 2, 0]))
+    logits = heads(torch.randn(3, 6), torch.tensor([1, 3, 1]))
     assert logits.shape == (3, 3)
 
 
 def test_mtl_cross_entropy_on_mixed_batch_is_finite_and_trains_each_head():
     heads = make_mtl()
     feature = torch.randn(6, 6)
-    task_ids = torch.tensor([0, 1, 2, 0, 1, 2])
+    task_ids = torch.tensor([1, 2, 3, 1, 2, 3])
     targets = torch.tensor([1, 3, 2, 0, 0, 1])
     loss = nn.functional.cross_entropy(heads(feature, task_ids), targets)
     assert torch.isfinite(loss)
@@ -260,21 +260,21 @@ def test_mtl_unknown_task_is_a_value_error():
     with pytest.raises(ValueError, match=r"no head for task 7.*setup_tasks\(\{7: num_classes"):
         heads(torch.randn(2, 6), 7)
     with pytest.raises(ValueError, match=r"no head for task 7"):
-        heads(torch.randn(2, 6), torch.tensor([0, 7]))
+        heads(torch.randn(2, 6), torch.tensor([1, 7]))
 
 
 def test_mtl_feature_dim_mismatch_names_input_dim():
     with pytest.raises(ValueError, match=r"input_dim"):
-        make_mtl()(torch.randn(2, 5), 0)
+        make_mtl()(torch.randn(2, 5), 1)
 
 
 def test_mtl_survives_reload_into_a_fresh_instance():
     heads = make_mtl()
     fresh = reload(heads, HeadsMTL(input_dim=6))
     feature = torch.randn(4, 6)
-    for task_id in (0, 1, 2):
+    for task_id in (1, 2, 3):
         assert torch.equal(fresh(feature, task_id), heads(feature, task_id))
-    mixed = torch.tensor([2, 1, 0, 1])
+    mixed = torch.tensor([3, 2, 1, 2])
     assert torch.equal(fresh(feature, mixed), heads(feature, mixed))
 
 

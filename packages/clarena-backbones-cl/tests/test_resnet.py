@@ -36,7 +36,7 @@ def test_cl_resnet_matches_its_core_counterpart(cl_class, core_class, trunk_widt
     keys.remove("_extra_state")
     assert keys == list(reference.state_dict())
 
-    backbone.setup_task_id(0)
+    backbone.setup_task_id(1)
     backbone.eval()
     with torch.no_grad():
         feature, activations = backbone(torch.randn(2, 1, 8, 8), stage="test")

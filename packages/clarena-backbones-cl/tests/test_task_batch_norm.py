@@ -73,8 +73,8 @@ def test_conversion_replaces_batch_norm_2d_in_a_resnet():
     make_batch_norm_task_independent(resnet)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in resnet.modules())
     assert sum(isinstance(m, TaskBatchNorm) for m in resnet.modules()) == count == 20
-    resnet.setup_task_id(0)
-    select_task_batch_norm(resnet, 0, create=True)
+    resnet.setup_task_id(1)
+    select_task_batch_norm(resnet, 1, create=True)
     feature, _ = resnet(torch.randn(2, 1, 8, 8), stage="train")
     assert feature.shape == (2, 512)
     kinds = {
@@ -88,7 +88,7 @@ def test_conversion_replaces_batch_norm_2d_in_a_resnet():
 
 def test_forward_without_a_selected_task_is_a_runtime_error():
     mlp = make_converted_mlp()
-    mlp.setup_task_id(0)
+    mlp.setup_task_id(1)
     with pytest.raises(RuntimeError, match=r"no task selected"):
         mlp(torch.randn(4, 10), stage="train")
 

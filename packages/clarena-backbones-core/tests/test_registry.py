@@ -99,6 +99,16 @@ def test_unknown_name_suggests_the_nearest():
     assert not hasattr(clarena.backbones, "MLPP")
 
 
+@pytest.mark.parametrize("name", [None, 18, ["ResNet18"]])
+def test_a_name_that_is_not_a_string_is_a_type_error_naming_the_argument(name):
+    with pytest.raises(TypeError) as error:
+        resolve_backbone(name)
+    assert str(error.value) == (
+        f"resolve_backbone: name must be a backbone's name, a string such as 'ResNet18' or "
+        f"'CLMLP'; got {name!r}. clarena.backbones.available_backbones() lists the names."
+    )
+
+
 def test_from_import_of_an_unknown_name_is_an_import_error():
     with pytest.raises(ImportError, match="MLPP"):
         from clarena.backbones import MLPP  # noqa: F401

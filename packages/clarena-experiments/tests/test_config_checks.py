@@ -14,8 +14,10 @@ from clarena.cl import HeadsTIL
 from clarena.experiments.algorithms import WSN, AdaHAT, Finetuning, Independent
 from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.config_checks import (
+    MAX_SEED,
     check_experiment_config,
     check_optimizer_builds,
+    check_seed_and_threads,
     task_list,
 )
 from clarena.experiments.pipelines.common import PipelineConfigError
@@ -158,3 +160,29 @@ def test_fp16_mixed_precision_passes_on_a_gpu_trainer() -> None:
     check_experiment_config(
         config(trainer={"max_epochs": 1, "accelerator": "gpu", "precision": "16-mixed"})
     )
+
+
+@pytest.mark.parametrize("seed", ["abc", 1.5, -1, MAX_SEED + 1, True, None])
+def test_a_seed_that_is_not_an_integer_in_numpys_range_is_refused(seed: Any) -> None:
+    with pytest.raises(PipelineConfigError) as error:
+        check_experiment_config(config(global_seed=seed))
+    assert str(error.value) == (
+        f"global_seed must be an integer from 0 to {MAX_SEED}; got {seed!r}. Set global_seed=1 "
+        f"(or another integer in that range)."
+    )
+
+
+@pytest.mark.parametrize("threads", [-1, 0, "4", 2.0])
+def test_num_threads_below_one_or_not_an_integer_is_refused(threads: Any) -> None:
+    with pytest.raises(PipelineConfigError) as error:
+        check_experiment_config(config(num_threads=threads))
+    assert str(error.value) == (
+        f"num_threads must be null (torch's default) or a number of threads >= 1; got "
+        f"{threads!r}. Set num_threads=1, or num_threads=null."
+    )
+
+
+def test_good_seeds_and_thread_counts_pass() -> None:
+    for values in ({}, {"global_seed": 0, "num_threads": None}, {"global_seed": MAX_SEED}):
+        check_seed_and_threads(config(**values))
+    check_seed_and_threads(config(global_seed=7, num_threads=3))

@@ -147,6 +147,43 @@ def test_stl_task_id_must_be_a_task() -> None:
         STLDataModule(task_id=6, sequence="split", num_tasks=5).num_classes(6)
 
 
+@pytest.mark.parametrize("module", [CLDataModule, MTLDataModule, STLDataModule])
+@pytest.mark.parametrize(
+    ("argument", "value", "expected"),
+    [
+        (
+            "batch_size",
+            0,
+            "batch_size must be an integer >= 1 (samples per training batch, e.g. "
+            "batch_size=64); got 0.",
+        ),
+        (
+            "batch_size",
+            2.5,
+            "batch_size must be an integer >= 1 (samples per training batch, "
+            "e.g. batch_size=64); got 2.5.",
+        ),
+        (
+            "eval_batch_size",
+            -1,
+            "eval_batch_size must be an integer >= 1 (e.g. eval_batch_size=512); got -1.",
+        ),
+        (
+            "num_workers",
+            -1,
+            "num_workers must be an integer >= 0 (0 loads the data in the main process); got -1.",
+        ),
+    ],
+)
+def test_bad_batch_sizes_and_worker_counts_are_refused_on_construction(
+    module: type, argument: str, value: object, expected: str
+) -> None:
+    extra = {} if module is STLDataModule else {"num_tasks": 2}
+    with pytest.raises(ValueError, match=rf"^{module.__name__}: {argument} must be") as error:
+        module(**extra, **{argument: value})
+    assert str(error.value) == f"{module.__name__}: {expected}"
+
+
 def test_a_one_sample_last_training_batch_is_dropped_and_evaluation_keeps_every_sample() -> None:
     # 1294 training digits = 3 x 431 + 1: the last batch would hold one sample, which batch
     # norm cannot train on.

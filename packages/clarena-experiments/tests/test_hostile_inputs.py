@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from clarena.experiments import cli
+
 Run = Callable[..., Path]
 
 #: What Hydra writes before the job starts; nothing else may be left behind.
@@ -106,6 +108,34 @@ CASES: list[tuple[str, list[str], str]] = [
         ["cl_dataset=permuted_mnist", f"cl_dataset.root={GARBAGE_ROOT}"],
         "is not an idx file",
     ),
+    (
+        "example_clmain_train",
+        ["cl_dataset.batch_size=0"],
+        "clarena: ValueError (while building config key 'cl_dataset'): CLDataModule: batch_size "
+        "must be an integer >= 1 (samples per training batch, e.g. batch_size=64); got 0.",
+    ),
+    (
+        "example_mtl_train",
+        ["mtl_dataset.eval_batch_size=0"],
+        "(while building config key 'mtl_dataset'): MTLDataModule: eval_batch_size must be",
+    ),
+    (
+        "example_clmain_train",
+        ["global_seed=abc"],
+        "clarena: PipelineConfigError: global_seed must be an integer from 0 to 4294967295; got "
+        "'abc'. Set global_seed=1 (or another integer in that range).",
+    ),
+    (
+        "example_stl_train",
+        ["num_threads=-1"],
+        "clarena: PipelineConfigError: num_threads must be null (torch's default) or a number of "
+        "threads >= 1; got -1. Set num_threads=1, or num_threads=null.",
+    ),
+    (
+        "example_clmain_eval",
+        ["model_path=/nonexistent/saved_model.pt", "num_threads=0"],
+        "num_threads must be null (torch's default) or a number of threads >= 1; got 0.",
+    ),
 ]
 
 
@@ -145,3 +175,77 @@ def test_hostile_command_exits_1_naming_the_problem_and_writes_nothing(
     run_dir = tmp_path / experiment
     left = {path.name for path in run_dir.iterdir()} if run_dir.exists() else set()
     assert left <= HYDRA_FILES, f"a failed run left {sorted(left - HYDRA_FILES)} in {run_dir}"
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1"
+
+
+@pytest.mark.parametrize(
+    ("experiment", "model", "holds", "evaluates", "evaluate_with"),
+    [
+        ("example_clmain_eval", "example_mtl_train", "an MTL model", "MTL_EXPR", "CL"),
+        ("example_clmain_eval", "example_stl_train", "an STL model", "STL_EXPR", "CL"),
+        ("example_mtl_eval", "example_clmain_train", "a CL model", "CL_MAIN_EXPR", "MTL"),
+        ("example_mtl_eval", "example_stl_train", "an STL model", "STL_EXPR", "MTL"),
+        ("example_stl_eval", "example_clmain_hat", "a CL model", "CL_MAIN_EXPR", "STL"),
+        ("example_stl_eval", "example_mtl_train", "an MTL model", "MTL_EXPR", "STL"),
+    ],
+)
+def test_a_model_of_another_kind_names_the_experiment_that_evaluates_it(
+    run_clarena: Run,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    experiment: str,
+    model: str,
+    holds: str,
+    evaluates: str,
+    evaluate_with: str,
+) -> None:
+    model_path = FIXTURES / model / "saved_model.pt"
+    right = {"CL_MAIN_EXPR": "example_clmain_eval", "MTL_EXPR": "example_mtl_eval"}.get(
+        evaluates, "example_stl_eval"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        run_clarena(experiment, f"model_path={model_path}")
+    assert exit_info.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "Error" in line]
+    assert errors == [
+        f"clarena: PipelineConfigError: model_path '{model_path}' holds {holds} (saved by "
+        f"{evaluates}), but this experiment evaluates {evaluate_with} models. Evaluate it with "
+        f"`clarena experiment={right} model_path={model_path}`."
+    ]
+    left = {path.name for path in (tmp_path / experiment).iterdir()}
+    assert left <= HYDRA_FILES
+
+
+def test_an_output_dir_that_cannot_hold_a_run_is_refused_before_hydra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_bytes(b"kept\n")
+    cases = [
+        (
+            tmp_path / "a_file" / "run",
+            f"output_dir='{tmp_path / 'a_file' / 'run'}' goes through '{tmp_path / 'a_file'}', "
+            f"which is a file, not a directory. Choose an output_dir whose parents are "
+            f"directories.",
+        ),
+        (
+            tmp_path / "a_file",
+            f"output_dir='{tmp_path / 'a_file'}' is a file, not a directory.",
+        ),
+        (
+            Path("/proc/clarena_run"),
+            "output_dir='/proc/clarena_run' cannot hold a run: No such file or directory "
+            "('/proc/clarena_run'). Choose an output_dir in a directory you can write to, e.g. "
+            "output_dir=outputs/my_run.",
+        ),
+    ]
+    for output_dir, expected in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["experiment=example_clmain_train", f"output_dir={output_dir}"])
+        assert exit_info.value.code == 1
+        first = capsys.readouterr().err.splitlines()[0]
+        assert first.startswith(f"clarena: PipelineConfigError: {expected}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    assert (tmp_path / "a_file").read_bytes() == b"kept\n"

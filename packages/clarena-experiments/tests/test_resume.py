@@ -109,12 +109,51 @@ def test_resume_after_interruption_ends_with_the_uninterrupted_acc_csv(
     ).read_text()
 
 
-def test_resume_of_a_finished_run_trains_nothing_and_keeps_results(run_clarena: Run) -> None:
-    run_dir = run_clarena("example_clmain_train", *TINY[:1], "train_tasks=2", *TINY[1:])
-    before = acc_bytes(run_dir)
-    cli.main(["experiment=example_clmain_train", "train_tasks=2", *TINY[1:], f"resume={run_dir}"])
-    assert acc_bytes(run_dir) == before
-    assert not (run_dir / "lightning_logs").exists()
+def files(run_dir: Path) -> dict[str, bytes]:
+    """Every file under ``run_dir`` and its bytes."""
+    return {
+        str(path.relative_to(run_dir)): path.read_bytes()
+        for path in sorted(run_dir.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_resume_of_a_finished_run_rewrites_nothing_and_says_so(
+    run_clarena: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    overrides = ["train_tasks=2", *TINY[1:], "save_model=true"]
+    run_dir = run_clarena("example_clmain_train", *overrides)
+    before = files(run_dir)
+    assert {"results/acc.csv", "results/summary.json", "saved_model.pt"} <= set(before)
+    capsys.readouterr()
+    # Returns: exit status 0.
+    cli.main(["experiment=example_clmain_train", *overrides, f"resume={run_dir}"])
+    assert capsys.readouterr().out == (
+        f"clarena: The run in '{run_dir}' already trained every task of train_tasks [1, 2] and "
+        f"wrote its results: nothing was trained or rewritten. To train more tasks, resume it "
+        f"with a longer train_tasks.\n"
+    )
+    after = files(run_dir)
+    # Only the log grew, by the continuation's lines; no .hydra/resume_<time>, no logs.
+    log_before = before.pop("clarena.log")
+    log_after = after.pop("clarena.log")
+    assert after == before
+    assert log_after.startswith(log_before)
+    assert b"already trained every task of train_tasks [1, 2]" in log_after[len(log_before) :]
+
+
+def test_resume_after_the_last_task_writes_the_missing_results(run_clarena: Run) -> None:
+    """Killed between the last resume state and the summary: the resume writes what is missing."""
+    overrides = ["train_tasks=2", *TINY[1:], "save_model=true"]
+    run_dir = run_clarena("example_clmain_train", *overrides)
+    before = files(run_dir)
+    (run_dir / "results" / "summary.json").unlink()
+    (run_dir / "saved_model.pt").unlink()
+    cli.main(["experiment=example_clmain_train", *overrides, f"resume={run_dir}"])
+    after = files(run_dir)
+    assert after["results/summary.json"] == before["results/summary.json"]
+    assert after["results/acc.csv"] == before["results/acc.csv"]
+    assert "saved_model.pt" in after
 
 
 @pytest.mark.parametrize(

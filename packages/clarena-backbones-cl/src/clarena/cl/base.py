@@ -35,6 +35,7 @@ class CLBackbone(Backbone):
 
         Raises:
             TypeError: ``task_id`` is not an integer.
+            ValueError: ``task_id`` is below 1.
         """
         self.task_id = check_task_id(task_id, type(self).__name__)
         if task_id not in self.processed_task_ids:
@@ -106,7 +107,17 @@ class CLBackbone(Backbone):
 
 
 def check_task_id(task_id: object, owner: str) -> int:
-    """Return ``task_id`` if it is an integer, else raise ``TypeError``."""
+    """Return ``task_id`` if it is a task id: an integer >= 1 (tasks are numbered from 1).
+
+    Raises:
+        TypeError: ``task_id`` is not an integer.
+        ValueError: ``task_id`` is below 1.
+    """
     if isinstance(task_id, bool) or not isinstance(task_id, int):
         raise TypeError(f"{owner}: task_id must be an integer; got {task_id!r}.")
+    if task_id < 1:
+        raise ValueError(
+            f"{owner}: task_id must be >= 1 (tasks are numbered from 1); got {task_id}. Pass "
+            f"the task's number, e.g. setup_task_id(1) for the first task."
+        )
     return task_id

@@ -53,10 +53,16 @@ def resolve_backbone(name: str) -> type:
     """Return the backbone class registered as ``name``.
 
     Raises:
+        TypeError: ``name`` is not a string.
         BackboneNotInstalledError: ``name`` belongs to a clarena distribution that is not
             installed; the message names the ``pip install`` to run.
         AttributeError: ``name`` is not a backbone name; the message suggests the nearest ones.
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"resolve_backbone: name must be a backbone's name, a string such as 'ResNet18' or "
+            f"'CLMLP'; got {name!r}. clarena.backbones.available_backbones() lists the names."
+        )
     entry_point = _entry_points().get(name)
     if entry_point is not None:
         return entry_point.load()

@@ -16,6 +16,8 @@ from lightning.pytorch.callbacks.progress.rich_progress import (
 from rich.progress import TextColumn
 from typing_extensions import override
 
+from clarena.experiments.run_dir import write_text
+
 
 class StepTimer(Callback):
     """Measure the wall time spent inside training steps (forward, backward, optimiser step).
@@ -51,8 +53,7 @@ class StepTimer(Callback):
             total = json.loads(path.read_text())
         total["training_step_seconds"] += self.seconds
         total["training_steps"] += self.steps
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(total) + "\n")
+        write_text(path, json.dumps(total) + "\n")
 
 
 class ProgressBar(RichProgressBar):

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from clarena.experiments.errors import FULL_ERROR_ENV, PipelineConfigError, explain
+from clarena.experiments.errors import (
+    FULL_ERROR_ENV,
+    PipelineConfigError,
+    RunDirLinkError,
+    explain,
+)
 from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
 from clarena.experiments.sweep import (
     exit_status_of_jobs,
@@ -136,7 +141,7 @@ def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
         return []
     try:
         resume_file(resume)
-    except PipelineConfigError as error:
+    except (PipelineConfigError, RunDirLinkError) as error:
         if os.environ.get(FULL_ERROR_ENV) == "1":
             raise
         print(explain(error), file=sys.stderr)
@@ -151,10 +156,10 @@ def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
 
 
 def _check_run_dir(arguments: list[str]) -> None:
-    """Refuse a busy or used ``output_dir=`` before Hydra writes its ``.hydra/`` into it."""
+    """Refuse a busy, used, unwritable or linked ``output_dir=`` before Hydra writes into it."""
     try:
         check_command_line(arguments)
-    except (RunDirBusyError, RunDirUsedError) as error:
+    except (PipelineConfigError, RunDirLinkError, RunDirBusyError, RunDirUsedError) as error:
         if os.environ.get(FULL_ERROR_ENV) == "1":
             raise
         print(explain(error), file=sys.stderr)

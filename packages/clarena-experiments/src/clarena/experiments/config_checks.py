@@ -23,6 +23,9 @@ TRAINING_PIPELINES: tuple[str, ...] = ("CL_MAIN_EXPR", "MTL_EXPR", "STL_EXPR")
 #: Lightning's spellings of fp16 mixed precision (``16`` and ``"16"`` are its aliases).
 FP16_MIXED: tuple[str, ...] = ("16-mixed", "16")
 
+#: The largest seed NumPy (and so ``seed_everything``) accepts.
+MAX_SEED = 2**32 - 1
+
 #: Task-list keys each pipeline reads.
 TASK_LIST_KEYS: dict[str, tuple[str, ...]] = {
     "CL_MAIN_EXPR": ("train_tasks",),
@@ -37,6 +40,7 @@ def check_experiment_config(cfg: DictConfig) -> None:
         PipelineConfigError: a bad training length or task list (the message names the key).
     """
     pipeline = cfg.get("pipeline")
+    check_seed_and_threads(cfg)
     check_compile(cfg.get("compile", False))
     if cfg.get("trainer") is not None:
         check_precision(cfg.trainer)
@@ -46,6 +50,29 @@ def check_experiment_config(cfg: DictConfig) -> None:
         value = cfg.get(key)
         if value is not None:
             task_list(value, None, key)
+
+
+def check_seed_and_threads(cfg: DictConfig) -> None:
+    """``global_seed`` an integer in NumPy's seed range, ``num_threads`` null or a count >= 1.
+
+    Lightning's ``seed_everything`` would replace an out-of-range seed by 0 with only a warning,
+    and ``torch.set_num_threads`` refuses a count < 1 with a message naming no key.
+
+    Raises:
+        PipelineConfigError: naming the key, the value given and the fix.
+    """
+    seed = cfg.get("global_seed", 0)
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise PipelineConfigError(
+            f"global_seed must be an integer from 0 to {MAX_SEED}; got {seed!r}. Set "
+            f"global_seed=1 (or another integer in that range)."
+        )
+    threads = cfg.get("num_threads")
+    if threads is not None and (not _is_int(threads) or threads < 1):
+        raise PipelineConfigError(
+            f"num_threads must be null (torch's default) or a number of threads >= 1; got "
+            f"{threads!r}. Set num_threads=1, or num_threads=null."
+        )
 
 
 def check_training_length(trainer: DictConfig) -> None:

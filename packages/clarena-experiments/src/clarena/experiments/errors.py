@@ -19,7 +19,9 @@ __all__ = [
     "PipelineConfigError",
     "RankStateMismatchError",
     "RunDirBusyError",
+    "RunDirLinkError",
     "RunDirUsedError",
+    "TrainingDivergedError",
     "UntrustedConfigError",
     "exception_chain",
     "explain",
@@ -61,6 +63,14 @@ class RunDirBusyError(ClarenaError, RuntimeError):
 
 class RunDirUsedError(ClarenaError, RuntimeError):
     """The output dir holds a previous run's files and no override says to delete them."""
+
+
+class RunDirLinkError(ClarenaError, RuntimeError):
+    """The output dir holds a link (or special file) through which a write would leave it."""
+
+
+class TrainingDivergedError(ClarenaError, RuntimeError):
+    """The training loss became nan or infinite: the run stopped without saving results."""
 
 
 def exception_chain(error: BaseException) -> list[BaseException]:

@@ -1,13 +1,15 @@
 """Result files: the accuracy matrix as CSV, its plots and a JSON summary.
 
 The accuracy matrix ``A`` has one row per trained task: ``A[i][j]`` is the test accuracy on task
-``j`` after training task ``i`` (``None`` for tasks not seen yet).
+``j`` after training task ``i`` (``None`` for tasks not seen yet). Every file is opened with
+:func:`clarena.experiments.run_dir.create_for_write`, which follows no link.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -16,14 +18,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from clarena.experiments.run_dir import create_for_write, write_text
+
 #: Accuracy-matrix rows: trained task id -> {tested task id: accuracy}.
 AccuracyRows = Mapping[int, Mapping[int, float]]
 
 
 def write_accuracy_csv(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) -> None:
     """Write ``after_training_task, average_accuracy, test_on_task_<id>...`` (blank = unseen)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
+    with os.fdopen(create_for_write(path), "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(
             ["after_training_task", "average_accuracy", *[f"test_on_task_{t}" for t in task_ids]]
@@ -40,8 +43,7 @@ def write_accuracy_csv(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) 
 
 def write_task_accuracy_csv(path: Path, accuracies: Mapping[int, float]) -> None:
     """Write ``average_accuracy, test_on_task_<id>...`` in one row (MTL and STL results)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
+    with os.fdopen(create_for_write(path), "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(["average_accuracy", *[f"test_on_task_{t}" for t in accuracies]])
         writer.writerow([repr(average(accuracies)), *[repr(a) for a in accuracies.values()]])
@@ -111,8 +113,7 @@ def summary(rows: AccuracyRows, extra: Mapping[str, object] | None = None) -> di
 
 def write_json(path: Path, content: Mapping[str, object]) -> None:
     """Write ``content`` as indented JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=2) + "\n")
+    write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def run_title(algorithm: str, backbone: str, dataset: Mapping[str, object]) -> str:
@@ -195,7 +196,7 @@ def _is_dark(rgba: tuple[float, float, float, float]) -> bool:
 
 
 def _save(figure: plt.Figure, path: Path) -> plt.Figure:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with os.fdopen(create_for_write(path), "wb") as file:
+        figure.savefig(file, format=path.suffix.lstrip(".") or None, dpi=100)
     plt.close(figure)
     return figure

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments import model_file
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.run_dir import check_run_dir
 
 #: Resume state file, relative to the run dir.
 RESUME_FILE = Path("checkpoints") / "resume_state.pt"
@@ -93,8 +94,11 @@ def save_resume_state(run_dir: Path, cfg: DictConfig, **state: Any) -> Path:
 def resume_file(resume: str | Path) -> Path:
     """The resume state file of the run dir ``resume``.
 
+    The dir is checked for links out of it first (a continuation writes into it).
+
     Raises:
         PipelineConfigError: ``resume`` is not a dir, or holds no resume state.
+        RunDirLinkError: see :func:`clarena.experiments.run_dir.check_run_dir`.
     """
     run_dir = Path(resume)
     if not run_dir.is_dir():
@@ -102,6 +106,7 @@ def resume_file(resume: str | Path) -> Path:
             f"resume='{resume}' is not a directory. Pass the output dir of the interrupted run "
             f"(the dir holding results/ and {RESUME_FILE})."
         )
+    check_run_dir(run_dir)
     path = run_dir / RESUME_FILE
     if not path.is_file():
         raise PipelineConfigError(

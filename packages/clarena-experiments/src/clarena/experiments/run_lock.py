@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from clarena.experiments.errors import RunDirBusyError, RunDirUsedError
+from clarena.experiments.run_dir import check_output_dir, check_run_dir, open_in_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ class RunLock:
 
         Raises:
             RunDirBusyError: a live process holds it.
+            RunDirLinkError: the lock file is a link or special file (nothing is written).
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_in_run_dir(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as error:
@@ -122,7 +124,7 @@ class RunLock:
             # The holder may have released (and removed the file) between our open and flock:
             # then we hold a lock on a file no one else will open; start over.
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+                same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
             except FileNotFoundError:
                 same = False
             if same:
@@ -213,7 +215,9 @@ def check_previous_run(run_dir: Path, extra: Iterable[str], overwrite: bool) -> 
             path.unlink()
     log_file = run_dir / "clarena.log"
     if log_file.is_file():
-        log_file.write_text("")
+        fd = open_in_run_dir(log_file, os.O_WRONLY)
+        os.ftruncate(fd, 0)
+        os.close(fd)
     log.warning("overwrite=true: deleted the previous run's %s in %s", listing, run_dir)
     return found
 
@@ -222,7 +226,7 @@ def check_free(run_dir: Path) -> None:
     """Raise :class:`RunDirBusyError` when a live run holds ``run_dir``'s lock (taking nothing)."""
     path = Path(run_dir) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_in_run_dir(path, os.O_RDONLY)
     except FileNotFoundError:
         return
     try:
@@ -238,12 +242,15 @@ def check_free(run_dir: Path) -> None:
 def check_command_line(arguments: list[str]) -> None:
     """Check the run dirs named on the command line before Hydra writes its ``.hydra/`` there.
 
-    A single run whose ``output_dir=`` is a plain path, and each existing job dir of a sweep
-    (``-m``) whose ``hydra.sweep.dir=`` is one, must not be locked by a live run, and, unless
-    ``resume=`` or ``overwrite=true`` is given, must not hold a previous run's files. The
-    pipeline repeats both checks under the lock.
+    A single run whose ``output_dir=`` is a plain path must be a dir clarena can create and
+    write; it, and each existing job dir of a sweep (``-m``) whose ``hydra.sweep.dir=`` is one,
+    must hold no link out of it (the whole sweep dir is checked), must not be locked by a live
+    run, and, unless ``resume=`` or ``overwrite=true`` is given, must not hold a previous run's
+    files. The pipeline repeats the last three checks, the lock's under the lock.
 
     Raises:
+        PipelineConfigError: ``output_dir`` cannot be created or written.
+        RunDirLinkError: see :func:`clarena.experiments.run_dir.check_run_dir`.
         RunDirBusyError: see :func:`check_free`.
         RunDirUsedError: see :func:`check_previous_run`.
     """
@@ -254,11 +261,14 @@ def check_command_line(arguments: list[str]) -> None:
         sweep_dir = values.get("hydra.sweep.dir")
         if not sweep_dir or "${" in sweep_dir or not Path(sweep_dir).is_dir():
             return
+        check_run_dir(Path(sweep_dir))
         run_dirs = sorted(path for path in Path(sweep_dir).iterdir() if path.is_dir())
     else:
         output = values.get("output_dir")
         if not output or "${" in output:
             return
+        check_output_dir(Path(output))
+        check_run_dir(Path(output))
         run_dirs = [Path(output)]
     resuming = values.get("resume") not in (None, "", "null")
     overwrite = values.get("overwrite", "").lower() == "true"
@@ -277,12 +287,15 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
     its own. Processes other than global rank 0 do nothing here.
 
     Raises:
+        RunDirLinkError: see :func:`clarena.experiments.run_dir.check_run_dir` (checked before
+            the lock is taken).
         RunDirBusyError: another run holds the dir.
         RunDirUsedError: see :func:`check_previous_run`.
     """
     if not is_global_zero():
         yield
         return
+    check_run_dir(run_dir)
     lock = RunLock(run_dir)
     stale = lock.acquire()
     try:

@@ -1,20 +1,26 @@
 """What a run reports to its log, ``<run dir>/clarena.log``.
 
 Hydra's job logging (``hydra.job_logging`` in ``entrance.yaml``) sends the root logger's records
-to that file; every clarena module logs through ``logging.getLogger(__name__)``. This module adds
-the config summary at the start of a run and routes Python warnings into the log too.
+to that file through :class:`RunLogHandler`, which opens it without following a link; every
+clarena module logs through ``logging.getLogger(__name__)``. This module adds the config summary
+at the start of a run and routes Python warnings into the log too.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from typing_extensions import override
+
+from clarena.experiments.run_dir import open_in_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +95,16 @@ def warnings_to_log() -> Iterator[None]:
         yield
     finally:
         warnings.showwarning = show
+
+
+class RunLogHandler(logging.FileHandler):
+    """``logging.FileHandler`` appending to the run's log, which follows no link out of the dir.
+
+    Raises:
+        RunDirLinkError: on opening, the log file is a link, a special file or hard-linked.
+    """
+
+    @override
+    def _open(self) -> io.TextIOWrapper:
+        fd = open_in_run_dir(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from clarena.experiments.errors import FULL_ERROR_ENV, explain
+from clarena.experiments.errors import FULL_ERROR_ENV, RunDirLinkError, explain
 from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def record_job_error(error: BaseException) -> None:
     log.error("%s", message.splitlines()[0])
     job_dir = Path(HydraConfig.get().runtime.output_dir)
     _failed_jobs.add(str(job_dir.resolve()))
-    if isinstance(error, RunDirBusyError | RunDirUsedError):
-        return  # the dir is another run's: leave it as it is
+    if isinstance(error, RunDirBusyError | RunDirUsedError | RunDirLinkError):
+        return  # the dir is another run's, or error.txt could lead out of it: leave it as it is
     job_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / ERROR_FILE).write_text(message.splitlines()[0] + "\n")
 

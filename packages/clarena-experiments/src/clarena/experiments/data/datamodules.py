@@ -115,6 +115,16 @@ class _SequenceDataModule(LightningDataModule):
             raise ValueError(
                 f"{type(self).__name__}: num_tasks must be a positive integer; got {num_tasks!r}."
             )
+        for name, value, least, fix in (
+            ("batch_size", batch_size, 1, "samples per training batch, e.g. batch_size=64"),
+            ("eval_batch_size", eval_batch_size, 1, "e.g. eval_batch_size=512"),
+            ("num_workers", num_workers, 0, "0 loads the data in the main process"),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(
+                    f"{type(self).__name__}: {name} must be an integer >= {least} ({fix}); got "
+                    f"{value!r}."
+                )
         # Checked here, before any file is read, where the class count is known in advance; else
         # when the sequence is loaded (still before training).
         if (

@@ -18,6 +18,7 @@ from clarena.experiments.data import CLDataModule
 from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
+    check_model_kind,
     load_checkpoint,
     make_trainer,
     output_dir,
@@ -182,6 +183,9 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     capacities: dict[int, float] = {}
     if state is not None:
         rows, capacities = _restore(algorithm, state, tasks)
+        if all(task in rows for task in tasks) and _outputs_written(run_dir, cfg):
+            _report_finished(run_dir, tasks)
+            return rows
     metrics = cfg.get("metrics") or {}
     is_global_zero = True
     for index, task in enumerate(tasks):
@@ -310,6 +314,26 @@ def _restore(
     return rows, capacities
 
 
+def _outputs_written(run_dir: Path, cfg: DictConfig) -> bool:
+    """Whether every file ``cfg`` writes at the end of a run is in ``run_dir``."""
+    names = [str(path) for path in (cfg.get("metrics") or {}).values() if isinstance(path, str)]
+    if cfg.get("save_model"):
+        names.append(str(cfg.get("model_file") or "saved_model.pt"))
+    return all((run_dir / name).is_file() for name in names)
+
+
+def _report_finished(run_dir: Path, tasks: list[int]) -> None:
+    """Say on the console and in the log that a resumed run had nothing left to do."""
+    discard_continuation_hydra_dir()
+    message = (
+        f"The run in '{run_dir}' already trained every task of train_tasks {tasks} and wrote its "
+        f"results: nothing was trained or rewritten. To train more tasks, resume it with a longer "
+        f"train_tasks."
+    )
+    log.info("%s", message)
+    print(f"clarena: {message}")
+
+
 def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     """Reload a saved CL model (``model_path``) and test it on its trained tasks.
 
@@ -324,6 +348,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
+    check_model_kind(checkpoint["config"], "CL_MAIN_EXPR", cfg.model_path)
     saved = checked_config(
         checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
     )

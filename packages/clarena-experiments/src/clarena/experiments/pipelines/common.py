@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clarena.experiments import model_file
+from clarena.experiments.divergence import DivergenceCheck
 from clarena.experiments.errors import PipelineConfigError
 
 
@@ -55,6 +56,9 @@ def request_compile(cfg: DictConfig, algorithm: Any) -> None:
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
     """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
 
+    :class:`~clarena.experiments.divergence.DivergenceCheck` is always added: a nan or infinite
+    training loss stops the run.
+
     Args:
         cfg: the experiment config (``trainer``, optional ``lightning_loggers``, ``callbacks``).
         run_dir: the run's output dir; loggers write under it.
@@ -69,6 +73,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer
         for callback_cfg in (cfg.get("callbacks") or {}).values()
         if callback_cfg is not None
     ]
+    callbacks.append(DivergenceCheck())
     return instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
     )
@@ -102,6 +107,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"training run (run it with save_model=true)."
         )
     return model_file.read(path, f"model_path '{path}'")
+
+
+#: Training pipeline -> (what its model file holds, the shipped experiment evaluating it,
+#: the dataset key of its config).
+MODEL_KINDS: dict[str, tuple[str, str, str]] = {
+    "CL_MAIN_EXPR": ("a CL model", "example_clmain_eval", "cl_dataset"),
+    "MTL_EXPR": ("an MTL model", "example_mtl_eval", "mtl_dataset"),
+    "STL_EXPR": ("an STL model", "example_stl_eval", "stl_dataset"),
+}
+
+
+def check_model_kind(saved: Any, expected: str, model_path: str | Path) -> None:
+    """Refuse a model file saved by another kind of training than the evaluation expects.
+
+    Args:
+        saved: the config stored in the model file (its ``pipeline``, else its dataset key, says
+            which training saved it).
+        expected: the training pipeline whose models this evaluation reads, e.g.
+            ``"CL_MAIN_EXPR"``.
+        model_path: the file, for the message.
+
+    Raises:
+        PipelineConfigError: naming what the file holds and the experiment that evaluates it.
+    """
+    if not isinstance(saved, Mapping):
+        return
+    kind = saved.get("pipeline")
+    if kind not in MODEL_KINDS:
+        kind = next((k for k, (_, _, key) in MODEL_KINDS.items() if key in saved), None)
+    if kind is None or kind == expected:
+        return
+    holds, experiment, _ = MODEL_KINDS[kind]
+    wanted = MODEL_KINDS[expected][0].split(" ", 1)[1]
+    raise PipelineConfigError(
+        f"model_path '{model_path}' holds {holds} (saved by {kind}), but this experiment "
+        f"evaluates {wanted}s. Evaluate it with `clarena experiment={experiment} "
+        f"model_path={model_path}`."
+    )
 
 
 def print_table(title: str, header: list[str], row: list[str], lines: Sequence[str] = ()) -> None:

@@ -13,6 +13,7 @@ from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments import config_checks, results
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
+    check_model_kind,
     load_checkpoint,
     make_trainer,
     output_dir,
@@ -141,6 +142,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
+    check_model_kind(checkpoint["config"], "MTL_EXPR" if mtl else "STL_EXPR", cfg.model_path)
     saved = checked_config(
         checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
     )
