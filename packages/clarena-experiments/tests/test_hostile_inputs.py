@@ -106,6 +106,24 @@ CASES: list[tuple[str, list[str], str]] = [
         ["cl_dataset=permuted_mnist", f"cl_dataset.root={GARBAGE_ROOT}"],
         "is not an idx file",
     ),
+    # Boolean keys: bool("no") is True, so only true/false pass.
+    (
+        "example_clmain_train",
+        ["overwrite=no"],
+        "overwrite must be true or false (unquoted); got 'no'",
+    ),
+    ("example_stl_train", ["compile=1"], "compile must be true or false (unquoted); got 1"),
+    (
+        "example_mtl_train",
+        ["save_model='true'"],
+        "save_model must be true or false (unquoted); got 'true'",
+    ),
+    ("example_clmain_train", ["resume_state=off"], "resume_state must be true or false"),
+    (
+        "example_clmain_eval",
+        ["model_path=/nonexistent/saved_model.pt", "trust_model_file=no"],
+        "trust_model_file must be true or false (unquoted); got 'no'",
+    ),
 ]
 
 

@@ -211,6 +211,30 @@ def test_trust_override_builds_an_unlisted_target_and_says_so(
     )
 
 
+@pytest.mark.parametrize("value", ["no", "off", "0", "yes", "'true'"])
+def test_trust_model_file_that_is_not_true_keeps_the_allowlist(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    # bool("no") is True: read that way, trust_model_file=no would call os.makedirs.
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "made_by_the_file"
+    model = craft(
+        tmp_path / "shared.pt",
+        "example_clmain_train",
+        lambda c: _set(c, "cl_dataset.root", {"_target_": "os.makedirs", "_args_": [str(made)]}),
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(tmp_path, model, "example_clmain_eval", f"trust_model_file={value}")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "trust_model_file must be true or false (unquoted); got " in err
+    assert not made.exists()
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EVAL_EXPERIMENT))
 def test_every_0_1_model_evaluates_to_the_last_row_of_its_acc_csv(

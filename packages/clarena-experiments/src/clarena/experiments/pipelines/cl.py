@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import CLDataModule
 from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
@@ -203,7 +204,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
             continue
         if metrics.get("accuracy_csv"):
             results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, tasks)
-        if cfg.get("resume_state", True):
+        if config_bool(cfg, "resume_state"):
             trained = tasks[: index + 1]
             save_resume_state(
                 run_dir,
@@ -223,7 +224,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
     write_results(run_dir, cfg, rows, tasks, extra)
     log.info("results in %s", run_dir)
-    if cfg.get("save_model"):
+    if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(
             model_path,
@@ -266,7 +267,7 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         checked_config(
             state["config"],
             f"resume file '{resume_file(resume)}'",
-            trust=bool(cfg.get(TRUST_KEY)),
+            trust=config_bool(cfg, TRUST_KEY),
             also_allowed=config_targets(cfg),
         )
         check_same_experiment(state["config"], cfg)
@@ -325,7 +326,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
     seed(saved)
     datamodule: CLDataModule = instantiate(saved.cl_dataset)

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments import config_checks, results
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     load_checkpoint,
@@ -122,7 +123,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     if not trainer.is_global_zero:
         return accuracies
     _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
-    if cfg.get("save_model"):
+    if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
         log.info("saved the model to %s", model_path)
@@ -142,7 +143,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
     seed(saved)
     datamodule = instantiate(saved[f"{kind}_dataset"])
