@@ -28,6 +28,7 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
+from clarena.experiments.pipelines.evaluation import announce_data, evaluation_config
 from clarena.experiments.resume import (
     check_same_experiment,
     discard_continuation_hydra_dir,
@@ -315,8 +316,9 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     """Reload a saved CL model (``model_path``) and test it on its trained tasks.
 
     The backbone, algorithm, paradigm and dataset come from the config saved with the model, so
-    the accuracies equal the last row of the training run's accuracy matrix. ``eval_tasks``
-    restricts the tested tasks.
+    the accuracies equal the last row of the training run's accuracy matrix; the data location
+    and the process resources are the user's (:func:`~.evaluation.evaluation_config`).
+    ``eval_tasks`` restricts the tested tasks.
 
     Returns:
         Accuracy per tested task.
@@ -328,7 +330,9 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     saved = checked_config(
         checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
+    saved = evaluation_config(saved, cfg)
     seed(saved)
+    announce_data(saved, str(cfg.model_path))
     datamodule: CLDataModule = instantiate(saved.cl_dataset)
     algorithm = build_algorithm(saved, with_optimizer=False)
     trained = [int(t) for t in checkpoint["trained_tasks"]]

@@ -23,6 +23,7 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
+from clarena.experiments.pipelines.evaluation import announce_data, evaluation_config
 from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
 
@@ -145,7 +146,9 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     saved = checked_config(
         checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
+    saved = evaluation_config(saved, cfg)
     seed(saved)
+    announce_data(saved, str(cfg.model_path))
     datamodule = instantiate(saved[f"{kind}_dataset"])
     algorithm = (
         build_mtl(saved, datamodule, train=False)
