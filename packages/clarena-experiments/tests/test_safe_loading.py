@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from clarena.experiments import cli, model_file
@@ -300,6 +301,25 @@ def test_a_damaged_model_file_is_an_error_naming_it(
         evaluate(tmp_path, model, "example_stl_eval")
     assert exit_info.value.code == 1
     assert f"model_path '{model}' {message}" in capsys.readouterr().err
+
+
+def test_a_tampered_file_with_a_recomputed_checksum_loads_the_checksum_is_no_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Documented limitation (docs/cl/save-and-evaluate.md): zeroed head weights plus a new
+    # checksum verify, and the model answers class 0 for every image.
+    monkeypatch.chdir(tmp_path)
+    content = load("example_stl_train")
+    content["state_dict"]["head.weight"].zero_()
+    content["state_dict"]["head.bias"].zero_()
+    model = model_file.write(tmp_path / "tampered.pt", content)
+    run_dir = evaluate(tmp_path, model, "example_stl_eval")
+    datamodule = instantiate(OmegaConf.create(content["config"]["stl_dataset"]))
+    labels = torch.cat([batch[1] for batch in datamodule.test_dataloader()])
+    with (run_dir / "results" / "acc.csv").open(newline="") as file:
+        accuracy = float(next(csv.DictReader(file))["test_on_task_1"])
+    assert accuracy == (labels == 0).sum().item() / len(labels)
+    assert accuracy < 0.2
 
 
 def test_the_checksum_sees_one_flipped_bit_and_not_the_key_order() -> None:
