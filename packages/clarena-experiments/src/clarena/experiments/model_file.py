@@ -132,7 +132,9 @@ def read(
 
     Raises:
         ModelFileError: the file is empty, cannot be loaded (truncated, garbage, not saved by
-            clarena), lacks a required entry, or its contents differ from its checksum.
+            clarena, a compressed or oversized archive entry), holds a tensor that claims more
+            elements than its storage (or storages larger than the file), lacks a required
+            entry, or its contents differ from its checksum.
     """
     size = path.stat().st_size
     if size == 0:

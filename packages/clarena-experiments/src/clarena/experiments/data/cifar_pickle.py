@@ -65,9 +65,9 @@ class _DType:
             ) from None
         if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
             raise RefusedPickleError(f"the dtype {self.code!r}, which is not a number type")
-        if self.byteorder in "<>":
-            dtype = dtype.newbyteorder(self.byteorder)
-        elif self.byteorder not in "|=":
+        if self.byteorder in ("<", ">"):
+            dtype = dtype.newbyteorder("<" if self.byteorder == "<" else ">")
+        elif self.byteorder not in ("|", "="):
             raise RefusedPickleError(f"the byte order {self.byteorder!r}")
         return dtype
 
@@ -128,7 +128,7 @@ def _array(raw: object, dtype: object, shape: object, order: str) -> np.ndarray:
         )
     if order not in ("C", "F"):
         raise RefusedPickleError(f"the array order {order!r}")
-    return np.frombuffer(raw, dtype=resolved).reshape(shape, order=order)
+    return np.frombuffer(raw, dtype=resolved).reshape(shape, order="F" if order == "F" else "C")
 
 
 #: ``(module, name)`` a CIFAR pickle may name -> the stand-in built instead.
