@@ -208,3 +208,48 @@ def test_evaluation_config_replaces_exactly_the_users_keys() -> None:
 def test_bad_user_values_are_named(key: str, value: Any, message: str) -> None:
     with pytest.raises(common.PipelineConfigError, match=message):
         evaluation_config(OmegaConf.create({}), OmegaConf.create({key: value}))
+
+
+@pytest.mark.parametrize(
+    ("name", "edit", "shape"),
+    [
+        # 20000 x 20000 float32 hidden layers: 1.6 GB for a file of under 1 MB of weights.
+        (
+            "example_stl_train",
+            lambda c: c["config"]["backbone"].update(hidden_dims=[20000, 20000]),
+            "(20000, 20000)",
+        ),
+        # A class count of two million: a 512 MB head.
+        (
+            "example_clmain_train",
+            lambda c: c["num_classes"].update({1: 2_000_000}),
+            "(2000000, 64)",
+        ),
+    ],
+)
+def test_a_config_claiming_more_than_its_weights_is_refused_before_building(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    edit: Any,
+    shape: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    content = _fixture(name)
+    content["config"] = copy.deepcopy(content["config"])
+    edit(content)
+    model = tmp_path / "big.pt"
+    torch.save(content, model)
+    experiment = "example_stl_eval" if name == "example_stl_train" else "example_clmain_eval"
+    with pytest.raises(SystemExit) as exit_info:
+        _evaluate(tmp_path, model, experiment)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "ModelFileError" in line)
+    assert (
+        f"model_path '{model}': building the model its config describes allocates more than"
+        in line
+    )
+    assert f"of shape {shape}), far more than the file's weights" in line
+    assert not (tmp_path / "eval" / "results").exists()

@@ -28,7 +28,11 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
-from clarena.experiments.pipelines.evaluation import announce_data, evaluation_config
+from clarena.experiments.pipelines.evaluation import (
+    announce_data,
+    evaluation_config,
+    weights_budget,
+)
 from clarena.experiments.resume import (
     check_same_experiment,
     discard_continuation_hydra_dir,
@@ -334,10 +338,11 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     seed(saved)
     announce_data(saved, str(cfg.model_path))
     datamodule: CLDataModule = instantiate(saved.cl_dataset)
-    algorithm = build_algorithm(saved, with_optimizer=False)
     trained = [int(t) for t in checkpoint["trained_tasks"]]
-    for task in trained:
-        algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
+    with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
+        algorithm = build_algorithm(saved, with_optimizer=False)
+        for task in trained:
+            algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
     algorithm.load_state_dict(checkpoint["state_dict"])
     request_compile(cfg, algorithm)
     tasks = _task_list(cfg.get("eval_tasks"), datamodule.num_tasks, "eval_tasks")

@@ -23,7 +23,11 @@ from clarena.experiments.pipelines.common import (
     save_checkpoint,
     seed,
 )
-from clarena.experiments.pipelines.evaluation import announce_data, evaluation_config
+from clarena.experiments.pipelines.evaluation import (
+    announce_data,
+    evaluation_config,
+    weights_budget,
+)
 from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
 
@@ -150,11 +154,12 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     seed(saved)
     announce_data(saved, str(cfg.model_path))
     datamodule = instantiate(saved[f"{kind}_dataset"])
-    algorithm = (
-        build_mtl(saved, datamodule, train=False)
-        if mtl
-        else build_stl(saved, datamodule, train=False)
-    )
+    with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
+        algorithm = (
+            build_mtl(saved, datamodule, train=False)
+            if mtl
+            else build_stl(saved, datamodule, train=False)
+        )
     algorithm.load_state_dict(checkpoint["state_dict"])
     request_compile(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version="eval")
