@@ -248,8 +248,7 @@ def test_a_config_claiming_more_than_its_weights_is_refused_before_building(
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if "ModelFileError" in line)
     assert (
-        f"model_path '{model}': building the model its config describes allocates more than"
-        in line
+        f"model_path '{model}': building the model its config describes allocates more than" in line
     )
     assert f"of shape {shape}), far more than the file's weights" in line
     assert not (tmp_path / "eval" / "results").exists()
