@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra_plugins.clarena_experiments.searchpath import SHIPPED_CONFIGS, ClarenaSearchPathPlugin
@@ -333,3 +335,56 @@ def test_wheel_ships_the_config_tree(tmp_path: Path) -> None:
             next(n for n in names if n.endswith("entry_points.txt"))
         ).decode()
     assert "clarena = clarena.experiments.cli:main" in entry_points
+
+
+class _MakeDir:
+    """Pickles as ``os.mkdir(path)``: what a crafted config.pickle would run on loading."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return os.mkdir, (str(self.path),)
+
+
+@pytest.mark.parametrize("trust", [None, "trust_model_file=false", "trust_model_file=no"])
+def test_experimental_rerun_is_refused_and_the_pickle_never_loaded(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    trust: str | None,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "made_by_the_pickle"
+    crafted = tmp_path / "config.pickle"
+    crafted.write_bytes(pickle.dumps(_MakeDir(made)))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--experimental-rerun", str(crafted), *([trust] if trust else [])])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert not made.exists()
+    if trust == "trust_model_file=no":
+        assert "trust_model_file must be true or false (unquoted); got 'no'" in err
+    else:
+        assert err.startswith(
+            f"clarena: --experimental-rerun unpickles '{crafted}', and a pickle can run any code"
+        )
+        assert "nothing was read" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_experimental_rerun_with_trust_model_file_true_says_it_unpickles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The override is what lets the pickle load: with it, the (here harmless) payload runs.
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "made_by_the_pickle"
+    crafted = tmp_path / "config.pickle"
+    crafted.write_bytes(pickle.dumps(_MakeDir(made)))
+    with pytest.raises(AttributeError):  # the payload returns None, not a config
+        cli.main(["--experimental-rerun", str(crafted), "trust_model_file=true"])
+    assert made.is_dir()
+    assert (
+        f"clarena: trust_model_file=true: --experimental-rerun unpickles '{crafted}' as it stands"
+        in capsys.readouterr().err
+    )

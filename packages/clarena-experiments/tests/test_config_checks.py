@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from clarena.backbones import CLMLP, HATMaskMLP, WSNMaskMLP
 from clarena.cl import HeadsTIL
 from clarena.experiments.algorithms import WSN, AdaHAT, Finetuning, Independent
 from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.booleans import BOOLEAN_KEYS, config_bool
 from clarena.experiments.config_checks import (
     MAX_SEED,
     check_experiment_config,
@@ -20,6 +23,7 @@ from clarena.experiments.config_checks import (
     check_seed_and_threads,
     task_list,
 )
+from clarena.experiments.pipelines import run_pipeline
 from clarena.experiments.pipelines.common import PipelineConfigError
 
 SMALL = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2}
@@ -130,15 +134,46 @@ def test_optimizer_and_scheduler_are_built_once_up_front() -> None:
         )
 
 
-@pytest.mark.parametrize("value", ["yes", 1, None, "true"])
-def test_compile_that_is_not_a_bool_is_refused(value: Any) -> None:
-    with pytest.raises(PipelineConfigError, match=rf"compile must be true or false; got {value!r}"):
-        check_experiment_config(config(compile=value))
+@pytest.mark.parametrize("key", sorted(BOOLEAN_KEYS))
+@pytest.mark.parametrize("value", ["no", "off", "yes", 1, 0, None, "true", "false", ""])
+def test_a_boolean_key_that_is_not_a_bool_is_refused_naming_it(key: str, value: Any) -> None:
+    with pytest.raises(
+        PipelineConfigError,
+        match=rf"^{key} must be true or false \(unquoted\); got {re.escape(repr(value))}, which ",
+    ):
+        check_experiment_config(config(**{key: value}))
 
 
+@pytest.mark.parametrize("key", sorted(BOOLEAN_KEYS))
 @pytest.mark.parametrize("value", [True, False])
-def test_compile_true_or_false_passes(value: bool) -> None:
-    check_experiment_config(config(compile=value))
+def test_a_boolean_key_true_or_false_passes(key: str, value: bool) -> None:
+    check_experiment_config(config(**{key: value}))
+    assert config_bool(config(**{key: value}), key) is value
+
+
+def test_yaml_booleans_are_bools_and_absent_keys_take_their_defaults() -> None:
+    # OmegaConf reads YAML 1.1 spellings as booleans; a quoted string stays a string.
+    cfg = OmegaConf.create("compile: yes\nsave_model: off\noverwrite: 'true'\n")
+    assert config_bool(cfg, "compile") is True
+    assert config_bool(cfg, "save_model") is False
+    with pytest.raises(PipelineConfigError, match=r"^overwrite must be true or false"):
+        config_bool(cfg, "overwrite")
+    assert config_bool(cfg, "resume_state") is True
+    assert config_bool(cfg, "trust_model_file") is False
+
+
+def test_overwrite_that_is_not_true_keeps_the_previous_run(tmp_path: Path) -> None:
+    # bool("no") is True: read that way, overwrite=no would delete the previous run's results.
+    results = tmp_path / "run" / "results"
+    results.mkdir(parents=True)
+    (results / "acc.csv").write_text("previous")
+    cfg = OmegaConf.create(
+        {"pipeline": "STL_EXPR", "output_dir": str(tmp_path / "run"), "overwrite": "no"}
+    )
+    with pytest.raises(PipelineConfigError, match=r"^overwrite must be true or false"):
+        run_pipeline(cfg)
+    assert sorted(p.name for p in (tmp_path / "run").rglob("*")) == ["acc.csv", "results"]
+    assert (results / "acc.csv").read_text() == "previous"
 
 
 @pytest.mark.parametrize("precision", ["16-mixed", "16", 16])

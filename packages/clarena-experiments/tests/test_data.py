@@ -10,8 +10,10 @@ from clarena.experiments.data import (
     DatasetNotFoundError,
     MTLDataModule,
     STLDataModule,
+    load_local_source,
     load_source,
 )
+from clarena.experiments.data.synthetic_files import write_synthetic_files
 
 
 def test_digits_are_28x28_in_unit_range_and_split_without_overlap() -> None:
@@ -84,15 +86,15 @@ def test_mtl_batches_carry_task_ids_and_stl_is_one_task() -> None:
     assert len(stl.test_dataloader().dataset) == round(0.2 * 1797)
 
 
-def test_missing_torchvision_root_names_root_and_how_to_get_data(tmp_path: Path) -> None:
+def test_missing_file_root_names_root_and_how_to_get_data(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(DatasetNotFoundError, match="does not exist") as error:
         load_source("mnist", root=str(missing))
     assert str(missing) in str(error.value)
     assert "download=True" in str(error.value)
-    with pytest.raises(DatasetNotFoundError, match="was not found under root") as error:
+    with pytest.raises(DatasetNotFoundError, match="'data_batch_1' is missing under root") as error:
         load_source("cifar10", root=str(tmp_path))
-    assert str(tmp_path) in str(error.value)
+    assert "cifar-10-batches-py/{data_batch_1..5,test_batch}" in str(error.value)
     with pytest.raises(DatasetNotFoundError, match="needs a local root"):
         load_source("mnist")
 
@@ -126,7 +128,7 @@ def test_split_by_num_tasks_covers_every_class_once() -> None:
     assert module.sequence.class_split == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
-def test_garbage_torchvision_files_name_root_layout_and_how_to_get_them(tmp_path: Path) -> None:
+def test_garbage_files_name_root_layout_and_how_to_get_them(tmp_path: Path) -> None:
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for split in ("train", "t10k"):
@@ -135,9 +137,20 @@ def test_garbage_torchvision_files_name_root_layout_and_how_to_get_them(tmp_path
     with pytest.raises(DatasetNotFoundError) as error:
         load_source("mnist", root=str(tmp_path))
     message = str(error.value)
-    assert f"the files under root '{tmp_path}' could not be read as MNIST" in message
-    assert "<root>/MNIST/raw/ holding train-images-idx3-ubyte" in message
+    assert "'train-images-idx3-ubyte' is not an idx file of 3 dimensions" in message
+    assert f"under root '{tmp_path}'" in message
+    assert "expected <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte" in message
     assert "download=True" in message
+
+
+def test_file_sources_are_the_local_readers_as_floats(tmp_path: Path) -> None:
+    write_synthetic_files("cifar10", tmp_path, train_count=50, test_count=20)
+    floats = load_source("cifar10", root=str(tmp_path), val_fraction=0.0)
+    uint8 = load_local_source("cifar10", str(tmp_path), val_fraction=0.0)
+    assert floats.num_classes == uint8.num_classes == 10
+    assert torch.equal(floats.test_images, uint8.test_images.float() / 255.0)
+    assert torch.equal(floats.test_labels, uint8.test_labels)
+    assert len(floats.train_labels) == 50
 
 
 def test_stl_task_id_must_be_a_task() -> None:

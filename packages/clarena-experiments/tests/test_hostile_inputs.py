@@ -136,6 +136,24 @@ CASES: list[tuple[str, list[str], str]] = [
         ["model_path=/nonexistent/saved_model.pt", "num_threads=0"],
         "num_threads must be null (torch's default) or a number of threads >= 1; got 0.",
     ),
+    # Boolean keys: bool("no") is True, so only true/false pass.
+    (
+        "example_clmain_train",
+        ["overwrite=no"],
+        "overwrite must be true or false (unquoted); got 'no'",
+    ),
+    ("example_stl_train", ["compile=1"], "compile must be true or false (unquoted); got 1"),
+    (
+        "example_mtl_train",
+        ["save_model='true'"],
+        "save_model must be true or false (unquoted); got 'true'",
+    ),
+    ("example_clmain_train", ["resume_state=off"], "resume_state must be true or false"),
+    (
+        "example_clmain_eval",
+        ["model_path=/nonexistent/saved_model.pt", "trust_model_file=no"],
+        "trust_model_file must be true or false (unquoted); got 'no'",
+    ),
 ]
 
 

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from clarena.experiments import cli, model_file
@@ -207,6 +212,30 @@ def test_trust_override_builds_an_unlisted_target_and_says_so(
     )
 
 
+@pytest.mark.parametrize("value", ["no", "off", "0", "yes", "'true'"])
+def test_trust_model_file_that_is_not_true_keeps_the_allowlist(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    value: str,
+) -> None:
+    # bool("no") is True: read that way, trust_model_file=no would call os.makedirs.
+    monkeypatch.chdir(tmp_path)
+    made = tmp_path / "made_by_the_file"
+    model = craft(
+        tmp_path / "shared.pt",
+        "example_clmain_train",
+        lambda c: _set(c, "cl_dataset.root", {"_target_": "os.makedirs", "_args_": [str(made)]}),
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate(tmp_path, model, "example_clmain_eval", f"trust_model_file={value}")
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "trust_model_file must be true or false (unquoted); got " in err
+    assert not made.exists()
+    assert not (tmp_path / "eval").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EVAL_EXPERIMENT))
 def test_every_0_1_model_evaluates_to_the_last_row_of_its_acc_csv(
@@ -272,6 +301,25 @@ def test_a_damaged_model_file_is_an_error_naming_it(
         evaluate(tmp_path, model, "example_stl_eval")
     assert exit_info.value.code == 1
     assert f"model_path '{model}' {message}" in capsys.readouterr().err
+
+
+def test_a_tampered_file_with_a_recomputed_checksum_loads_the_checksum_is_no_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Documented limitation (docs/cl/save-and-evaluate.md): zeroed head weights plus a new
+    # checksum verify, and the model answers class 0 for every image.
+    monkeypatch.chdir(tmp_path)
+    content = load("example_stl_train")
+    content["state_dict"]["head.weight"].zero_()
+    content["state_dict"]["head.bias"].zero_()
+    model = model_file.write(tmp_path / "tampered.pt", content)
+    run_dir = evaluate(tmp_path, model, "example_stl_eval")
+    datamodule = instantiate(OmegaConf.create(content["config"]["stl_dataset"]))
+    labels = torch.cat([batch[1] for batch in datamodule.test_dataloader()])
+    with (run_dir / "results" / "acc.csv").open(newline="") as file:
+        accuracy = float(next(csv.DictReader(file))["test_on_task_1"])
+    assert accuracy == (labels == 0).sum().item() / len(labels)
+    assert accuracy < 0.2
 
 
 def test_the_checksum_sees_one_flipped_bit_and_not_the_key_order() -> None:
@@ -387,3 +435,104 @@ def test_a_checksummed_resume_file_resumes(trained_run: Path, tmp_path: Path) ->
     with (run_dir / "results" / "acc.csv").open(newline="") as file:
         assert [row["after_training_task"] for row in csv.DictReader(file)] == ["1", "2"]
     assert len(_resume_dirs(run_dir)) == 1
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda t: t,
+        lambda t: t.t(),
+        lambda t: t[::3, 5:],
+        lambda t: t.reshape(30, 40, 400).permute(2, 0, 1),
+        # Rows (1.9 MB) larger than a hashing chunk (1 MiB): hashed one row at a time.
+        lambda t: t.reshape(4, 120000).t().reshape(1, 120000, 4).expand(2, 120000, 4),
+        lambda t: t[0, 0],
+    ],
+)
+def test_the_checksum_of_a_view_equals_the_digest_of_its_copy(
+    view: Callable[[torch.Tensor], torch.Tensor],
+) -> None:
+    # Files checksummed before hashing became chunked must still verify: the digest is that of
+    # the tensor's contiguous copy, computed here directly.
+    tensor = view(torch.randn(1200, 400, generator=torch.Generator().manual_seed(0)))
+    copied = tensor.contiguous()
+    reference = hashlib.sha256(
+        b"D1|S1|w"
+        + f"T{copied.dtype}{tuple(copied.shape)}|".encode()
+        + copied.reshape(-1).view(torch.uint8).numpy().tobytes()
+    )
+    assert model_file.checksum({"w": tensor}) == reference.hexdigest()
+
+
+#: Run in a fresh process: evaluate the crafted file, print the peak-memory growth in KiB.
+_PEAK_SCRIPT = """
+import resource, sys
+import clarena.experiments.pipelines  # imports first, so the growth is the evaluation's
+from clarena.experiments import cli
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    cli.main(sys.argv[1:])
+except SystemExit as exit_:
+    print("exit", exit_.code)
+print("grew", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_a_stride_0_tensor_is_refused_without_allocating_what_it_claims(tmp_path: Path) -> None:
+    # 1.6 GB of float32 claimed by one stored number, in a file of a few hundred KB that has a
+    # checksum entry (so the checksum step is reached).
+    content = load("example_stl_train")
+    name = "backbone.fc.0.weight"
+    content["state_dict"][name] = torch.zeros(1).expand(20000, 20000)
+    content[model_file.CHECKSUM_KEY] = "0" * 64
+    model = tmp_path / "stride0.pt"
+    torch.save(content, model)
+    assert model.stat().st_size < 1_000_000
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PEAK_SCRIPT,
+            "experiment=example_stl_eval",
+            f"model_path={model}",
+            f"output_dir={tmp_path / 'eval'}",
+            "callbacks=none",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    lines = result.stdout.splitlines()
+    assert lines[-2] == "exit 1", result.stderr
+    assert int(lines[-1].split()[1]) < 200 * 1024  # KiB; the claimed tensor is 1.6 GB
+    assert (
+        f"model_path '{model}' is not a file clarena saved: the tensor state_dict['{name}'] "
+        f"claims 400000000 elements of shape (20000, 20000) but its storage holds 1. It was "
+        f"refused before anything was built from it" in result.stderr
+    )
+    assert not (tmp_path / "eval" / "results").exists()
+
+
+def test_a_compressed_archive_entry_is_refused_before_loading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deflated entry could inflate to any size: refused from the zip directory alone.
+    plain = checksummed_copy(tmp_path)
+    deflated = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(deflated, "w") as target:
+        for entry in source.infolist():
+            target.writestr(entry, source.read(entry), compress_type=zipfile.ZIP_DEFLATED)
+
+    def no_load(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("torch.load was called")
+
+    monkeypatch.setattr(torch, "load", no_load)
+    with pytest.raises(model_file.ModelFileError) as error:
+        model_file.read(deflated, "m")
+    assert str(error.value).startswith(
+        "m cannot be loaded: it is truncated, corrupt or not a file clarena saved (ValueError: "
+        "its entry "
+    )
+    assert "is compressed, which torch.save never does" in str(error.value)

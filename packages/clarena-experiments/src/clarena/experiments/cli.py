@@ -6,6 +6,11 @@ tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiment
 plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, ``--cfg job``,
 ``--help``) may come before or after the overrides. Errors print one paragraph to stderr and exit
 with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
+
+Boolean keys given on the command line (``trust_model_file``, ``overwrite``, ...) are checked
+here, before Hydra creates the run dir: ``overwrite=no`` is refused, not read as true. Hydra's
+``--experimental-rerun <config.pickle>`` unpickles the file, which runs whatever code a pickle
+holds; clarena refuses it unless ``trust_model_file=true`` is given too, and says so.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import sys
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
+from clarena.experiments.booleans import BOOLEAN_KEYS, TRUST_KEY, strict_bool
 from clarena.experiments.errors import (
     FULL_ERROR_ENV,
     PipelineConfigError,
@@ -155,6 +161,60 @@ def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
     return extra
 
 
+def _exit_with(error: Exception) -> NoReturn:
+    """Print ``error`` as one paragraph and exit 1 (re-raise with ``CLARENA_FULL_ERROR=1``)."""
+    if os.environ.get(FULL_ERROR_ENV) == "1":
+        raise error
+    print(explain(error), file=sys.stderr)
+    raise SystemExit(1) from None
+
+
+def _check_booleans(overrides: dict[str, Override]) -> None:
+    """Refuse a boolean key set on the command line to anything but true or false.
+
+    A sweep over a key (``compile=true,false``) is left to each job's own check.
+    """
+    for key in BOOLEAN_KEYS:
+        override = overrides.get(key)
+        if override is None or override.is_delete() or override.is_sweep_override():
+            continue
+        try:
+            strict_bool(override.value(), key)
+        except PipelineConfigError as error:
+            _exit_with(error)
+
+
+def _rerun(path: str, overrides: list[str]) -> None:
+    """Hydra's ``--experimental-rerun``: only with ``trust_model_file=true``, printed.
+
+    The file is a pickle (``.hydra/config.pickle``), and unpickling runs whatever it holds.
+    """
+    from hydra.main import _get_rerun_conf
+
+    parsed = _parsed(overrides) or {}
+    trusted = TRUST_KEY in parsed and not parsed[TRUST_KEY].is_delete()
+    if trusted:
+        try:
+            trusted = strict_bool(parsed[TRUST_KEY].value(), TRUST_KEY)
+        except PipelineConfigError as error:
+            _exit_with(error)
+    if not trusted:
+        print(
+            f"clarena: --experimental-rerun unpickles '{path}', and a pickle can run any code it "
+            f"holds, so clarena refuses it; nothing was read. Rerun the experiment with the "
+            f"overrides its .hydra/overrides.yaml lists (clarena experiment=<name> <overrides>), "
+            f"or, only for a pickle you wrote yourself, add {TRUST_KEY}=true.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    print(
+        f"clarena: {TRUST_KEY}=true: --experimental-rerun unpickles '{path}' as it stands; a "
+        f"pickle can run any code it holds.",
+        file=sys.stderr,
+    )
+    _task(_get_rerun_conf(path, overrides))
+
+
 def _check_run_dir(arguments: list[str]) -> None:
     """Refuse a busy, used, unwritable or linked ``output_dir=`` before Hydra writes into it."""
     try:
@@ -172,19 +232,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     # tests pass argv, and intermixed parsing lets flags follow the overrides.
     from hydra import version
     from hydra._internal.utils import _run_hydra, get_args_parser
-    from hydra.main import _get_rerun_conf
 
     version.setbase(None)  # hydra.main(version_base=None): this Hydra's defaults (no chdir)
     parser = get_args_parser()
     args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else list(argv))
     if args.experimental_rerun is not None:
-        _task(_get_rerun_conf(args.experimental_rerun, args.overrides))
+        _rerun(args.experimental_rerun, args.overrides)
         return
     config_path = args.config_path or primary_config_path()
     # Checked before Hydra runs: Hydra creates the run dir before the job starts. Overrides
     # Hydra cannot parse are left to Hydra, which reports them.
     overrides = _parsed(args.overrides)
     if not _prints_only(args) and overrides is not None:
+        _check_booleans(overrides)
         if args.config_name is None and not _experiment_chosen(overrides, config_path):
             print(NO_EXPERIMENT, file=sys.stderr)
             raise SystemExit(1)

@@ -3,7 +3,8 @@
 Values that belong to an object (an algorithm's hyperparameters, a dataset's split) are checked
 by that object's constructor, so plain-Python users get the same errors; the pipelines build
 those objects before the first ``trainer.fit``. What is left here is what no clarena object
-owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists, ``compile``).
+owns: Lightning's ``trainer`` settings and the pipelines' own keys (task lists, and the boolean
+keys, read by :mod:`clarena.experiments.booleans`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from omegaconf import DictConfig, ListConfig
 from torch import nn
 
+from clarena.experiments.booleans import check_boolean_keys
 from clarena.experiments.pipelines.common import PipelineConfigError
 
 #: Pipelines that train (and so need a finite, positive training length).
@@ -37,11 +39,12 @@ def check_experiment_config(cfg: DictConfig) -> None:
     """Refuse a config the pipeline ``cfg.pipeline`` cannot run to a meaningful end.
 
     Raises:
-        PipelineConfigError: a bad training length or task list (the message names the key).
+        PipelineConfigError: a bad training length, task list or boolean key (the message names
+            the key).
     """
     pipeline = cfg.get("pipeline")
     check_seed_and_threads(cfg)
-    check_compile(cfg.get("compile", False))
+    check_boolean_keys(cfg)
     if cfg.get("trainer") is not None:
         check_precision(cfg.trainer)
     if pipeline in TRAINING_PIPELINES and cfg.get("trainer") is not None:
@@ -100,15 +103,6 @@ def check_training_length(trainer: DictConfig) -> None:
         raise PipelineConfigError(
             f"trainer.max_steps must be -1 (no step limit) or a positive number of steps; got "
             f"{max_steps!r}."
-        )
-
-
-def check_compile(value: Any) -> None:
-    """``compile`` is ``true`` or ``false`` (a string such as ``"no"`` would read as true)."""
-    if not isinstance(value, bool):
-        raise PipelineConfigError(
-            f"compile must be true or false; got {value!r}. Set compile=true to compile the "
-            f"backbone with torch.compile, or compile=false to run it eagerly."
         )
 
 

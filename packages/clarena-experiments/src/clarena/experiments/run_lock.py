@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.errors import RunDirBusyError, RunDirUsedError
 from clarena.experiments.run_dir import check_output_dir, check_run_dir, open_in_run_dir
 
@@ -307,7 +308,7 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
             print(notice, file=sys.stderr)
             log.warning(notice)
         if cfg.get("resume") is None:
-            check_previous_run(run_dir, run_files(cfg), bool(cfg.get("overwrite")))
+            check_previous_run(run_dir, run_files(cfg), config_bool(cfg, "overwrite"))
         yield
     finally:
         lock.release()

@@ -30,10 +30,8 @@ from torch import nn
 
 from clarena.backbones import available_backbones
 from clarena.experiments import algorithms, data
+from clarena.experiments.booleans import TRUST_KEY
 from clarena.experiments.errors import UntrustedConfigError
-
-#: The override with which a user builds a file's config without the allowlist check.
-TRUST_KEY = "trust_model_file"
 
 #: Config sections the CL, MTL and STL pipelines build objects from.
 BUILT_SECTIONS: tuple[str, ...] = (

@@ -13,11 +13,11 @@ from clarena.experiments.data.sequences import (
 )
 from clarena.experiments.data.sources import (
     SOURCES,
-    DatasetNotFoundError,
     ImageSplits,
     load_source,
 )
 from clarena.experiments.data.transforms import BatchTransform
+from clarena.experiments.errors import DatasetNotFoundError
 
 __all__ = [
     "LOCAL_SOURCES",

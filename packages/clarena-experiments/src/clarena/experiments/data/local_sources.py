@@ -6,6 +6,11 @@ training images (by reordering rows in place, without a copy) and resizes / chan
 images in chunks, so a source never exists as float32 in memory. Conversion to float, the
 augmentation and the normalisation happen per batch (:mod:`clarena.experiments.data.transforms`).
 
+No reader runs anything a file names: CIFAR batches are unpickled by
+:mod:`~clarena.experiments.data.cifar_pickle`, which admits only the format's own contents (a
+crafted batch naming any other callable is refused before it is called); idx files are parsed
+byte by byte, ``.mat`` files by SciPy's reader (plain arrays), JPEGs by Pillow.
+
 Nothing here downloads and nothing needs torchvision: a missing or malformed root raises
 :class:`~clarena.experiments.data.sources.DatasetNotFoundError` with one line naming the root,
 the expected layout and where to get the files.
@@ -24,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from clarena.experiments.data.sources import DatasetNotFoundError, ImageSplits
+from clarena.experiments.data.cifar_pickle import RefusedPickleError, load_cifar_batch
+from clarena.experiments.data.sources import ImageSplits
+from clarena.experiments.errors import DatasetNotFoundError
 
 #: A split as ``(images (N, C, H, W) uint8, labels (N,) int64)``.
 Split = tuple[Tensor, Tensor]
@@ -141,7 +148,9 @@ def read_fashion_mnist(root: str | None) -> tuple[Split, Split, int]:
 def _unpickle(source: str, root: str | None, path: Path) -> dict:
     try:
         with path.open("rb") as file:
-            batch = pickle.load(file, encoding="bytes")
+            batch = load_cifar_batch(file)
+    except RefusedPickleError as error:
+        raise _missing(source, root, f"'{path.name}' is not a CIFAR pickle: {error}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
         raise _missing(source, root, f"'{path.name}' is not a CIFAR pickle ({error})") from None
     if not isinstance(batch, dict) or b"data" not in batch:
@@ -157,9 +166,19 @@ def _cifar_split(source: str, root: str | None, paths: list[Path], label_key: by
     images = labels = None
     for index, path in enumerate(paths):
         batch = _unpickle(source, root, path)
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
-        if label_key not in batch or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-            raise _missing(source, root, f"'{path.name}' is not a {source} batch (N x 3072)")
+        data, batch_labels = batch[b"data"], batch.get(label_key)
+        if (
+            not isinstance(data, np.ndarray)
+            or data.dtype != np.uint8
+            or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32
+            or not isinstance(batch_labels, list | np.ndarray)
+            or len(batch_labels) != len(data)
+            or not all(isinstance(label, int | np.integer) for label in batch_labels)
+        ):
+            raise _missing(
+                source, root, f"'{path.name}' is not a {source} batch (uint8 N x 3072, N labels)"
+            )
         count = len(data)
         if images is None:
             images = torch.empty((count * len(paths), 3, 32, 32), dtype=torch.uint8)
@@ -167,9 +186,10 @@ def _cifar_split(source: str, root: str | None, paths: list[Path], label_key: by
         elif count * len(paths) != len(labels):
             raise _missing(source, root, f"'{path.name}' holds {count} images, unlike the others")
         rows = slice(index * count, (index + 1) * count)
-        images[rows] = torch.from_numpy(data).view(count, 3, 32, 32)
-        labels[rows] = torch.as_tensor(batch[label_key], dtype=torch.int64)
-        del batch, data
+        # Copied through NumPy: ``data`` is a read-only view of the file's bytes.
+        images.numpy()[rows] = data.reshape(count, 3, 32, 32)
+        labels.numpy()[rows] = np.array(batch_labels, dtype=np.int64)
+        del batch, data, batch_labels
     return images, labels
 
 
@@ -214,8 +234,15 @@ def read_svhn(root: str | None) -> tuple[Split, Split, int]:
         except (MatReadError, ValueError, OSError, TypeError) as error:
             raise _missing("svhn", root, f"'{path.name}' is not a .mat file ({error})") from None
         images, labels = content.get("X"), content.get("y")
-        if images is None or labels is None or images.ndim != 4 or images.shape[:3] != (32, 32, 3):
-            raise _missing("svhn", root, f"'{path.name}' holds no X (32x32x3xN) and y")
+        if (
+            not isinstance(images, np.ndarray)
+            or not isinstance(labels, np.ndarray)
+            or images.dtype != np.uint8
+            or labels.dtype.kind not in "iu"
+            or images.ndim != 4
+            or images.shape[:3] != (32, 32, 3)
+        ):
+            raise _missing("svhn", root, f"'{path.name}' holds no X (uint8, 32x32x3xN) and y")
         tensor = torch.from_numpy(np.ascontiguousarray(images.transpose(3, 2, 0, 1), np.uint8))
         splits.append((tensor, torch.from_numpy(labels.reshape(-1).astype(np.int64) % 10)))
     return splits[0], splits[1], 10
@@ -271,7 +298,8 @@ def read_tinyimagenet(root: str | None) -> tuple[Split, Split, int]:
     )
 
 
-_READERS: dict[str, Callable[[str | None], tuple[Split, Split, int]]] = {
+#: Source name -> reader of its train and test splits ``(images uint8, labels)``, classes.
+READERS: dict[str, Callable[[str | None], tuple[Split, Split, int]]] = {
     "mnist": read_mnist,
     "fashion_mnist": read_fashion_mnist,
     "cifar10": read_cifar10,
@@ -307,13 +335,13 @@ def load_local_source(
         ValueError: unknown ``source`` or bad ``val_fraction``.
         DatasetNotFoundError: ``root`` is missing, or its files are missing or malformed.
     """
-    if source not in _READERS:
+    if source not in READERS:
         raise ValueError(
             f"Unknown local dataset source '{source}'; expected one of {', '.join(LOCAL_SOURCES)}."
         )
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1); got {val_fraction}.")
-    (train_images, train_labels), (test_images, test_labels), num_classes = _READERS[source](root)
+    (train_images, train_labels), (test_images, test_labels), num_classes = READERS[source](root)
     n_val = round(val_fraction * len(train_labels))
     generator = torch.Generator().manual_seed(split_seed)
     val_rows = torch.randperm(len(train_labels), generator=generator)[:n_val]

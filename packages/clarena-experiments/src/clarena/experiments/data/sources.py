@@ -1,21 +1,19 @@
-"""Image sources: the embedded scikit-learn digits and torchvision datasets from a local root.
+"""Image sources as floats: the embedded scikit-learn digits and files from a local root.
 
 Every source returns whole splits as tensors ``images (N, C, H, W)`` with values in ``[0, 1]``
 and ``labels (N,)`` (int64), so the task sequences can permute, select and index them cheaply.
-Nothing here downloads: the digits ship with scikit-learn, and torchvision datasets are read
-from files that must already be on disk.
+Nothing here downloads: the digits ship with scikit-learn, and MNIST / CIFAR are read from files
+that must already be on disk, in their published layout (torchvision's), by the readers of
+:mod:`~clarena.experiments.data.local_sources`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from clarena.experiments.errors import DatasetNotFoundError
 
 #: Source names accepted by :func:`load_source`.
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
@@ -64,21 +62,21 @@ def load_source(
 
     Args:
         source: one of :data:`SOURCES`. ``digits`` is scikit-learn's bundled 8x8 handwritten
-            digits (1,797 images, 10 classes, offline); the others are read by torchvision from
-            ``root`` with ``download=False``.
-        root: directory holding a torchvision dataset (ignored for ``digits``).
+            digits (1,797 images, 10 classes, offline); the others are read from their published
+            files under ``root`` (see :data:`~clarena.experiments.data.local_sources.LAYOUTS`).
+        root: directory holding the source's files (ignored for ``digits``).
         image_size: side of the square output images; ``None`` keeps the source size except for
             ``digits``, which is resized to 28 so the docs' ``input_dim: 784`` fits.
         channels: number of output channels; a 1-channel source is repeated to 3 when asked (for
             ResNets), a 3-channel source is averaged to 1.
         val_fraction: share of the training images held out for validation.
-        test_fraction: share of the digits held out for testing (torchvision sources have their
-            own test split).
+        test_fraction: share of the digits held out for testing (the file sources have their own
+            test split).
         split_seed: seed of the random train / validation / test split.
 
     Raises:
         ValueError: unknown ``source`` or bad fractions.
-        DatasetNotFoundError: a torchvision dataset is not under ``root``.
+        DatasetNotFoundError: the source's files are missing or malformed under ``root``.
     """
     if source not in SOURCES:
         raise ValueError(
@@ -100,7 +98,7 @@ def load_source(
         num_classes = 10
         image_size = 28 if image_size is None else image_size
     else:
-        (train_images, train_labels), (test_images, test_labels), num_classes = _load_torchvision(
+        (train_images, train_labels), (test_images, test_labels), num_classes = _load_files(
             source, root
         )
     order = torch.randperm(len(train_labels), generator=generator)
@@ -130,67 +128,22 @@ def _load_digits() -> tuple[Tensor, Tensor]:
     return images, labels
 
 
-_TORCHVISION_CLASSES = {"mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
-
-#: Where torchvision expects each source's files under the root.
-_TORCHVISION_LAYOUTS = {
-    "mnist": "<root>/MNIST/raw/ holding train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-    "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte",
-    "cifar10": "<root>/cifar-10-batches-py/ holding data_batch_1..5, test_batch and batches.meta",
-    "cifar100": "<root>/cifar-100-python/ holding train, test and meta",
-}
-
-
-def _load_torchvision(
+def _load_files(
     source: str, root: str | None
 ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor], int]:
-    class_name = _TORCHVISION_CLASSES[source]
-    how_to_get = (
-        f"Put the torchvision {class_name} files there, e.g. on a machine with internet run "
-        f"`python -c \"import torchvision; torchvision.datasets.{class_name}('{root}', "
-        f'download=True)"` and copy the folder; clarena never downloads data itself.'
+    """``source``'s train and test splits read from ``root`` as floats in ``[0, 1]``.
+
+    Read by :mod:`~clarena.experiments.data.local_sources` (the published layout, parsed without
+    unpickling anything a file names).
+    """
+    from clarena.experiments.data.local_sources import READERS
+
+    train, test, num_classes = READERS[source](root)
+    return (
+        (train[0].float() / 255.0, train[1]),
+        (test[0].float() / 255.0, test[1]),
+        num_classes,
     )
-    if root is None:
-        raise DatasetNotFoundError(
-            f"Dataset '{source}' needs a local root directory: set root=/path/to/data. {how_to_get}"
-        )
-    if not Path(root).is_dir():
-        raise DatasetNotFoundError(
-            f"Dataset '{source}': root directory '{root}' does not exist. {how_to_get}"
-        )
-    try:
-        import torchvision
-    except ImportError as error:
-        raise ImportError(
-            f"Dataset '{source}' is read through torchvision, which is not installed: "
-            f"pip install 'clarena-experiments[torchvision]'"
-        ) from error
-    dataset_class = getattr(torchvision.datasets, class_name)
-    layout = f"torchvision expects {_TORCHVISION_LAYOUTS[source]}."
-    splits = []
-    for train in (True, False):
-        try:
-            dataset = dataset_class(root, train=train, download=False)
-        except RuntimeError as error:
-            raise DatasetNotFoundError(
-                f"Dataset '{source}' was not found under root '{root}' ({error}); {layout} "
-                f"{how_to_get}"
-            ) from error
-        except Exception as error:
-            # torchvision reads whatever files are there; truncated or foreign files fail deep
-            # inside its readers (a bare AssertionError for MNIST, an unpickling error for CIFAR).
-            reason = str(error).strip() or type(error).__name__
-            raise DatasetNotFoundError(
-                f"Dataset '{source}': the files under root '{root}' could not be read as "
-                f"{class_name} ({reason}); they are damaged or not {class_name} files. {layout} "
-                f"{how_to_get}"
-            ) from error
-        data = torch.as_tensor(dataset.data)
-        images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-        labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-        splits.append((images.float() / 255.0, labels))
-    num_classes = len(dataset.classes)
-    return splits[0], splits[1], num_classes
 
 
 def _reshape(images: Tensor, image_size: int | None, channels: int | None) -> Tensor:

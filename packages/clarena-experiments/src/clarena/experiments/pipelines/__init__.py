@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from clarena.experiments.booleans import check_boolean_keys
 from clarena.experiments.pipelines.cl import run_cl_main_evaluation, run_cl_main_experiment
 from clarena.experiments.pipelines.common import PipelineConfigError, output_dir
 from clarena.experiments.pipelines.supervised import (
@@ -36,7 +37,8 @@ def run_pipeline(cfg: DictConfig) -> Any:
     The config summary and every warning go to the run's log.
 
     Raises:
-        PipelineConfigError: ``pipeline`` is missing or unknown.
+        PipelineConfigError: ``pipeline`` is missing or unknown, or a boolean key is not true
+            or false.
         RunDirBusyError: another run is writing into the output dir.
         RunDirUsedError: the output dir holds a previous run's files and ``overwrite`` is false.
     """
@@ -46,6 +48,8 @@ def run_pipeline(cfg: DictConfig) -> Any:
             f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
             f"with experiment=<name> (e.g. experiment=example_clmain_train)."
         )
+    # Before the run dir is claimed: ``overwrite=no`` must not delete a previous run's files.
+    check_boolean_keys(cfg)
     silence_known_warnings()
     run_dir = output_dir(cfg)
     with claim_run_dir(run_dir, cfg), warnings_to_log():

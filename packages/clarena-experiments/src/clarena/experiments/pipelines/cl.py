@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import CLDataModule
 from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
@@ -27,6 +28,11 @@ from clarena.experiments.pipelines.common import (
     require,
     save_checkpoint,
     seed,
+)
+from clarena.experiments.pipelines.evaluation import (
+    announce_data,
+    evaluation_config,
+    weights_budget,
 )
 from clarena.experiments.resume import (
     check_same_experiment,
@@ -207,7 +213,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
             continue
         if metrics.get("accuracy_csv"):
             results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, tasks)
-        if cfg.get("resume_state", True):
+        if config_bool(cfg, "resume_state"):
             trained = tasks[: index + 1]
             save_resume_state(
                 run_dir,
@@ -227,7 +233,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
     write_results(run_dir, cfg, rows, tasks, extra)
     log.info("results in %s", run_dir)
-    if cfg.get("save_model"):
+    if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(
             model_path,
@@ -270,7 +276,7 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         checked_config(
             state["config"],
             f"resume file '{resume_file(resume)}'",
-            trust=bool(cfg.get(TRUST_KEY)),
+            trust=config_bool(cfg, TRUST_KEY),
             also_allowed=config_targets(cfg),
         )
         check_same_experiment(state["config"], cfg)
@@ -338,8 +344,9 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     """Reload a saved CL model (``model_path``) and test it on its trained tasks.
 
     The backbone, algorithm, paradigm and dataset come from the config saved with the model, so
-    the accuracies equal the last row of the training run's accuracy matrix. ``eval_tasks``
-    restricts the tested tasks.
+    the accuracies equal the last row of the training run's accuracy matrix; the data location
+    and the process resources are the user's (:func:`~.evaluation.evaluation_config`).
+    ``eval_tasks`` restricts the tested tasks.
 
     Returns:
         Accuracy per tested task.
@@ -350,14 +357,17 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     checkpoint = load_checkpoint(cfg.model_path)
     check_model_kind(checkpoint["config"], "CL_MAIN_EXPR", cfg.model_path)
     saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
+    saved = evaluation_config(saved, cfg)
     seed(saved)
+    announce_data(saved, str(cfg.model_path))
     datamodule: CLDataModule = instantiate(saved.cl_dataset)
-    algorithm = build_algorithm(saved, with_optimizer=False)
     trained = [int(t) for t in checkpoint["trained_tasks"]]
-    for task in trained:
-        algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
+    with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
+        algorithm = build_algorithm(saved, with_optimizer=False)
+        for task in trained:
+            algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
     algorithm.load_state_dict(checkpoint["state_dict"])
     request_compile(cfg, algorithm)
     tasks = _task_list(cfg.get("eval_tasks"), datamodule.num_tasks, "eval_tasks")

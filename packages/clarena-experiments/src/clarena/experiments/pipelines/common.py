@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clarena.experiments import model_file
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.divergence import DivergenceCheck
 from clarena.experiments.errors import PipelineConfigError
 
@@ -49,7 +50,7 @@ def seed(cfg: DictConfig) -> None:
 
 def request_compile(cfg: DictConfig, algorithm: Any) -> None:
     """With ``compile: true``, have ``algorithm`` compile its backbone in its first fit or test."""
-    if cfg.get("compile", False):
+    if config_bool(cfg, "compile"):
         algorithm.compile_backbone(fullgraph=True)
 
 

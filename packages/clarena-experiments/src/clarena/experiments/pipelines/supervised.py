@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments import config_checks, results
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     check_model_kind,
@@ -22,6 +23,11 @@ from clarena.experiments.pipelines.common import (
     require,
     save_checkpoint,
     seed,
+)
+from clarena.experiments.pipelines.evaluation import (
+    announce_data,
+    evaluation_config,
+    weights_budget,
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
@@ -123,7 +129,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     if not trainer.is_global_zero:
         return accuracies
     _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
-    if cfg.get("save_model"):
+    if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
         log.info("saved the model to %s", model_path)
@@ -144,15 +150,18 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     checkpoint = load_checkpoint(cfg.model_path)
     check_model_kind(checkpoint["config"], "MTL_EXPR" if mtl else "STL_EXPR", cfg.model_path)
     saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
     )
+    saved = evaluation_config(saved, cfg)
     seed(saved)
+    announce_data(saved, str(cfg.model_path))
     datamodule = instantiate(saved[f"{kind}_dataset"])
-    algorithm = (
-        build_mtl(saved, datamodule, train=False)
-        if mtl
-        else build_stl(saved, datamodule, train=False)
-    )
+    with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
+        algorithm = (
+            build_mtl(saved, datamodule, train=False)
+            if mtl
+            else build_stl(saved, datamodule, train=False)
+        )
     algorithm.load_state_dict(checkpoint["state_dict"])
     request_compile(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version="eval")
