@@ -31,6 +31,7 @@ from torch import nn
 from clarena.backbones import available_backbones
 from clarena.experiments import algorithms, data
 from clarena.experiments.errors import UntrustedConfigError
+from clarena.experiments.upstream.aliases import ALIASES
 
 #: The override with which a user builds a file's config without the allowlist check.
 TRUST_KEY = "trust_model_file"
@@ -97,9 +98,14 @@ _RULES: dict[str, Callable[[str], bool]] = {
 
 
 def allowed_target(target: object) -> bool:
-    """Whether a config read from a file may name ``target`` as a ``_target_``."""
+    """Whether a config read from a file may name ``target`` as a ``_target_``.
+
+    An upstream CLArena name is allowed when its registered alias names an allowed target.
+    """
     if not isinstance(target, str):
         return False
+    if target in ALIASES:
+        return allowed_target(ALIASES[target].target)
     module, _, name = target.rpartition(".")
     rule = _RULES.get(module)
     return rule is not None and name.isidentifier() and not name.startswith("_") and rule(name)
