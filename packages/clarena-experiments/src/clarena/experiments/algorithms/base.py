@@ -32,7 +32,6 @@ MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
 }
 
 
-
 def optimizer_and_scheduler(
     optimizer: Optimizer, factory: SchedulerFactory, val_loss: str
 ) -> dict[str, Any]:
@@ -43,7 +42,10 @@ def optimizer_and_scheduler(
     """
     scheduler = factory(optimizer)
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": val_loss}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": val_loss},
+        }
     return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 

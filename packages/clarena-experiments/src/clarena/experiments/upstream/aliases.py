@@ -121,7 +121,9 @@ def _hat_arguments(modes: Mapping[str, str]) -> Translate:
 
 def _mask_sparsity_only(key: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """FG-AdaHAT: the same arguments as clarena's, plus ``mask_sparsity_reg_mode``."""
-    return _hat_arguments({"fgadahat": "FG-AdaHAT"})(key, {"adjustment_mode": "fgadahat", **arguments})
+    return _hat_arguments({"fgadahat": "FG-AdaHAT"})(
+        key, {"adjustment_mode": "fgadahat", **arguments}
+    )
 
 
 def _no_arguments(upstream: str, meaning: str) -> Translate:

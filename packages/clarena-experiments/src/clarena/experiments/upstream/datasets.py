@@ -82,7 +82,11 @@ def _refuse(key: str, name: str, value: Any, why: str) -> PipelineConfigError:
 def _common(key: str, source: str, arguments: Arguments, consumed: set[str]) -> Arguments:
     """The arguments every upstream dataset class shares, in clarena's names."""
     out: Arguments = {}
-    renames = {"root": "root", "num_workers": "num_workers", "validation_percentage": "val_fraction"}
+    renames = {
+        "root": "root",
+        "num_workers": "num_workers",
+        "validation_percentage": "val_fraction",
+    }
     for name, value in arguments.items():
         if name in renames:
             out[renames[name]] = value
@@ -225,8 +229,10 @@ def mtl_from_cl(key: str, arguments: Arguments) -> Arguments:
     inner = arguments.pop("cl_dataset", None)
     target = inner.get("_target_") if isinstance(inner, dict) else None
     name = str(target).rpartition(".")[2]
-    if not isinstance(target, str) or not target.startswith("clarena.cl_datasets.") or (
-        name not in CL_DATASETS
+    if (
+        not isinstance(target, str)
+        or not target.startswith("clarena.cl_datasets.")
+        or (name not in CL_DATASETS)
     ):
         raise PipelineConfigError(
             f"{key}.cl_dataset: MTLDatasetFromCL needs an upstream CL dataset clarena reads; got "
@@ -241,7 +247,9 @@ def mtl_from_cl(key: str, arguments: Arguments) -> Arguments:
             "clarena's MTL batches mix every task's examples (upstream's 'mixed'); set "
             "sampling_strategy: mixed.",
         )
-    out = cl_arguments(f"{key}.cl_dataset", name, {k: v for k, v in inner.items() if k != "_target_"})
+    out = cl_arguments(
+        f"{key}.cl_dataset", name, {k: v for k, v in inner.items() if k != "_target_"}
+    )
     batch = arguments.pop("batch_size", None)
     if batch is not None:
         out |= _common(key, out["source"], {"batch_size": batch}, set())
