@@ -37,6 +37,7 @@ from clarena.experiments.resume import (
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config, config_targets
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
+from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -324,8 +325,11 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
-    saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
+    saved = adapt_config(
+        checked_config(
+            checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        )
     )
     seed(saved)
     datamodule: CLDataModule = instantiate(saved.cl_dataset)

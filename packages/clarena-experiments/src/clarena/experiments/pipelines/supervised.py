@@ -24,6 +24,7 @@ from clarena.experiments.pipelines.common import (
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
+from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,11 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
-    saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
+    saved = adapt_config(
+        checked_config(
+            checkpoint["config"], f"model_path '{cfg.model_path}'", trust=bool(cfg.get(TRUST_KEY))
+        )
     )
     seed(saved)
     datamodule = instantiate(saved[f"{kind}_dataset"])

@@ -23,7 +23,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from clarena.experiments.config_checks import task_list
 from clarena.experiments.errors import PipelineConfigError
 from clarena.experiments.upstream import aliases, config_tree, weights
 
@@ -77,15 +76,27 @@ class _Notices:
         self.lines[line] = None
 
     def emit(self) -> None:
-        # Upstream's job logging echoes the log on the console: there, the log line is the
+        # A job logging that echoes the log on the console (upstream's) shows the log line as the
         # notice; otherwise it is printed, and logged to the run's log file.
-        echoed = any(
-            type(handler) is logging.StreamHandler for handler in logging.getLogger().handlers
-        )
         for line in self.lines:
-            if not echoed:
+            if not _console_logging():
                 print(f"clarena: {line}", file=sys.stderr)
             log.info(line)
+
+
+def _console_logging() -> bool:
+    """Whether this Hydra job's logging sends the root logger's records to a console handler."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    logging_cfg = HydraConfig.get().job_logging
+    handlers = OmegaConf.select(logging_cfg, "root.handlers", default=None) or []
+    classes = {
+        str(OmegaConf.select(logging_cfg, f"handlers.{name}.class", default=""))
+        for name in handlers
+    }
+    return "logging.StreamHandler" in classes
 
 
 def adapt_config(cfg: DictConfig) -> DictConfig:
@@ -121,8 +132,11 @@ def _pin_output_dir(data: dict[str, Any]) -> None:
     """
     from hydra.core.hydra_config import HydraConfig
 
-    if HydraConfig.initialized() and "${" in str(data.get("output_dir", "")):
-        data["output_dir"] = HydraConfig.get().runtime.output_dir
+    if not HydraConfig.initialized() or "${" not in str(data.get("output_dir", "")):
+        return
+    runtime = HydraConfig.get().runtime
+    if not OmegaConf.is_missing(runtime, "output_dir"):  # missing under the compose API
+        data["output_dir"] = runtime.output_dir
 
 
 def _pipeline(data: dict[str, Any], notices: _Notices) -> None:
@@ -163,6 +177,9 @@ def _pipeline(data: dict[str, Any], notices: _Notices) -> None:
 
 
 def _as_tasks(value: Any, key: str) -> list[int]:
+    # Imported here: config_checks imports the pipelines package, which imports this module.
+    from clarena.experiments.config_checks import task_list
+
     return task_list(value, None, key)
 
 
