@@ -209,6 +209,13 @@ def test_list_shaped_metrics_and_callbacks_become_clarena_settings() -> None:
                     "test_ave_acc_plot_name": None,
                 },
                 {"_target_": "clarena.metrics.HATNetworkCapacity"},
+                {
+                    "_target_": "clarena.metrics.CLLoss",
+                    "save_dir": "${output_dir}/results/",
+                    "test_loss_cls_csv_name": "loss_cls.csv",
+                    "test_loss_cls_matrix_plot_name": "loss_cls_matrix.png",
+                    "test_ave_loss_cls_plot_name": "ave_loss_cls.png",
+                },
             ],
             "callbacks": [
                 {"_target_": "clarena.callbacks.CLPylogger"},
@@ -223,6 +230,9 @@ def test_list_shaped_metrics_and_callbacks_become_clarena_settings() -> None:
         "accuracy_csv": "results/acc.csv",
         "accuracy_matrix_plot": "results/acc_matrix.png",
         "summary": "results/summary.json",
+        "loss_csv": "results/loss_cls.csv",
+        "loss_matrix_plot": "results/loss_cls_matrix.png",
+        "average_loss_plot": "results/ave_loss_cls.png",
     }
     assert adapted["callbacks"] == {
         "CLRichProgressBar": {"_target_": "clarena.experiments.callbacks.ProgressBar"},
@@ -308,8 +318,8 @@ REFUSALS: list[tuple[dict[str, Any], list[str]]] = [
         ["metrics[0]", "HATMasks", "remove HATMasks"],
     ),
     (
-        {"metrics": [{"_target_": "clarena.metrics.CLLoss", "save_dir": "${output_dir}/r/"}]},
-        ["metrics[0]", "CLLoss", "no test-loss files"],
+        {"backbone": {"_target_": "clarena.backbones.HATMaskMLP", "gate": "tanh"}},
+        ["backbone.gate='tanh'", "set gate: sigmoid"],
     ),
     (
         {
@@ -506,7 +516,16 @@ def test_index_layout_cl_experiment_runs_unchanged(upstream_tree: Tree) -> None:
     cli.main(["index=example_cl_main_expr", "train_tasks=2", "trainer.max_epochs=1"])
     run_dir = _run_dir(root, "example_cl_main_expr")
     assert [row["after_training_task"] for row in _rows(run_dir / "results/acc.csv")] == ["1", "2"]
-    for name in ("acc_matrix.png", "ave_acc.png", "summary.json"):
+    losses = _rows(run_dir / "results/loss_cls.csv")
+    assert [row["after_training_task"] for row in losses] == ["1", "2"]
+    assert float(losses[1]["test_on_task_2"]) > 0
+    for name in (
+        "acc_matrix.png",
+        "ave_acc.png",
+        "summary.json",
+        "loss_cls_matrix.png",
+        "ave_loss_cls.png",
+    ):
         assert (run_dir / "results" / name).is_file()
     assert (run_dir / "saved_models/saved_model.pt").is_file()
     assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["task_1.png", "task_2.png"]
@@ -550,3 +569,21 @@ def test_index_layout_mtl_experiment_trains_the_first_train_tasks(upstream_tree:
     cli.main(["index=example_mtl_expr", "train_tasks=2", "eval_tasks=2", "trainer.max_epochs=1"])
     (row,) = _rows(_run_dir(root, "example_mtl_expr") / "results/acc.csv")
     assert sorted(row) == ["average_accuracy", "test_on_task_1", "test_on_task_2"]
+
+
+def test_test_loss_is_the_mean_cross_entropy_over_the_whole_test_set() -> None:
+    from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+
+    counter = ExactTestAccuracy()
+    counter._init_test_accuracy()
+    counter.test_task_ids = [3]
+    counter.on_test_epoch_start()
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(10, 4, generator=generator, dtype=torch.float64)
+    targets = torch.randint(0, 4, (10,), generator=generator)
+    for part in (slice(0, 7), slice(7, 10)):  # unequal batches: a mean of means would differ
+        counter.count_test(3, logits[part], targets[part])
+    counter.log = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    counter.on_test_epoch_end()
+    expected = torch.nn.functional.cross_entropy(logits.float(), targets).item()
+    assert counter.test_loss[3] == pytest.approx(expected, rel=1e-6)

@@ -68,11 +68,17 @@ def build_stl(cfg: DictConfig, datamodule: STLDataModule, train: bool = True) ->
 
 
 def _write(
-    run_dir: Path, cfg: DictConfig, accuracies: dict[int, float], extra: dict[str, Any]
+    run_dir: Path,
+    cfg: DictConfig,
+    accuracies: dict[int, float],
+    extra: dict[str, Any],
+    losses: dict[int, float],
 ) -> None:
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_task_accuracy_csv(run_dir / metrics.accuracy_csv, accuracies)
+    if metrics.get("loss_csv"):
+        results.write_task_accuracy_csv(run_dir / metrics.loss_csv, losses, "loss")
     if metrics.get("summary"):
         results.write_json(
             run_dir / metrics.summary,
@@ -122,7 +128,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
+    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__}, algorithm.test_loss)
     if cfg.get("save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
@@ -161,7 +167,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)})
+    _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)}, algorithm.test_loss)
     print_table(
         f"{kind.upper()} evaluation",
         ["tasks", "average accuracy"],

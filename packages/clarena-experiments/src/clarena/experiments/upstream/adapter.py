@@ -61,6 +61,13 @@ _METRIC_FILES: dict[str, dict[str, str]] = {
     },
     "clarena.metrics.MTLAccuracy": {"test_acc_csv_name": "accuracy_csv"},
     "clarena.metrics.STLAccuracy": {"test_acc_csv_name": "accuracy_csv"},
+    "clarena.metrics.CLLoss": {
+        "test_loss_cls_csv_name": "loss_csv",
+        "test_loss_cls_matrix_plot_name": "loss_matrix_plot",
+        "test_ave_loss_cls_plot_name": "average_loss_plot",
+    },
+    "clarena.metrics.MTLLoss": {"test_loss_cls_csv_name": "loss_csv"},
+    "clarena.metrics.STLLoss": {"test_loss_cls_csv_name": "loss_csv"},
 }
 
 _OUTPUT_DIR = "${output_dir}"
@@ -318,8 +325,9 @@ def _metrics(data: dict[str, Any], notices: _Notices) -> None:
                 )
             if value is not None:
                 settings[_METRIC_FILES[target][name]] = str(folder / str(value))
-        settings["summary"] = str(folder / "summary.json")
-        notices.add(f"{target} is {aliases.HONOURED_BY_SETTINGS[target]} (+ summary.json)")
+        if target.endswith("Accuracy"):
+            settings["summary"] = str(folder / "summary.json")
+        notices.add(f"{target} is {aliases.HONOURED_BY_SETTINGS[target]}")
     data["metrics"] = settings
 
 
@@ -389,6 +397,18 @@ def _targets(node: Any, key: str, notices: _Notices) -> None:
             target, value, f"{key}.pretrained_weights"
         )
         notices.add(f"{key}.pretrained_weights={value} (torchvision's name) is {how}")
+    if (
+        isinstance(target, str)
+        and target.startswith("clarena.backbones.HATMask")
+        and ("gate" in node)
+    ):
+        gate = node.pop("gate")
+        if gate != "sigmoid":
+            raise PipelineConfigError(
+                f"{key}.gate={gate!r}: clarena's HAT masks gate with the sigmoid (upstream's "
+                f"'sigmoid'); set gate: sigmoid or drop the key."
+            )
+        notices.add(f"{key}.gate=sigmoid is clarena's HAT gate")
     for name, value in list(node.items()):
         if not name.startswith("_"):
             _targets(value, f"{key}.{name}" if key else name, notices)

@@ -214,9 +214,13 @@ ALIASES: dict[str, Alias] = _aliases()
 #: (the metrics and logging callbacks); see :mod:`clarena.experiments.upstream.results`.
 HONOURED_BY_SETTINGS: dict[str, str] = {
     "clarena.metrics.CLAccuracy": "metrics.accuracy_csv / accuracy_matrix_plot / "
-    "average_accuracy_plot",
-    "clarena.metrics.MTLAccuracy": "metrics.accuracy_csv",
-    "clarena.metrics.STLAccuracy": "metrics.accuracy_csv",
+    "average_accuracy_plot (+ summary.json)",
+    "clarena.metrics.MTLAccuracy": "metrics.accuracy_csv (+ summary.json)",
+    "clarena.metrics.STLAccuracy": "metrics.accuracy_csv (+ summary.json)",
+    "clarena.metrics.CLLoss": "metrics.loss_csv / loss_matrix_plot / average_loss_plot "
+    "(mean test cross-entropy per task)",
+    "clarena.metrics.MTLLoss": "metrics.loss_csv (mean test cross-entropy per task)",
+    "clarena.metrics.STLLoss": "metrics.loss_csv (mean test cross-entropy)",
     "clarena.metrics.HATNetworkCapacity": "capacity_per_task in results/summary.json",
     "clarena.callbacks.CLPylogger": "clarena's run log (<output_dir>/<job>.log)",
     "clarena.callbacks.MTLPylogger": "clarena's run log (<output_dir>/<job>.log)",
@@ -238,10 +242,6 @@ UNSUPPORTED: dict[str, str] = {
     "clarena.cl_algorithms.Fix": "Fix is not in clarena; " + _CL_OFFER,
     "clarena.cl_algorithms.Random": "Random is not in clarena; " + _CL_OFFER,
     "clarena.cl_algorithms.NISPA": "NISPA is not in clarena; " + _CL_OFFER,
-    "clarena.metrics.CLLoss": "clarena writes no test-loss files (it records exact test "
-    "accuracy); remove CLLoss from metrics",
-    "clarena.metrics.MTLLoss": "clarena writes no test-loss files; remove MTLLoss from metrics",
-    "clarena.metrics.STLLoss": "clarena writes no test-loss files; remove STLLoss from metrics",
     "clarena.metrics.HATMasks": "clarena does not plot masks (the masks are in the saved "
     "model's state dict, capacity per task in results/summary.json); remove HATMasks from metrics",
     "clarena.metrics.HATAdjustmentRate": "clarena does not plot adjustment rates; remove "
