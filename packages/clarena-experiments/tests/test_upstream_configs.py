@@ -162,7 +162,7 @@ def test_mtl_and_stl_datasets_translate() -> None:
                     "_target_": "clarena.cl_datasets.SplitMNIST",
                     "root": "r",
                     "num_tasks": 5,
-                    "class_split": split,
+                    "class_split": {t + 1: classes for t, classes in enumerate(split)},
                     "validation_percentage": 0.2,
                 },
                 "sampling_strategy": "mixed",

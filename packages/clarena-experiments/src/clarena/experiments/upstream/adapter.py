@@ -24,7 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments.errors import PipelineConfigError
-from clarena.experiments.upstream import aliases, config_tree, weights
+from clarena.experiments.upstream import aliases, config_tree, datasets, weights
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _mtl_tasks(data: dict[str, Any], notices: _Notices) -> None:
         value = data.pop(key)
         tasks = _as_tasks(value, key)
         first = list(range(1, len(tasks) + 1))
-        split = arguments.get("class_split")
+        split = datasets.class_split_list(arguments.get("class_split"), "class_split")
         count = arguments.get("num_tasks") or (len(split) if split else None)
         if count is not None and tasks == list(range(1, count + 1)):
             notices.add(f"{key}={value!r}: honoured, the MTL run uses the dataset's {count} tasks")

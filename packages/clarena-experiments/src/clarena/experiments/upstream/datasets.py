@@ -139,7 +139,7 @@ def _sequence_arguments(
         if name == "num_tasks":
             out["num_tasks"] = value
         elif name == "class_split" and sequence == "split":
-            out["class_split"] = value
+            out["class_split"] = class_split_list(value, f"{key}.class_split")
         elif name == "permutation_mode" and sequence == "permuted":
             if value not in ("all", "by_channel", "first_channel_only"):
                 raise _refuse(
@@ -166,6 +166,24 @@ def _sequence_arguments(
             continue
         consumed.add(name)
     return out
+
+
+def class_split_list(value: Any, key: str) -> Any:
+    """Upstream's ``class_split`` as clarena's list of groups.
+
+    Upstream writes it as a list of groups or as a mapping ``{task id: classes}`` with task ids
+    ``1..N``; the mapping becomes the list in task order.
+    """
+    if not isinstance(value, dict):
+        return value
+    tasks = sorted(int(t) for t in value)
+    if tasks != list(range(1, len(tasks) + 1)):
+        raise PipelineConfigError(
+            f"{key}: a mapping of task ids to classes needs the task ids 1..{len(tasks)}; got "
+            f"{sorted(value)}. Number the tasks from 1."
+        )
+    by_task = {int(t): classes for t, classes in value.items()}
+    return [list(by_task[t]) for t in tasks]
 
 
 def _check_consumed(key: str, owner: str, arguments: Arguments, consumed: set[str]) -> None:
