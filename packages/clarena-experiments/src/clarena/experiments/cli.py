@@ -87,6 +87,9 @@ def _task(cfg: DictConfig) -> float | None:
     return job_objective(cfg) if in_sweep() else None
 
 
+#: Overrides that choose what runs: clarena's ``experiment=``, upstream CLArena's ``index=``.
+CHOOSING_KEYS: tuple[str, ...] = ("experiment", "index", "pipeline")
+
 NO_EXPERIMENT = (
     "clarena: no experiment chosen. Run `clarena experiment=<name>`, e.g. "
     "`clarena experiment=example_clmain_train`; `clarena --help` lists the experiments and "
@@ -117,7 +120,7 @@ def _sets(overrides: dict[str, Override], key: str) -> bool:
 
 
 def _experiment_chosen(overrides: dict[str, Override], config_path: str) -> bool:
-    if _sets(overrides, "experiment") or _sets(overrides, "pipeline"):
+    if any(_sets(overrides, key) for key in CHOOSING_KEYS):
         return True
     if config_path == SHIPPED_CONFIGS:
         entrance = shipped_config_dir() / f"{ENTRANCE}.yaml"
@@ -128,7 +131,7 @@ def _experiment_chosen(overrides: dict[str, Override], config_path: str) -> bool
     for entry in OmegaConf.load(entrance).get("defaults") or []:
         if isinstance(entry, DictConfig):
             for key, value in entry.items():
-                if str(key).lstrip("+").split("@")[0] == "experiment" and value is not None:
+                if str(key).lstrip("+").split("@")[0] in CHOOSING_KEYS and value is not None:
                     return True
     return False
 

@@ -24,12 +24,17 @@ from clarena.experiments.run_dir import create_for_write, write_text
 AccuracyRows = Mapping[int, Mapping[int, float]]
 
 
-def write_accuracy_csv(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) -> None:
-    """Write ``after_training_task, average_accuracy, test_on_task_<id>...`` (blank = unseen)."""
+def write_accuracy_csv(
+    path: Path, rows: AccuracyRows, task_ids: Sequence[int], value: str = "accuracy"
+) -> None:
+    """Write ``after_training_task, average_accuracy, test_on_task_<id>...`` (blank = unseen).
+
+    ``value`` names the measure in the header (``loss`` for the test-loss matrix).
+    """
     with os.fdopen(create_for_write(path), "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(
-            ["after_training_task", "average_accuracy", *[f"test_on_task_{t}" for t in task_ids]]
+            ["after_training_task", f"average_{value}", *[f"test_on_task_{t}" for t in task_ids]]
         )
         for trained, accuracies in rows.items():
             writer.writerow(
@@ -41,11 +46,13 @@ def write_accuracy_csv(path: Path, rows: AccuracyRows, task_ids: Sequence[int]) 
             )
 
 
-def write_task_accuracy_csv(path: Path, accuracies: Mapping[int, float]) -> None:
+def write_task_accuracy_csv(
+    path: Path, accuracies: Mapping[int, float], value: str = "accuracy"
+) -> None:
     """Write ``average_accuracy, test_on_task_<id>...`` in one row (MTL and STL results)."""
     with os.fdopen(create_for_write(path), "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["average_accuracy", *[f"test_on_task_{t}" for t in accuracies]])
+        writer.writerow([f"average_{value}", *[f"test_on_task_{t}" for t in accuracies]])
         writer.writerow([repr(average(accuracies)), *[repr(a) for a in accuracies.values()]])
 
 
@@ -129,29 +136,35 @@ def run_title(algorithm: str, backbone: str, dataset: Mapping[str, object]) -> s
 
 
 def plot_accuracy_matrix(
-    path: Path, rows: AccuracyRows, task_ids: Sequence[int], title: str | None = None
+    path: Path,
+    rows: AccuracyRows,
+    task_ids: Sequence[int],
+    title: str | None = None,
+    value: str = "accuracy",
 ) -> plt.Figure:
     """Heat map of the accuracy matrix (trained task x tested task), values annotated.
 
-    Values are written in white on dark cells, black on light ones. Returns the saved (closed)
-    figure.
+    Values are written in white on dark cells, black on light ones. ``value="loss"`` draws the
+    test-loss matrix instead (colour scale from 0 to the largest loss). Returns the saved
+    (closed) figure.
     """
     trained = list(rows)
     figure, axes = plt.subplots(figsize=(2.5 + 0.7 * len(task_ids), 1.6 + 0.6 * len(trained)))
     grid = [[rows[i].get(j, float("nan")) for j in task_ids] for i in trained]
-    colormap = plt.get_cmap("Greens")
-    image = axes.imshow(grid, vmin=0.0, vmax=1.0, cmap=colormap)
+    colormap = plt.get_cmap("Greens" if value == "accuracy" else "Reds")
+    top = 1.0 if value == "accuracy" else max((v for r in grid for v in r if v == v), default=1.0)
+    image = axes.imshow(grid, vmin=0.0, vmax=top or 1.0, cmap=colormap)
     for r, row in enumerate(grid):
-        for c, value in enumerate(row):
-            if value == value:
+        for c, cell in enumerate(row):
+            if cell == cell:
                 axes.text(
                     c,
                     r,
-                    f"{value:.2f}",
+                    f"{cell:.2f}",
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="white" if _is_dark(colormap(value)) else "black",
+                    color="white" if _is_dark(colormap(image.norm(cell))) else "black",
                 )
     axes.set_xticks(range(len(task_ids)), [str(t) for t in task_ids])
     axes.set_yticks(range(len(trained)), [str(t) for t in trained])
@@ -164,8 +177,10 @@ def plot_accuracy_matrix(
     return _save(figure, path)
 
 
-def plot_average_accuracy(path: Path, rows: AccuracyRows, title: str | None = None) -> plt.Figure:
-    """Average accuracy over seen tasks after each trained task.
+def plot_average_accuracy(
+    path: Path, rows: AccuracyRows, title: str | None = None, value: str = "accuracy"
+) -> plt.Figure:
+    """Average accuracy (or ``value="loss"``: test loss) over seen tasks after each trained task.
 
     A line with markers; a single row (an evaluation, or one trained task) is a labelled bar,
     since one marker alone is easy to miss. Returns the saved (closed) figure.
@@ -179,9 +194,10 @@ def plot_average_accuracy(path: Path, rows: AccuracyRows, title: str | None = No
     else:
         axes.plot(trained, averages, marker="o")
     axes.set_xticks(trained)
-    axes.set_ylim(0.0, 1.05)
+    if value == "accuracy":
+        axes.set_ylim(0.0, 1.05)
     axes.set_xlabel("after training task")
-    axes.set_ylabel("average accuracy")
+    axes.set_ylabel(f"average {value}")
     if title:
         axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)

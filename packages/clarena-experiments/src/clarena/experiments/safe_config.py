@@ -32,6 +32,7 @@ from clarena.backbones import available_backbones
 from clarena.experiments import algorithms, data
 from clarena.experiments.booleans import TRUST_KEY
 from clarena.experiments.errors import UntrustedConfigError
+from clarena.experiments.upstream.aliases import ALIASES
 
 #: Config sections the CL, MTL and STL pipelines build objects from.
 BUILT_SECTIONS: tuple[str, ...] = (
@@ -95,9 +96,14 @@ _RULES: dict[str, Callable[[str], bool]] = {
 
 
 def allowed_target(target: object) -> bool:
-    """Whether a config read from a file may name ``target`` as a ``_target_``."""
+    """Whether a config read from a file may name ``target`` as a ``_target_``.
+
+    An upstream CLArena name is allowed when its registered alias names an allowed target.
+    """
     if not isinstance(target, str):
         return False
+    if target in ALIASES:
+        return allowed_target(ALIASES[target].target)
     module, _, name = target.rpartition(".")
     rule = _RULES.get(module)
     return rule is not None and name.isidentifier() and not name.startswith("_") and rule(name)

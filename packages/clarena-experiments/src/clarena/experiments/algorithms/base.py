@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Iterator
 from numbers import Real
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -29,6 +30,23 @@ MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
     HATMaskBackbone: "cl_algorithm=hat or cl_algorithm=adahat",
     WSNMaskBackbone: "cl_algorithm=wsn",
 }
+
+
+def optimizer_and_scheduler(
+    optimizer: Optimizer, factory: SchedulerFactory, val_loss: str
+) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer for ``optimizer`` and its scheduler.
+
+    ``ReduceLROnPlateau`` (upstream CLArena's default scheduler) steps on a monitored value:
+    the validation loss logged as ``val_loss``, checked after each validation epoch.
+    """
+    scheduler = factory(optimizer)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "monitor": val_loss},
+        }
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
 
 class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
@@ -207,7 +225,9 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
             self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        return optimizer_and_scheduler(
+            optimizer, self.lr_scheduler_factory, f"task_{self.task_id}/val/loss"
+        )
 
     def _check_gradients_arrive_unscaled(self, optimizer: Optimizer) -> None:
         """Refuse an optimiser that unscales in its own step under a gradient scaler (16-mixed).

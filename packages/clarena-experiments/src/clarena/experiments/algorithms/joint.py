@@ -11,7 +11,12 @@ from typing_extensions import override
 
 from clarena.backbones import Backbone
 from clarena.cl import CLBackbone, HeadsMTL, HeadSTL
-from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
+from clarena.experiments.algorithms.base import (
+    CLConfigError,
+    OptimizerFactory,
+    SchedulerFactory,
+    optimizer_and_scheduler,
+)
 from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
@@ -59,7 +64,7 @@ class _SupervisedAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAc
         optimizer = self.optimizer_factory(params=list(self.parameters()))
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        return optimizer_and_scheduler(optimizer, self.lr_scheduler_factory, "val/loss")
 
 
 class JointLearning(_SupervisedAlgorithm):

@@ -19,6 +19,7 @@ from clarena.experiments.pipelines.supervised import (
 from clarena.experiments.quiet import silence_known_warnings
 from clarena.experiments.run_lock import claim_run_dir
 from clarena.experiments.run_log import log_config_summary, warnings_to_log
+from clarena.experiments.upstream.adapter import adapt_config
 
 #: Pipeline name (the ``pipeline:`` config key) -> function running it.
 PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
@@ -36,12 +37,16 @@ def run_pipeline(cfg: DictConfig) -> Any:
 
     The config summary and every warning go to the run's log.
 
+    A config in upstream CLArena's forms is read as clarena's first (see
+    :func:`~clarena.experiments.upstream.adapter.adapt_config`).
+
     Raises:
-        PipelineConfigError: ``pipeline`` is missing or unknown, or a boolean key is not true
-            or false.
+        PipelineConfigError: ``pipeline`` is missing or unknown, a boolean key is not true or
+            false, or the config names an upstream CLArena class or key clarena does not implement.
         RunDirBusyError: another run is writing into the output dir.
         RunDirUsedError: the output dir holds a previous run's files and ``overwrite`` is false.
     """
+    cfg = adapt_config(cfg)
     name = cfg.get("pipeline")
     if name not in PIPELINES:
         raise PipelineConfigError(

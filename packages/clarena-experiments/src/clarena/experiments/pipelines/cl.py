@@ -44,6 +44,7 @@ from clarena.experiments.resume import (
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config, config_targets
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
+from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,13 @@ def write_results(
     rows: dict[int, dict[int, float]],
     task_ids: list[int],
     extra: dict[str, Any],
+    loss_rows: dict[int, dict[int, float]] | None = None,
 ) -> None:
-    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``."""
+    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``.
+
+    ``loss_rows`` (the test-loss matrix) is written where ``metrics`` names ``loss_csv``,
+    ``loss_matrix_plot`` or ``average_loss_plot``.
+    """
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
@@ -159,6 +165,17 @@ def write_results(
         results.plot_average_accuracy(run_dir / metrics.average_accuracy_plot, rows, title=title)
     if metrics.get("summary"):
         results.write_json(run_dir / metrics.summary, results.summary(rows, extra))
+    if loss_rows:
+        if metrics.get("loss_csv"):
+            results.write_accuracy_csv(run_dir / metrics.loss_csv, loss_rows, task_ids, "loss")
+        if metrics.get("loss_matrix_plot"):
+            results.plot_accuracy_matrix(
+                run_dir / metrics.loss_matrix_plot, loss_rows, task_ids, title, "loss"
+            )
+        if metrics.get("average_loss_plot"):
+            results.plot_average_accuracy(
+                run_dir / metrics.average_loss_plot, loss_rows, title, "loss"
+            )
 
 
 def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
@@ -186,6 +203,9 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     if cfg.cl_paradigm == "DIL":
         check_dil_dataset(datamodule, tasks)
     rows: dict[int, dict[int, float]] = {}
+    # Test losses of the tasks trained by this process (a resumed run's earlier rows are not
+    # in its resume state).
+    loss_rows: dict[int, dict[int, float]] = {}
     capacities: dict[int, float] = {}
     if state is not None:
         rows, capacities = _restore(algorithm, state, tasks)
@@ -202,6 +222,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
         trainer.fit(algorithm, datamodule=datamodule)
         rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
+        loss_rows[task] = dict(algorithm.test_loss)
         log.info("after training task %d: %s", task, _accuracies_text(rows[task]))
         capacity = algorithm.capacity()
         if capacity is not None:
@@ -231,7 +252,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         extra["task_id_at_test"] = DIL_TEST_TASK_ID
     if capacities:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
-    write_results(run_dir, cfg, rows, tasks, extra)
+    write_results(run_dir, cfg, rows, tasks, extra, loss_rows)
     log.info("results in %s", run_dir)
     if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
@@ -356,8 +377,13 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     check_model_kind(checkpoint["config"], "CL_MAIN_EXPR", cfg.model_path)
-    saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
+    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
+    saved = adapt_config(
+        checked_config(
+            checkpoint["config"],
+            f"model_path '{cfg.model_path}'",
+            trust=config_bool(cfg, TRUST_KEY),
+        )
     )
     saved = evaluation_config(saved, cfg)
     seed(saved)
@@ -396,6 +422,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             "algorithm": type(algorithm).__name__,
             **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
+        {trained[-1]: dict(algorithm.test_loss)},
     )
     print_table(
         "CL main evaluation",

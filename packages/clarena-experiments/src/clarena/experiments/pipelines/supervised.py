@@ -31,6 +31,7 @@ from clarena.experiments.pipelines.evaluation import (
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
+from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,17 @@ def build_stl(cfg: DictConfig, datamodule: STLDataModule, train: bool = True) ->
 
 
 def _write(
-    run_dir: Path, cfg: DictConfig, accuracies: dict[int, float], extra: dict[str, Any]
+    run_dir: Path,
+    cfg: DictConfig,
+    accuracies: dict[int, float],
+    extra: dict[str, Any],
+    losses: dict[int, float],
 ) -> None:
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_task_accuracy_csv(run_dir / metrics.accuracy_csv, accuracies)
+    if metrics.get("loss_csv"):
+        results.write_task_accuracy_csv(run_dir / metrics.loss_csv, losses, "loss")
     if metrics.get("summary"):
         results.write_json(
             run_dir / metrics.summary,
@@ -128,7 +135,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
+    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__}, algorithm.test_loss)
     if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
@@ -149,8 +156,13 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     run_dir = output_dir(cfg)
     checkpoint = load_checkpoint(cfg.model_path)
     check_model_kind(checkpoint["config"], "MTL_EXPR" if mtl else "STL_EXPR", cfg.model_path)
-    saved = checked_config(
-        checkpoint["config"], f"model_path '{cfg.model_path}'", trust=config_bool(cfg, TRUST_KEY)
+    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
+    saved = adapt_config(
+        checked_config(
+            checkpoint["config"],
+            f"model_path '{cfg.model_path}'",
+            trust=config_bool(cfg, TRUST_KEY),
+        )
     )
     saved = evaluation_config(saved, cfg)
     seed(saved)
@@ -168,7 +180,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)})
+    _write(run_dir, cfg, accuracies, {"model_path": str(cfg.model_path)}, algorithm.test_loss)
     print_table(
         f"{kind.upper()} evaluation",
         ["tasks", "average accuracy"],
