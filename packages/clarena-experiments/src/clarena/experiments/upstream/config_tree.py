@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.run_dir import create_for_write
 
 #: The keys of ``misc.config_tree`` (upstream's), all honoured.
 KEYS: tuple[str, ...] = ("print", "save", "save_path", "style", "guide_style", "fields_order")
@@ -60,6 +62,5 @@ def show(cfg: DictConfig) -> None:
                 f"misc.config_tree.save_path cannot be resolved ({error}); give a path, e.g. "
                 f"${{output_dir}}/config_tree.log."
             ) from error
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as file:
+        with os.fdopen(create_for_write(path), "w") as file:
             Console(file=file, width=120).print(tree)
