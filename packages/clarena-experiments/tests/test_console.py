@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -48,19 +48,35 @@ def test_progress_bar_shows_task_epoch_and_short_metrics_without_v_num(tmp_path:
     from lightning.pytorch.loggers import CSVLogger
 
     bar = ProgressBar()
+    shown = _ShownDescriptions(bar)
     data = DataLoader(TensorDataset(torch.randn(8, 3)), batch_size=4)
     module = _Logging()
     trainer = Trainer(
         max_epochs=2,
         logger=CSVLogger(tmp_path, version="task_2"),
-        callbacks=[bar],
+        callbacks=[bar, shown],
         enable_checkpointing=False,
         enable_model_summary=False,
         default_root_dir=tmp_path,
     )
     trainer.fit(module, data, data)
     assert set(bar.get_metrics(trainer, module)) == {"loss", "acc", "val_acc"}
-    assert bar._get_train_description(1) == "Task 2 epoch 1/1"
+    # Epochs count 1..max_epochs, as max_epochs: 2 reads (Lightning's own bar shows 0/1, 1/1).
+    assert shown.descriptions == ["Task 2 epoch 1/2", "Task 2 epoch 2/2"]
+
+
+class _ShownDescriptions(Callback):
+    """The training bar's description at the end of each training epoch, as the console shows it."""
+
+    def __init__(self, bar: ProgressBar) -> None:
+        self.bar = bar
+        self.descriptions: list[str] = []
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        progress = self.bar.progress
+        assert progress is not None and self.bar.train_progress_bar_id is not None
+        task = next(t for t in progress.tasks if t.id == self.bar.train_progress_bar_id)
+        self.descriptions.append(task.description)
 
 
 def test_result_table_fits_80_columns_and_prints_the_path_whole(

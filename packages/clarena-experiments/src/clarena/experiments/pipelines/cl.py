@@ -134,15 +134,22 @@ def write_results(
     rows: dict[int, dict[int, float]],
     task_ids: list[int],
     extra: dict[str, Any],
+    model_cfg: DictConfig | None = None,
 ) -> None:
-    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``."""
+    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``.
+
+    The plots are titled with the algorithm, the backbone and the dataset of ``model_cfg``: the
+    config the model was trained with (default ``cfg``; an evaluation passes the saved one, since
+    its own config names no backbone or dataset).
+    """
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
+    model_cfg = cfg if model_cfg is None else model_cfg
     title = results.run_title(
         extra["algorithm"],
-        OmegaConf.select(cfg, "backbone._target_", default=""),
-        cfg.get("cl_dataset") or {},
+        OmegaConf.select(model_cfg, "backbone._target_", default=""),
+        model_cfg.get("cl_dataset") or {},
     )
     if metrics.get("accuracy_matrix_plot"):
         results.plot_accuracy_matrix(
@@ -361,6 +368,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             "algorithm": type(algorithm).__name__,
             **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
+        model_cfg=saved,
     )
     print_table(
         "CL main evaluation",
