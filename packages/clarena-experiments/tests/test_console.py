@@ -74,7 +74,8 @@ class _ShownDescriptions(Callback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         progress = self.bar.progress
-        assert progress is not None and self.bar.train_progress_bar_id is not None
+        assert progress is not None
+        assert self.bar.train_progress_bar_id is not None
         task = next(t for t in progress.tasks if t.id == self.bar.train_progress_bar_id)
         self.descriptions.append(task.description)
 
