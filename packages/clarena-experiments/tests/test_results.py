@@ -72,8 +72,9 @@ def test_an_evaluation_titles_its_plots_with_the_saved_models_backbone_and_datas
         monkeypatch.setattr(
             results,
             name,
-            lambda *args, plot=plot, **kwargs: titles.append(kwargs.get("title"))
-            or plot(*args, **kwargs),
+            lambda *args, plot=plot, **kwargs: (
+                titles.append(kwargs.get("title")) or plot(*args, **kwargs)
+            ),
         )
     overrides = quick_run_overrides(train_tasks=1, save_model=True)
     cli.main(["experiment=example_clmain_train", f"output_dir={tmp_path / 'train'}", *overrides])
