@@ -131,3 +131,30 @@ def test_a_run_warns_no_leafspec_and_prints_the_output_path_whole(
         )
     assert not [str(w.message) for w in caught if "LeafSpec" in str(w.message)]
     assert f"Results in {run_dir}\n" in capsys.readouterr().out
+
+
+def test_a_task_smaller_than_the_logging_interval_logs_every_epoch_without_a_warning(
+    run_clarena: Callable[..., Path],
+) -> None:
+    # Task 2 of the DIL example's split digits has 4 training batches; trainer/cpu.yaml logs
+    # every 5 steps.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_dir = run_clarena(
+            "example_clmain_dil",
+            "train_tasks=[2]",
+            "trainer.max_epochs=2",
+            "lightning_loggers.tensorboard=null",
+            "callbacks=none",
+            "save_model=false",
+            "resume_state=false",
+            "metrics.accuracy_matrix_plot=null",
+            "metrics.average_accuracy_plot=null",
+        )
+    assert not [str(w.message) for w in caught if "log_every_n_steps" in str(w.message)]
+    metrics = (run_dir / "lightning_logs" / "csv" / "task_2" / "metrics.csv").read_text()
+    rows = [line.split(",") for line in metrics.splitlines()]
+    header = rows[0]
+    epoch, step, loss = (header.index(k) for k in ("epoch", "step", "task_2/train/loss"))
+    # Every epoch logs its training loss, at the last of its 4 steps.
+    assert [(r[epoch], r[step]) for r in rows[1:] if r[loss]] == [("0", "3"), ("1", "7")]

@@ -19,6 +19,7 @@ from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
     load_checkpoint,
+    log_every_epoch,
     make_trainer,
     output_dir,
     print_table,
@@ -197,6 +198,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         datamodule.setup_task_id(task)
         algorithm.setup_task_id(task, datamodule.num_classes(task))
         trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
+        log_every_epoch(trainer, len(datamodule.train_dataloader()))
         trainer.fit(algorithm, datamodule=datamodule)
         rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
         log.info("after training task %d: %s", task, _accuracies_text(rows[task]))
