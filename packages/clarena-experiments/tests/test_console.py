@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -158,3 +160,37 @@ def test_a_task_smaller_than_the_logging_interval_logs_every_epoch_without_a_war
     epoch, step, loss = (header.index(k) for k in ("epoch", "step", "task_2/train/loss"))
     # Every epoch logs its training loss, at the last of its 4 steps.
     assert [(r[epoch], r[step]) for r in rows[1:] if r[loss]] == [("0", "3"), ("1", "7")]
+
+
+def test_a_failing_tests_report_carries_no_torch_trace_records(tmp_path: Path) -> None:
+    """pytest >= 9.2 attaches its report handler to every non-propagating logger, among them
+    torch's structured-trace logger ``torch.__trace`` (always at DEBUG, one empty record per
+    compile event). The repository's pytest config (``log_level``) keeps DEBUG out of reports.
+    """
+    root = Path(__file__).resolve().parents[3]
+    module = tmp_path / "test_compiles_then_fails.py"
+    module.write_text(
+        "import torch\n\n\n"
+        "def test_compiles_then_fails():\n"
+        "    torch.compile(lambda x: x.sin() + 1, backend='aot_eager')(torch.randn(3))\n"
+        "    assert False\n",
+        encoding="utf-8",
+    )
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(module),
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(root / "pyproject.toml"),
+            f"--rootdir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert "1 failed" in report
+    assert "torch.__trace" not in report
