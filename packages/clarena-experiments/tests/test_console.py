@@ -135,6 +135,7 @@ def test_a_run_warns_no_leafspec_and_prints_the_output_path_whole(
     assert f"Results in {run_dir}\n" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_task_smaller_than_the_logging_interval_logs_every_epoch_without_a_warning(
     run_clarena: Callable[..., Path],
 ) -> None:
@@ -162,6 +163,7 @@ def test_a_task_smaller_than_the_logging_interval_logs_every_epoch_without_a_war
     assert [(r[epoch], r[step]) for r in rows[1:] if r[loss]] == [("0", "3"), ("1", "7")]
 
 
+@pytest.mark.slow
 def test_a_failing_tests_report_carries_no_torch_trace_records(tmp_path: Path) -> None:
     """pytest >= 9.2 attaches its report handler to every non-propagating logger, among them
     torch's structured-trace logger ``torch.__trace`` (always at DEBUG, one empty record per

@@ -59,6 +59,7 @@ def test_a_one_row_average_accuracy_plot_is_a_labelled_bar(tmp_path: Path) -> No
     assert not axes.lines
 
 
+@pytest.mark.slow
 def test_an_evaluation_titles_its_plots_with_the_saved_models_backbone_and_dataset(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
