@@ -9,7 +9,8 @@ by CPU, vector width and thread count, and Adam turns rounding-level gradient di
 step-size weight differences (see docs/cl/main-experiment.md, "Results across CPUs"); the bands
 are measured, not guessed.
 
-The reruns are slow (about a minute together on 2 cores); each example runs once per session.
+The reruns are slow (seven examples of 10-20 s each on an idle 2-core machine) and marked so;
+each example runs once per session, and the output-tree check reuses the main example's run.
 """
 
 from __future__ import annotations
