@@ -57,3 +57,37 @@ def test_a_one_row_average_accuracy_plot_is_a_labelled_bar(tmp_path: Path) -> No
     assert [(bar.get_x() + bar.get_width() / 2, bar.get_height()) for bar in bars] == [(3, 0.75)]
     assert [text.get_text() for text in axes.texts] == ["0.7500"]
     assert not axes.lines
+
+
+@pytest.mark.slow
+def test_an_evaluation_titles_its_plots_with_the_saved_models_backbone_and_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clarena.experiments import cli
+    from clarena.experiments.testing import quick_run_overrides
+
+    monkeypatch.chdir(tmp_path)
+    titles: list[str | None] = []
+    for name in ("plot_accuracy_matrix", "plot_average_accuracy"):
+        plot = getattr(results, name)
+        monkeypatch.setattr(
+            results,
+            name,
+            lambda *args, plot=plot, **kwargs: (
+                titles.append(kwargs.get("title")) or plot(*args, **kwargs)
+            ),
+        )
+    overrides = quick_run_overrides(train_tasks=1, save_model=True)
+    cli.main(["experiment=example_clmain_train", f"output_dir={tmp_path / 'train'}", *overrides])
+    model = tmp_path / "train" / "saved_model.pt"
+    cli.main(
+        [
+            "experiment=example_clmain_eval",
+            f"model_path={model}",
+            f"output_dir={tmp_path / 'eval'}",
+            "callbacks=none",
+        ]
+    )
+    # The evaluation's own config names no backbone or dataset; the title comes from the model's.
+    assert titles == ["Finetuning · CLMLP · permuted digits"] * 2
+    assert (tmp_path / "eval" / "results" / "acc_matrix.png").is_file()

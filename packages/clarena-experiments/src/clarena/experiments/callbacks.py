@@ -57,8 +57,11 @@ class StepTimer(Callback):
 
 
 class ProgressBar(RichProgressBar):
-    """Lightning's rich progress bar in 80 columns: ``Task 2 epoch 3/4``, a short bar, batches
+    """Lightning's rich progress bar in 80 columns: ``Task 2 epoch 3/5``, a short bar, batches
     done, then ``loss``, ``acc`` and ``val_acc`` (no logger version ``v_num``).
+
+    Epochs count from 1 to ``max_epochs`` (Lightning's own bar shows the 0-based epoch index
+    against ``max_epochs - 1``).
 
     Logged names such as ``task_2/train/loss`` are shown by their last parts (``loss``,
     ``val_acc``); the full names stay in the loggers.
@@ -72,9 +75,9 @@ class ProgressBar(RichProgressBar):
 
     @override
     def _get_train_description(self, current_epoch: int) -> str:
-        description = f"epoch {current_epoch}"
+        description = f"epoch {current_epoch + 1}"
         if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            description += f"/{self.trainer.max_epochs - 1}"
+            description += f"/{self.trainer.max_epochs}"
         task_id = getattr(self.trainer.lightning_module, "task_id", None)
         if isinstance(task_id, int):
             return f"Task {task_id} {description}"

@@ -21,6 +21,7 @@ from clarena.experiments.pipelines.common import (
     PipelineConfigError,
     check_model_kind,
     load_checkpoint,
+    log_every_epoch,
     make_trainer,
     output_dir,
     print_table,
@@ -143,19 +144,24 @@ def write_results(
     task_ids: list[int],
     extra: dict[str, Any],
     loss_rows: dict[int, dict[int, float]] | None = None,
+    model_cfg: DictConfig | None = None,
 ) -> None:
     """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``.
 
     ``loss_rows`` (the test-loss matrix) is written where ``metrics`` names ``loss_csv``,
-    ``loss_matrix_plot`` or ``average_loss_plot``.
+    ``loss_matrix_plot`` or ``average_loss_plot``. The plots are titled with the algorithm, the
+    backbone and the dataset of ``model_cfg``: the config the model was trained with (default
+    ``cfg``; an evaluation passes the saved one, since its own config names no backbone or
+    dataset).
     """
     metrics = cfg.get("metrics") or {}
     if metrics.get("accuracy_csv"):
         results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
+    model_cfg = cfg if model_cfg is None else model_cfg
     title = results.run_title(
         extra["algorithm"],
-        OmegaConf.select(cfg, "backbone._target_", default=""),
-        cfg.get("cl_dataset") or {},
+        OmegaConf.select(model_cfg, "backbone._target_", default=""),
+        model_cfg.get("cl_dataset") or {},
     )
     if metrics.get("accuracy_matrix_plot"):
         results.plot_accuracy_matrix(
@@ -220,6 +226,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         datamodule.setup_task_id(task)
         algorithm.setup_task_id(task, datamodule.num_classes(task))
         trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
+        log_every_epoch(trainer, len(datamodule.train_dataloader()))
         trainer.fit(algorithm, datamodule=datamodule)
         rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
         loss_rows[task] = dict(algorithm.test_loss)
@@ -423,6 +430,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
         {trained[-1]: dict(algorithm.test_loss)},
+        model_cfg=saved,
     )
     print_table(
         "CL main evaluation",

@@ -80,6 +80,27 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer
     )
 
 
+def log_every_epoch(trainer: Trainer, train_batches: int) -> None:
+    """Lower ``trainer.log_every_n_steps`` to the training batches of an epoch, if it exceeds them.
+
+    The trainer configs log every 5 steps; a task with fewer batches per epoch (the DIL
+    example's split digits: 4 batches of 64) would log in some epochs only, and Lightning warns
+    about it. Counts ``trainer.limit_train_batches`` as Lightning does. Results do not change:
+    only how often the loggers record.
+
+    Args:
+        trainer: the trainer about to fit.
+        train_batches: ``len()`` of the training loader of this fit.
+    """
+    limit = trainer.limit_train_batches
+    if isinstance(limit, int):
+        batches = min(train_batches, limit)
+    else:
+        batches = int(train_batches * (1.0 if limit is None else limit))
+    if 0 < batches < trainer.log_every_n_steps:
+        trainer.log_every_n_steps = batches
+
+
 def save_checkpoint(path: Path, cfg: DictConfig, state_dict: dict[str, Any], **extra: Any) -> None:
     """Save a model file: the resolved config, the state dict, ``extra`` bookkeeping, a checksum.
 

@@ -16,6 +16,7 @@ from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     check_model_kind,
     load_checkpoint,
+    log_every_epoch,
     make_trainer,
     output_dir,
     print_table,
@@ -131,6 +132,7 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     )
     request_compile(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version=kind)
+    log_every_epoch(trainer, len(datamodule.train_dataloader()))
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
