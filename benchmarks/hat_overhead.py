@@ -19,7 +19,7 @@ the CL backbone whose units are only multiplied by constant masks (no mask compu
 mask gradient), which is the least any unit-masking backbone adds in eager PyTorch.
 
 Run from the repository root: ``python benchmarks/hat_overhead.py [--repeats N] [--masks
-fresh|trained|both] [--skip-resnet] [--threads T] [--clock wall|thread]``.
+fresh|trained|both] [--skip-resnet] [--skip-mlp] [--batch-norm shared|independent|both] [--threads T] [--clock wall|thread]``.
 Targets: HATMaskMLP / CLMLP <= 1.10 and with mechanics <= 1.30; HATMaskResNet18 / CLResNet18
 <= 1.05 with mechanics and trained masks (same batch norm); ResNet-18 mask <= 620 bytes per task
 (upstream CLArena keeps 15,616 bytes of float32).
@@ -206,6 +206,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed steps per backbone")
     parser.add_argument("--skip-resnet", action="store_true", help="time the MLP only")
+    parser.add_argument("--skip-mlp", action="store_true", help="time the ResNet-18 only")
     parser.add_argument(
         "--masks",
         choices=("fresh", "trained", "both"),
@@ -234,7 +235,7 @@ def main() -> None:
     modes = [False, True] if args.masks == "both" else [args.masks == "trained"]
 
     mlp_args = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64}
-    for trained in modes:
+    for trained in [] if args.skip_mlp else modes:
         torch.manual_seed(0)
         compare(
             "HATMaskMLP / CLMLP (784,[256,100],64)",

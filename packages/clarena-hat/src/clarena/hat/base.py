@@ -287,11 +287,11 @@ class HATMaskBackbone(MaskedBackbone):
     def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
         """``sigmoid(scale * e)`` per layer, subnormal gates zeroed (:func:`zero_subnormal_gates`);
         ``scale`` a float or a 0-d tensor (compiled)."""
-        # One fused call per op for all layers: a training step pays each op once, not per layer.
+        # One flat (units,) tensor for all layers: a training step pays each op once, forward and
+        # backward, not once per layer.
         embeddings = list(self.task_embedding.values())
-        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
-        flat = zero_subnormal_gates(torch.cat(masks))
-        sizes = [mask.numel() for mask in masks]
+        flat = zero_subnormal_gates(torch.sigmoid(torch.cat(embeddings) * scale))
+        sizes = [embedding.numel() for embedding in embeddings]
         return dict(zip(self.task_embedding.keys(), flat.split(sizes), strict=True))
 
     @property
