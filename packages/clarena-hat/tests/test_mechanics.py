@@ -374,7 +374,9 @@ def test_fused_adahat_is_bit_exact_to_the_per_layer_loop(aggregation):
     _assert_same_grads(fused, loop)
 
 
-def test_fused_embedding_compensation_and_clamp_are_bit_exact_to_the_per_layer_loop():
+def test_fused_embedding_compensation_matches_the_per_layer_loop_and_clamp_is_exact():
+    """The compensation runs the formula's operations on all units at once: vectorised and
+    scalar cosh may differ in the last bit, so the factor is equal within 1e-6 relative."""
     torch.manual_seed(0)
     backbone = HATMaskResNet18(small_input=True, output_dim=10)
     backbone.setup_task_id(1)
@@ -390,7 +392,7 @@ def test_fused_embedding_compensation_and_clamp_are_bit_exact_to_the_per_layer_l
         expected[name] = embedding.grad * (s_max / s * numerator / (torch.cosh(e) + 1))
     compensate_embedding_gradients(backbone, s, s_max, thr)
     for name, embedding in backbone.task_embedding.items():
-        assert torch.equal(embedding.grad, expected[name]), name
+        torch.testing.assert_close(embedding.grad, expected[name], rtol=1e-6, atol=0)
     clamped = {n: e.detach().clamp(-6.0, 6.0) for n, e in backbone.task_embedding.items()}
     clamp_task_embedding(backbone, 6.0)
     for name, embedding in backbone.task_embedding.items():

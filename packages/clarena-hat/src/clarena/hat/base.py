@@ -287,10 +287,12 @@ class HATMaskBackbone(MaskedBackbone):
     def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
         """``sigmoid(scale * e)`` per layer, subnormal gates zeroed (:func:`zero_subnormal_gates`);
         ``scale`` a float or a 0-d tensor (compiled)."""
-        # One flat (units,) tensor for all layers: a training step pays each op once, forward and
-        # backward, not once per layer.
+        # sigmoid per layer, so a mask is torch.sigmoid(s * e) of its layer bit for bit (a flat
+        # tensor would put some units through the vectorised kernel, which rounds differently);
+        # the zeroing on all units at once.
         embeddings = list(self.task_embedding.values())
-        flat = zero_subnormal_gates(torch.sigmoid(torch.cat(embeddings) * scale))
+        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
+        flat = zero_subnormal_gates(torch.cat(masks))
         sizes = [embedding.numel() for embedding in embeddings]
         return dict(zip(self.task_embedding.keys(), flat.split(sizes), strict=True))
 
