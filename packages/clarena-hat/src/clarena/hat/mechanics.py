@@ -187,7 +187,7 @@ def _gradient_plan(backbone: HATMaskBackbone) -> _GradientPlan:
                     parameters.append(parameter)
                     slots.append(2 * index + 1)
         current = str(backbone.task_id)
-        zeroed = [
+        zeroed: list[Tensor] = [
             parameter
             for module in backbone._task_norms
             for key, norm in module.norms.items()
