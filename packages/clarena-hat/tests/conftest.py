@@ -24,6 +24,19 @@ from clarena.hat import (
 S_MAX = 400.0
 
 
+def reference_gate(x: Tensor) -> Tensor:
+    """Reference gate ``sigmoid(x)``, values below the dtype's smallest normal set to 0 (HAT's
+    one deviation from the paper: no subnormal gate reaches a kernel)."""
+    gate = torch.sigmoid(x)
+    return torch.where(gate < torch.finfo(gate.dtype).tiny, torch.zeros_like(gate), gate)
+
+
+@pytest.fixture(scope="session")
+def hat_gate() -> Callable[[Tensor], Tensor]:
+    """:func:`reference_gate`, for the exact-reference tests."""
+    return reference_gate
+
+
 def make_task_data(task_id: int, shape: tuple[int, ...], num_batches: int, batch_size: int = 8):
     """Random inputs labelled by a random linear teacher; deterministic per task id."""
     generator = torch.Generator().manual_seed(1000 + task_id)

@@ -17,6 +17,7 @@ from clarena.hat import (
     HATMaskResNet101,
     HATMaskResNet152,
     annealed_scale,
+    zero_subnormal_gates,
 )
 
 
@@ -134,7 +135,60 @@ def test_annealed_scale_endpoints_and_single_batch():
         annealed_scale(400.0, 0, 5)
 
 
-def test_train_validation_and_test_masks():
+# At s = 400, sigmoid(s e) is subnormal for e in about (-0.2218, -0.2183]: s e in (-88.7, -87.3]
+# (below that, exp(-s e) overflows and the gate is exactly 0). e = -0.22 gives 6.1e-39; e = -0.2
+# gives 1.8e-35, normal; e = -6 gives exactly 0.
+SUBNORMAL_EMBEDDING = {
+    "fc/0": [-0.22, 1.0, -0.219, -0.2, -6.0, 0.5, -0.221, 2.0],
+    "fc/1": [-0.2185] * 3 + [0.1] * 3,
+    "fc/2": [-0.2215, -0.2, 0.0, -0.22],
+}
+
+
+def test_subnormal_gates_are_zero_and_pass_no_gradient(hat_gate):
+    """HAT's one deviation: gates below float32's smallest normal are an exact 0."""
+    torch.manual_seed(0)
+    mlp = small_mlp()
+    mlp.setup_task_id(1)
+    set_embedding(mlp, SUBNORMAL_EMBEDDING)
+    tiny = torch.finfo(torch.float32).tiny
+    raw = {n: torch.sigmoid(400.0 * torch.tensor(v)) for n, v in SUBNORMAL_EMBEDDING.items()}
+    subnormal = {n: (g > 0) & (g < tiny) for n, g in raw.items()}
+    assert sum(int(m.sum()) for m in subnormal.values()) == 8  # the fixture holds subnormals
+    x = torch.randn(5, 12)
+    for stage, kwargs in (
+        ("validation", {"s_max": 400.0}),
+        ("train", {"s_max": 400.0, "batch_idx": 3, "num_batches": 3}),
+    ):
+        feature, mask, _ = mlp(x, stage, **kwargs)
+        for name, gate in mask.items():
+            assert torch.equal(gate, hat_gate(400.0 * torch.tensor(SUBNORMAL_EMBEDDING[name])))
+            assert (gate[subnormal[name]] == 0).all()
+            # Every other gate is sigmoid(s e), bit for bit; none is subnormal.
+            assert torch.equal(gate[~subnormal[name]], raw[name][~subnormal[name]])
+            assert not ((gate > 0) & (gate < tiny)).any()
+        # The forward is the plain network under the zeroed masks.
+        hidden = x
+        for index, layer in enumerate(mlp.fc):
+            hidden = torch.relu(layer(hidden) * mask[f"fc/{index}"])
+        assert torch.allclose(feature, hidden, rtol=0, atol=1e-6)
+    feature, mask, _ = mlp(x, "train", s_max=400.0, batch_idx=3, num_batches=3)
+    (feature.sum() + sum(m.sum() for m in mask.values())).backward()
+    for name, embedding in mlp.task_embedding.items():
+        assert (embedding.grad[subnormal[name]] == 0).all(), name
+
+
+def test_zero_subnormal_gates_keeps_the_smallest_normal_and_nan():
+    tiny = torch.finfo(torch.float32).tiny
+    largest_subnormal = torch.nextafter(torch.tensor(tiny), torch.tensor(0.0)).item()
+    gate = torch.tensor([0.0, 1.4e-45, largest_subnormal, tiny, 0.5, 1.0, float("nan")])
+    expected = torch.tensor([0.0, 0.0, 0.0, tiny, 0.5, 1.0, float("nan")])
+    assert torch.allclose(zero_subnormal_gates(gate), expected, rtol=0, atol=0, equal_nan=True)
+    half = torch.tensor([3e-5, 7e-5], dtype=torch.float16)  # float16's smallest normal: 6.1e-5
+    assert torch.equal(zero_subnormal_gates(half), torch.tensor([0.0, 7e-5], dtype=torch.float16))
+
+
+def test_train_validation_and_test_masks(hat_gate):
     mlp = small_mlp()
     mlp.setup_task_id(3)
     e = {"fc/0": [1.0, -1.0] * 4, "fc/1": [0.5] * 6, "fc/2": [-0.25, 2.0, 0.0, 3.0]}
@@ -144,14 +198,14 @@ def test_train_validation_and_test_masks():
     _, mask, _ = mlp(x, "train", s_max=10.0, batch_idx=2, num_batches=3)
     s = annealed_scale(10.0, 2, 3)
     for name, values in e.items():
-        assert torch.equal(mask[name], torch.sigmoid(s * torch.tensor(values)))
+        assert torch.equal(mask[name], hat_gate(s * torch.tensor(values)))
     assert mask["fc/0"].requires_grad
 
     _, mask, _ = mlp(x, "train", s_max=10.0, batch_idx=1, num_batches=1)
-    assert torch.equal(mask["fc/2"], torch.sigmoid(10.0 * torch.tensor(e["fc/2"])))
+    assert torch.equal(mask["fc/2"], hat_gate(10.0 * torch.tensor(e["fc/2"])))
 
     _, mask, _ = mlp(x, "validation", s_max=10.0)
-    assert torch.equal(mask["fc/1"], torch.sigmoid(10.0 * torch.tensor(e["fc/1"])))
+    assert torch.equal(mask["fc/1"], hat_gate(10.0 * torch.tensor(e["fc/1"])))
 
     mlp.store_mask()
     _, mask, _ = mlp(x, "test", test_task_id=3)

@@ -153,3 +153,26 @@ def test_a_copy_of_a_compiled_backbone_runs_its_own_embedding() -> None:
     assert all(torch.equal(m, torch.sigmoid(torch.full_like(m, -S_MAX))) for m in mask.values())
     assert torch.equal(feature, torch.zeros_like(feature))
     assert not torch.equal(backbone(batch, "validation", s_max=S_MAX)[0], feature)
+
+
+def test_compiled_masks_zero_subnormal_gates_as_eager(hat_gate) -> None:
+    """The compiled mask computation applies HAT's one deviation too (no subnormal gate)."""
+    torch.manual_seed(0)
+    backbone = HATMaskMLP(input_dim=12, hidden_dims=[4], output_dim=4)
+    backbone.compile(backend="aot_eager", fullgraph=True)
+    backbone.setup_task_id(1)
+    # S_MAX e in (-88.7, -87.3]: sigmoid(S_MAX e) is subnormal for these units.
+    embedding = {"fc/0": [-0.22, -0.219, 1.0, -0.2], "fc/1": [-0.2215, 0.3, -6.0, -0.2185]}
+    with torch.no_grad():
+        for name, values in embedding.items():
+            backbone.task_embedding[name].copy_(torch.tensor(values))
+    tiny = torch.finfo(torch.float32).tiny
+    for stage, kwargs in (
+        ("validation", {"s_max": S_MAX}),
+        ("train", {"s_max": S_MAX, "batch_idx": 2, "num_batches": 2}),
+    ):
+        _, mask, _ = backbone(torch.randn(3, 12), stage, **kwargs)
+        for name, values in embedding.items():
+            raw = torch.sigmoid(S_MAX * torch.tensor(values))
+            assert ((raw > 0) & (raw < tiny)).sum() == 2, name
+            assert torch.equal(mask[name], hat_gate(S_MAX * torch.tensor(values))), name

@@ -29,6 +29,7 @@ from clarena.hat import (
     minmax_scale,
     sparsity_regularization,
     step_importance,
+    weight_importance,
 )
 
 STRATEGY_ARGS = {"linear_step": 0.5, "exponential_rate": 2.0, "log_base": 3.0}
@@ -370,6 +371,39 @@ def test_fg_adahat_with_masks_as_importance_is_adahat(family):
         assert torch.equal(mine.grad, theirs.grad), name
         changed += int(not torch.equal(mine.grad, torch.ones_like(mine.grad)))
     assert changed > 0
+
+
+@pytest.mark.parametrize("scheduler", ["linear_sparsity_reg", "summative_mask_sparsity_reg"])
+def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler):
+    """One fused multiply over all gradients gives the per-layer loop's gradients bit for bit."""
+    torch.manual_seed(0)
+    backbone = HATMaskResNet18(small_input=True, bias=True, batch_normalization="shared")
+    store_random_masks(backbone, 2)
+    importance = importance_for(backbone, "add_all")
+    for task_id in backbone.stored_task_ids:
+        importance.add_task(task_id, {n: torch.rand(u) for n, u in backbone.layer_units.items()})
+    loop = copy.deepcopy(backbone)
+    random_gradients(backbone)
+    random_gradients(loop)
+    sparsity = {name: torch.rand(()) for name in backbone.weighted_layer_names}
+    arguments = {"scheduler": scheduler, "aggregation": "mean", "base_mask_sparsity_reg": 0.2}
+    fg_adahat_condition_gradients(backbone, importance, sparsity, 0.3, **arguments)
+    weight_part, unit_part = weight_importance(
+        loop, importance, "mean", scheduler, 10.0, filter_by_cumulative_mask=False
+    )
+    for name in loop.weighted_layer_names:
+        coefficient = float(sparsity[name]) + 0.2
+        if scheduler == "linear_sparsity_reg":
+            coefficient = coefficient * (3 + 10.0)
+        rate = 0.3 / coefficient
+        layer = loop.get_layer_by_name(name)
+        layer.weight.grad.mul_(rate / (weight_part[name] + rate))
+        layer.bias.grad.mul_(rate / (unit_part[name] + rate))
+        for parameter in loop.normalization_layer(name).parameters():
+            parameter.grad.mul_(rate / (unit_part[name] + rate))
+    pairs = zip(backbone.named_parameters(), loop.named_parameters(), strict=True)
+    for (name, fused), (_, looped) in pairs:
+        assert torch.equal(fused.grad, looped.grad), name
 
 
 def test_reduction_through_end_task_with_base_one_and_the_unmasked_filter():

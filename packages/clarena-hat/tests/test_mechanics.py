@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -22,6 +23,7 @@ from clarena.hat import (
     parameter_measures,
     sparsity_regularization,
     uncovered_parameters,
+    weight_measure,
 )
 
 
@@ -279,3 +281,158 @@ def test_a_weighted_layer_without_a_weight_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(backbone, "get_layer_by_name", lambda name: nn.ReLU())
     with pytest.raises(TypeError, match=r"weighted layer 'fc/0' has no weight tensor"):
         layer_weight(backbone, "fc/0")
+
+
+# ---------------------------------------------------------------- fused mechanics against loops
+# The per-layer loops the fused mechanics replaced, written out: the fused code must give the
+# same gradients bit for bit (same arithmetic, fewer calls), except the regulariser's one sum.
+
+
+def _loop_scale(backbone, weight_factor, unit_factor):
+    for name in backbone.weighted_layer_names:
+        layer = backbone.get_layer_by_name(name)
+        if layer.weight.grad is not None:
+            layer.weight.grad.mul_(weight_factor[name])
+        if getattr(layer, "bias", None) is not None and layer.bias.grad is not None:
+            layer.bias.grad.mul_(unit_factor[name])
+        norm = backbone.normalization_layer(name)
+        if norm is not None and not isinstance(norm, TaskBatchNorm):
+            for parameter in norm.parameters():
+                parameter.grad.mul_(unit_factor[name])
+    for module in backbone._task_norms:
+        for key, norm in module.norms.items():
+            if key != str(backbone.task_id):
+                for parameter in norm.parameters():
+                    parameter.grad.zero_()
+
+
+def _loop_hat(backbone):
+    cumulative = backbone.cumulative_mask()
+    keep = {
+        name: 1 - weight_measure(backbone, cumulative, name, "min")
+        for name in backbone.weighted_layer_names
+    }
+    _loop_scale(backbone, keep, {name: 1 - mask for name, mask in cumulative.items()})
+
+
+def _loop_adahat(backbone, sparsity, alpha, epsilon, aggregation):
+    summative = backbone.summative_mask()
+    num_tasks = float(len(backbone.stored_task_ids))
+    weight_factor, unit_factor = {}, {}
+    for name in backbone.weighted_layer_names:
+        rate = alpha / (epsilon + float(sparsity[name]))
+        measure = weight_measure(backbone, summative, name, aggregation, num_tasks)
+        weight_factor[name] = rate / (measure + rate)
+        unit_factor[name] = rate / (summative[name] + rate)
+    _loop_scale(backbone, weight_factor, unit_factor)
+
+
+def _twin_resnets(batch_normalization, tasks=2, seed=0):
+    """Two identical ResNet-18s training task ``tasks + 1`` with random stored masks and grads."""
+    torch.manual_seed(seed)
+    first = HATMaskResNet18(
+        small_input=True, output_dim=10, bias=True, batch_normalization=batch_normalization
+    )
+    for task_id in range(1, tasks + 1):
+        first.setup_task_id(task_id)  # a fresh N(0, 1) embedding: a random mask
+        first.store_mask()
+    first.setup_task_id(tasks + 1)
+    second = copy.deepcopy(first)
+    for (_, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    return first, second
+
+
+def _assert_same_grads(first, second):
+    for (name, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad), name
+
+
+@pytest.mark.parametrize("batch_normalization", ["independent", "shared", None])
+def test_fused_hat_conditioning_is_bit_exact_to_the_per_layer_loop(batch_normalization):
+    fused, loop = _twin_resnets(batch_normalization)
+    condition_gradients(fused)
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+    condition_gradients(fused)  # the cached factors, a second step
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+
+
+@pytest.mark.parametrize("aggregation", ["min", "max", "mean"])
+def test_fused_adahat_is_bit_exact_to_the_per_layer_loop(aggregation):
+    fused, loop = _twin_resnets("shared")
+    sparsity = {name: torch.rand(()) for name in fused.weighted_layer_names}
+    adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation=aggregation)
+    _loop_adahat(loop, sparsity, 0.3, 0.1, aggregation)
+    _assert_same_grads(fused, loop)
+    # Python floats as the sparsity give the same factors as float32 tensors of them.
+    floats = {name: float(value) for name, value in sparsity.items()}
+    adahat_condition_gradients(fused, floats, alpha=0.3, epsilon=0.1, aggregation=aggregation)
+    _loop_adahat(loop, floats, 0.3, 0.1, aggregation)
+    _assert_same_grads(fused, loop)
+
+
+def test_fused_embedding_compensation_matches_the_per_layer_loop_and_clamp_is_exact():
+    """The compensation runs the formula's operations on all units at once: vectorised and
+    scalar cosh may differ in the last bit, so the factor is equal within 1e-6 relative."""
+    torch.manual_seed(0)
+    backbone = HATMaskResNet18(small_input=True, output_dim=10)
+    backbone.setup_task_id(1)
+    with torch.no_grad():
+        for embedding in backbone.task_embedding.values():
+            embedding.uniform_(-7.0, 7.0)
+            embedding.grad = torch.randn_like(embedding)
+    expected = {}
+    s, s_max, thr = 123.456, 400.0, 50.0
+    for name, embedding in backbone.task_embedding.items():
+        e = embedding.detach()
+        numerator = torch.cosh(torch.clamp(s * e, -thr, thr)) + 1
+        expected[name] = embedding.grad * (s_max / s * numerator / (torch.cosh(e) + 1))
+    compensate_embedding_gradients(backbone, s, s_max, thr)
+    for name, embedding in backbone.task_embedding.items():
+        torch.testing.assert_close(embedding.grad, expected[name], rtol=1e-6, atol=0)
+    clamped = {n: e.detach().clamp(-6.0, 6.0) for n, e in backbone.task_embedding.items()}
+    clamp_task_embedding(backbone, 6.0)
+    for name, embedding in backbone.task_embedding.items():
+        assert torch.equal(embedding.detach(), clamped[name]), name
+
+
+def test_fused_sparsity_regularization_matches_per_layer_sums_within_float32_rounding():
+    torch.manual_seed(0)
+    backbone = HATMaskResNet18(small_input=True, output_dim=10)
+    backbone.setup_task_id(1)
+    backbone.store_mask()
+    backbone.setup_task_id(2)
+    embeddings = {
+        n: e.detach().clone().requires_grad_() for n, e in backbone.task_embedding.items()
+    }
+    mask = {n: torch.sigmoid(3.0 * e) for n, e in embeddings.items()}
+    cumulative = backbone.cumulative_mask()
+    value = sparsity_regularization(mask, cumulative)
+    used = sum((a.double() * (1 - cumulative[n].double())).sum() for n, a in mask.items())
+    free = sum((1 - cumulative[n].double()).sum() for n in mask)
+    # One float32 sum over ~4,800 units instead of one per layer: a few ulps apart at most.
+    assert value.item() == pytest.approx((used / free).item(), rel=1e-6)
+    value.backward()
+    for name, embedding in embeddings.items():
+        a = torch.sigmoid(3.0 * embedding.detach())
+        expected = 3.0 * a * (1 - a) * (1 - cumulative[name]) / free.float()
+        assert torch.allclose(embedding.grad, expected, rtol=1e-6, atol=0), name
+
+
+def test_conditioning_factors_follow_a_loaded_state_dict():
+    first, _ = _twin_resnets(None, seed=0)
+    condition_gradients(first)  # caches the factors of first's stored masks
+    other, _ = _twin_resnets(None, seed=1)
+    assert not torch.equal(first.get_buffer("_cumulative"), other.get_buffer("_cumulative"))
+    first.load_state_dict(other.state_dict())  # same task (3): only the masks changed
+    reference = copy.deepcopy(first)
+    for (_, a), (_, b) in zip(first.named_parameters(), reference.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    condition_gradients(first)
+    _loop_hat(reference)
+    _assert_same_grads(first, reference)
+    assert torch.equal(first.get_buffer("_cumulative"), other.get_buffer("_cumulative"))

@@ -9,7 +9,13 @@ measures in :mod:`clarena.hat.importance` and its accumulation and factor in
 from __future__ import annotations
 
 from clarena.hat._version import __version__
-from clarena.hat.base import EMBEDDING_INIT_MODES, GATES, HATMaskBackbone, annealed_scale
+from clarena.hat.base import (
+    EMBEDDING_INIT_MODES,
+    GATES,
+    HATMaskBackbone,
+    annealed_scale,
+    zero_subnormal_gates,
+)
 from clarena.hat.fg_adahat import (
     SCHEDULERS,
     SUMMING_STRATEGIES,
@@ -96,4 +102,5 @@ __all__ = [
     "uncovered_parameters",
     "weight_importance",
     "weight_measure",
+    "zero_subnormal_gates",
 ]

@@ -52,6 +52,23 @@ def annealed_scale(s_max: float, batch_idx: int, num_batches: int) -> float:
     return 1 / s_max + (s_max - 1 / s_max) * (batch_idx - 1) / (num_batches - 1)
 
 
+def zero_subnormal_gates(gate: Tensor) -> Tensor:
+    """``gate`` with every value below its dtype's smallest normal number set to 0.
+
+    ``sigmoid(s e)`` is subnormal (below ``torch.finfo(torch.float32).tiny``, about 1.18e-38) for
+    ``s e`` in about (-88.7, -87.3] (below, ``exp(-s e)`` overflows and the gate is 0), which a
+    large gate scale reaches. Many CPUs process subnormal
+    operands tens of times slower, and a masked unit's outputs, their gradients and everything
+    computed from them would carry them; a gate that small multiplies a unit's output by less than
+    1e-38, far below any value that can change a prediction, so it is made an exact 0 (and passes
+    no gradient). This is HAT's one deviation from ``sigmoid(s e)``. A NaN stays NaN.
+
+    Args:
+        gate: ``(units,)`` gate values in [0, 1].
+    """
+    return torch.where(gate < torch.finfo(gate.dtype).tiny, 0.0, gate)
+
+
 class HATMaskBackbone(MaskedBackbone):
     """A continual-learning backbone whose units are gated by HAT task masks (Serra et al., 2018).
 
@@ -268,11 +285,16 @@ class HATMaskBackbone(MaskedBackbone):
         return s, {}, current
 
     def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
-        """``sigmoid(scale * e)`` per layer; ``scale`` a float or a 0-d tensor (compiled)."""
-        # One fused call per op for all layers: a training step pays each op once, not per layer.
+        """``sigmoid(scale * e)`` per layer, subnormal gates zeroed (:func:`zero_subnormal_gates`);
+        ``scale`` a float or a 0-d tensor (compiled)."""
+        # sigmoid per layer, so a mask is torch.sigmoid(s * e) of its layer bit for bit (a flat
+        # tensor would put some units through the vectorised kernel, which rounds differently);
+        # the zeroing on all units at once.
         embeddings = list(self.task_embedding.values())
         masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
-        return dict(zip(self.task_embedding.keys(), masks, strict=True))
+        flat = zero_subnormal_gates(torch.cat(masks))
+        sizes = [embedding.numel() for embedding in embeddings]
+        return dict(zip(self.task_embedding.keys(), flat.split(sizes), strict=True))
 
     @property
     def stored_task_ids(self) -> list[int]:

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from clarena.hat.base import HATMaskBackbone
 from clarena.hat.measures import AGGREGATIONS, weight_measure
-from clarena.hat.mechanics import _check_coverage, _scale_gradients
+from clarena.hat.mechanics import _as_floats, _check_coverage, _scale_gradients, _soft_factors
 
 #: How the per-task importances ``I^1 .. I^T`` are summed into the carried importance ``S``.
 SUMMING_STRATEGIES: tuple[str, ...] = (
@@ -513,13 +513,11 @@ def fg_adahat_condition_gradients(
     task_term = 1.0
     if scheduler == "linear_sparsity_reg":
         task_term = backbone.check_task_id_ready() + base_linear
-    weight_factor = {}
-    unit_factor = {}
-    for name in backbone.weighted_layer_names:
-        coefficient = float(network_sparsity[name]) + base_mask_sparsity_reg
+    names = backbone.weighted_layer_names
+    rates = {}
+    for name, sparsity in zip(names, _as_floats([network_sparsity[n] for n in names]), strict=True):
+        coefficient = sparsity + base_mask_sparsity_reg
         if scheduler == "linear_sparsity_reg":
             coefficient = coefficient * task_term
-        rate = alpha / coefficient
-        weight_factor[name] = rate / (weight_part[name] + rate)
-        unit_factor[name] = rate / (unit_part[name] + rate)
-    _scale_gradients(backbone, weight_factor, unit_factor)
+        rates[name] = alpha / coefficient
+    _scale_gradients(backbone, _soft_factors(weight_part, unit_part, rates, names))

@@ -22,8 +22,8 @@ After it: ``backbone.store_mask()``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -121,9 +121,16 @@ def uncovered_parameters(backbone: HATMaskBackbone) -> list[str]:
 
 
 def _cached(backbone: HATMaskBackbone, name: str, compute: Callable[[], _T]) -> _T:
-    """``compute()``, cached on ``backbone`` until its stored masks, device or dtype change."""
+    """``compute()``, cached on ``backbone`` until its stored masks, device, dtype, current task or
+    parameters change (the masks change when a task ends and on ``load_state_dict``)."""
     reference = backbone.get_buffer("_cumulative")
-    version = (backbone.mask_version, reference.device, reference.dtype)
+    version = (
+        backbone.mask_version,
+        reference.device,
+        reference.dtype,
+        backbone.task_id,
+        backbone.__dict__.get("_hat_checked_parameter_count"),
+    )
     cache: tuple[object, dict[str, Any]] | None = backbone.__dict__.get("_hat_mechanics_cache")
     if cache is None or cache[0] != version:
         cache = (version, {})
@@ -150,32 +157,96 @@ def _check_coverage(backbone: HATMaskBackbone) -> None:
     backbone.__dict__["_hat_checked_parameter_count"] = count
 
 
-def _scale_gradients(
-    backbone: HATMaskBackbone,
-    weight_factor: Mapping[str, Tensor],
-    unit_factor: Mapping[str, Tensor],
-) -> None:
-    """Multiply gradients: weights by ``weight_factor``, biases and shared norms by ``unit_factor``."""
-    for name in backbone.weighted_layer_names:
-        layer = backbone.get_layer_by_name(name)
-        weight_grad = layer_weight(backbone, name).grad
-        if weight_grad is not None:
-            weight_grad.mul_(weight_factor[name])
-        bias = getattr(layer, "bias", None)
-        if bias is not None and bias.grad is not None:
-            bias.grad.mul_(unit_factor[name])
-        norm = backbone.normalization_layer(name)
-        if norm is not None and not isinstance(norm, TaskBatchNorm):
-            for parameter in norm.parameters():
-                if parameter.grad is not None:
-                    parameter.grad.mul_(unit_factor[name])
-    current = str(backbone.task_id)
-    for module in backbone._task_norms:
-        for key, norm in module.norms.items():
-            if key != current:
+class _GradientPlan(NamedTuple):
+    """Which parameters a gradient factor scales, and which factor slot each one reads.
+
+    Slot ``2 l`` is layer ``l``'s weight factor, slot ``2 l + 1`` its unit factor (bias, shared
+    batch norm); ``zeroed`` are other tasks' independent batch norms.
+    """
+
+    parameters: list[Tensor]
+    slots: list[int]
+    zeroed: list[Tensor]
+
+
+def _gradient_plan(backbone: HATMaskBackbone) -> _GradientPlan:
+    def build() -> _GradientPlan:
+        parameters: list[Tensor] = []
+        slots: list[int] = []
+        for index, name in enumerate(backbone.weighted_layer_names):
+            layer = backbone.get_layer_by_name(name)
+            parameters.append(layer_weight(backbone, name))
+            slots.append(2 * index)
+            bias = getattr(layer, "bias", None)
+            if isinstance(bias, Tensor):
+                parameters.append(bias)
+                slots.append(2 * index + 1)
+            norm = backbone.normalization_layer(name)
+            if norm is not None and not isinstance(norm, TaskBatchNorm):
                 for parameter in norm.parameters():
-                    if parameter.grad is not None:
-                        parameter.grad.zero_()
+                    parameters.append(parameter)
+                    slots.append(2 * index + 1)
+        current = str(backbone.task_id)
+        zeroed: list[Tensor] = [
+            parameter
+            for module in backbone._task_norms
+            for key, norm in module.norms.items()
+            if key != current
+            for parameter in norm.parameters()
+        ]
+        return _GradientPlan(parameters, slots, zeroed)
+
+    return _cached(backbone, "plan", build)
+
+
+def _scale_gradients(backbone: HATMaskBackbone, factors: Sequence[Tensor]) -> None:
+    """Multiply every covered gradient by its factor slot (:class:`_GradientPlan`) in one fused
+    call; zero other tasks' independent batch norms' gradients in another."""
+    plan = _gradient_plan(backbone)
+    grads: list[Tensor] = []
+    chosen: list[Tensor] = []
+    for parameter, slot in zip(plan.parameters, plan.slots, strict=True):
+        if parameter.grad is not None:
+            grads.append(parameter.grad)
+            chosen.append(factors[slot])
+    if grads:
+        torch._foreach_mul_(grads, chosen)
+    zeroed = [parameter.grad for parameter in plan.zeroed if parameter.grad is not None]
+    if zeroed:
+        torch._foreach_zero_(zeroed)
+
+
+def _soft_factors(
+    weight_parts: Mapping[str, Tensor],
+    unit_parts: Mapping[str, Tensor],
+    rates: Mapping[str, float],
+    names: Sequence[str],
+) -> list[Tensor]:
+    """``rate_l / (part + rate_l)`` of every layer's weight and unit part, in slot order.
+
+    Fused into three calls over all layers; the arithmetic is that of ``rate / (part + rate)``
+    (PyTorch computes a scalar over a tensor as ``reciprocal(tensor) * scalar``), so the factors
+    are bit for bit those of a per-layer loop.
+    """
+    parts: list[Tensor] = []
+    slot_rates: list[float] = []
+    for name in names:
+        parts += [weight_parts[name], unit_parts[name]]
+        slot_rates += [rates[name], rates[name]]
+    factors = torch._foreach_add(parts, slot_rates)
+    torch._foreach_reciprocal_(factors)
+    torch._foreach_mul_(factors, slot_rates)
+    return list(factors)
+
+
+def _as_floats(values: Sequence[Tensor | float]) -> list[float]:
+    """``[float(v) for v in values]`` with one device-to-host copy when all are tensors."""
+    if values and all(isinstance(v, Tensor) for v in values):
+        tensors = [v.detach().reshape(()) for v in values if isinstance(v, Tensor)]
+        # float32 (or narrower) values widen exactly to float64, as float() would.
+        floats: list[float] = torch.stack(tensors).tolist()
+        return floats
+    return [float(v) for v in values]
 
 
 def condition_gradients(backbone: HATMaskBackbone) -> None:
@@ -187,6 +258,9 @@ def condition_gradients(backbone: HATMaskBackbone) -> None:
     ``backward()`` and before ``optimizer.step()``, once per optimiser step (after all
     micro-batches of an accumulated step).
 
+    The factors change only when a task ends, so they are computed once per task (and after
+    ``load_state_dict``) and applied in one fused multiply over all gradients.
+
     Raises:
         RuntimeError: the backbone has a trainable parameter no mask covers.
     """
@@ -194,15 +268,15 @@ def condition_gradients(backbone: HATMaskBackbone) -> None:
     if not backbone.stored_task_ids:
         return
 
-    def factors() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    def factors() -> list[Tensor]:
         cumulative = backbone.cumulative_mask()
-        keep = {
-            name: 1 - weight_measure(backbone, cumulative, name, "min")
-            for name in backbone.weighted_layer_names
-        }
-        return keep, {name: 1 - mask for name, mask in cumulative.items()}
+        slots = []
+        for name in backbone.weighted_layer_names:
+            slots.append(1 - weight_measure(backbone, cumulative, name, "min"))
+            slots.append(1 - cumulative[name])
+        return slots
 
-    _scale_gradients(backbone, *_cached(backbone, "hat", factors))
+    _scale_gradients(backbone, _cached(backbone, "hat", factors))
 
 
 def layer_sparsity(
@@ -238,13 +312,15 @@ def sparsity_regularization(
             (:meth:`HATMaskBackbone.cumulative_mask`).
 
     Returns:
-        A scalar tensor to add to the loss (times a regularisation factor).
+        A scalar tensor to add to the loss (times a regularisation factor); the sum runs over
+        all units at once, so it can differ from a per-layer sum in the last bits.
     """
-    used = sum((a * (1 - cumulative_mask[name])).sum() for name, a in mask.items())
-    free = sum((1 - cumulative_mask[name]).sum() for name in mask)
-    if not isinstance(free, Tensor):
+    if not mask:
         raise ValueError("sparsity regularisation needs a mask of at least one layer; got none.")
-    return used / free.clamp_min(1)
+    # One sum over all units instead of one per layer (the same value up to summation order).
+    a = torch.cat(list(mask.values()))
+    free = 1 - torch.cat([cumulative_mask[name] for name in mask])
+    return (a * free).sum() / free.sum().clamp_min(1)
 
 
 def adahat_condition_gradients(
@@ -280,25 +356,20 @@ def adahat_condition_gradients(
     num_tasks = len(backbone.stored_task_ids)
     if num_tasks == 0:
         return
-    summative = backbone.summative_mask()
-    measures = _cached(
-        backbone,
-        f"adahat-{aggregation}",
-        lambda: {
+    names = backbone.weighted_layer_names
+
+    def measures() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        summative = backbone.summative_mask()
+        weight = {
             name: weight_measure(backbone, summative, name, aggregation, float(num_tasks))
-            for name in backbone.weighted_layer_names
-        },
-    )
-    rates = {
-        name: alpha / (epsilon + float(network_sparsity[name]))
-        for name in backbone.weighted_layer_names
-    }
-    weight_factor = {}
-    unit_factor = {}
-    for name, rate in rates.items():
-        weight_factor[name] = rate / (measures[name] + rate)
-        unit_factor[name] = rate / (summative[name] + rate)
-    _scale_gradients(backbone, weight_factor, unit_factor)
+            for name in names
+        }
+        return weight, summative
+
+    weight_parts, unit_parts = _cached(backbone, f"adahat-{aggregation}", measures)
+    sparsity = _as_floats([network_sparsity[name] for name in names])
+    rates = {name: alpha / (epsilon + value) for name, value in zip(names, sparsity, strict=True)}
+    _scale_gradients(backbone, _soft_factors(weight_parts, unit_parts, rates, names))
 
 
 def compensate_embedding_gradients(
@@ -318,14 +389,16 @@ def compensate_embedding_gradients(
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    with torch.no_grad():
-        for embedding in backbone.task_embedding.values():
-            if embedding.grad is None:
-                continue
-            e = embedding.detach()
-            numerator = torch.cosh(torch.clamp(s * e, -clamp_threshold, clamp_threshold)) + 1
-            denominator = torch.cosh(e) + 1
-            embedding.grad.mul_(s_max / s * numerator / denominator)
+    pairs = [(e.detach(), e.grad) for e in backbone.task_embedding.values() if e.grad is not None]
+    if not pairs:
+        return
+    # The per-layer formula's operations, in its order, on all layers' units at once (fewer,
+    # larger calls; the same factor up to the last bit of cosh).
+    e = torch.cat([embedding for embedding, _ in pairs])
+    numerator = torch.clamp(s * e, -clamp_threshold, clamp_threshold).cosh_().add_(1)
+    numerator.mul_(s_max / s).div_(torch.cosh(e).add_(1))
+    sizes = [embedding.numel() for embedding, _ in pairs]
+    torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
 
 
 def clamp_task_embedding(backbone: HATMaskBackbone, threshold: float = 6.0) -> None:
