@@ -287,6 +287,7 @@ def test_multi_source_sequence_gives_one_source_per_task(root: Path) -> None:
 PIPELINE_RUNS = [
     ("example_clmain_train", ["cl_dataset=permuted_mnist"]),
     ("example_clmain_train", ["cl_dataset=rotated_mnist", "cl_dataset.num_tasks=2"]),
+    ("example_clmain_dil", ["cl_dataset=rotated_mnist", "cl_dataset.num_tasks=2"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=multi_source"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar10"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar100_20"]),

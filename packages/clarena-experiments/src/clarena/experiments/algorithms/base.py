@@ -9,6 +9,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics.classification import MulticlassAccuracy
 from typing_extensions import override
 
@@ -207,7 +208,12 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
             self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": lightning_scheduler(
+                self.lr_scheduler_factory(optimizer), f"task_{self.task_id}/val/loss"
+            ),
+        }
 
     def _check_gradients_arrive_unscaled(self, optimizer: Optimizer) -> None:
         """Refuse an optimiser that unscales in its own step under a gradient scaler (16-mixed).
@@ -233,6 +239,14 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     def capacity(self) -> float | None:
         """Share of the backbone used by the tasks so far (masked algorithms); else ``None``."""
         return None
+
+
+def lightning_scheduler(scheduler: Any, monitor: str) -> Any:
+    """``scheduler`` as ``configure_optimizers`` returns it: a ``ReduceLROnPlateau`` with the
+    validation loss it steps on (``monitor``, which Lightning demands), any other as it is."""
+    if isinstance(scheduler, ReduceLROnPlateau):
+        return {"scheduler": scheduler, "monitor": monitor, "interval": "epoch"}
+    return scheduler
 
 
 def optimizer_weight_decay(optimizer: OptimizerFactory | None) -> float:

@@ -11,7 +11,12 @@ from typing_extensions import override
 
 from clarena.backbones import Backbone
 from clarena.cl import CLBackbone, HeadsMTL, HeadSTL
-from clarena.experiments.algorithms.base import CLConfigError, OptimizerFactory, SchedulerFactory
+from clarena.experiments.algorithms.base import (
+    CLConfigError,
+    OptimizerFactory,
+    SchedulerFactory,
+    lightning_scheduler,
+)
 from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
@@ -59,7 +64,10 @@ class _SupervisedAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAc
         optimizer = self.optimizer_factory(params=list(self.parameters()))
         if self.lr_scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.lr_scheduler_factory(optimizer)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": lightning_scheduler(self.lr_scheduler_factory(optimizer), "val/loss"),
+        }
 
 
 class JointLearning(_SupervisedAlgorithm):

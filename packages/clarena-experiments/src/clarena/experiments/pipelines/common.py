@@ -52,6 +52,18 @@ def request_compile(cfg: DictConfig, algorithm: Any) -> None:
         algorithm.compile_backbone(fullgraph=True)
 
 
+def choose_batch_norm_statistics(cfg: DictConfig, algorithm: Any) -> str:
+    """Apply ``batch_norm_statistics`` (``recompute``, the default, or ``running``) to
+    ``algorithm``; returns the value, for summary.json.
+
+    Raises:
+        PipelineConfigError: another value.
+    """
+    mode = str(cfg.get("batch_norm_statistics") or "recompute")
+    algorithm.use_batch_norm_statistics(mode)
+    return mode
+
+
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
     """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
 

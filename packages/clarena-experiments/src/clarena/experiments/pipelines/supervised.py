@@ -13,6 +13,7 @@ from clarena.cl import HeadsMTL, HeadSTL
 from clarena.experiments import config_checks, results
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
+    choose_batch_norm_statistics,
     load_checkpoint,
     make_trainer,
     output_dir,
@@ -116,12 +117,18 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
     request_compile(cfg, algorithm)
+    batch_norm_statistics = choose_batch_norm_statistics(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version=kind)
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__})
+    _write(
+        run_dir,
+        cfg,
+        accuracies,
+        {"algorithm": type(algorithm).__name__, "batch_norm_statistics": batch_norm_statistics},
+    )
     if cfg.get("save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
