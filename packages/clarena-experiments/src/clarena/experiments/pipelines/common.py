@@ -16,6 +16,7 @@ from rich.table import Table
 
 from clarena.experiments import model_file
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.loggers import log_run_config
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -76,6 +77,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer
     for logger_cfg in (cfg.get("lightning_loggers") or {}).values():
         if logger_cfg is not None:
             loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), version=version))
+    log_run_config(loggers, cfg)
     callbacks = [
         instantiate(callback_cfg)
         for callback_cfg in (cfg.get("callbacks") or {}).values()
