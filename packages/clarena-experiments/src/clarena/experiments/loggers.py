@@ -85,7 +85,7 @@ def run_hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     (:func:`flatten_config`) plus :func:`versions`."""
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    return {**flatten_config(container), **versions()}
+    return {**flatten_config({str(key): value for key, value in container.items()}), **versions()}
 
 
 def log_run_config(loggers: Iterable[Logger], cfg: DictConfig) -> None:
