@@ -235,7 +235,7 @@ def plot(path: Path, sequence: str, matrices: dict[str, list[list[float | None]]
     import numpy as np
 
     names = list(matrices)
-    figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.9), squeeze=False)
+    figure, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 3.2), squeeze=False)
     for axis, name in zip(axes[0], names, strict=True):
         matrix = np.array(
             [[np.nan if v is None else v for v in row] for row in matrices[name]], dtype=float
@@ -262,7 +262,7 @@ def plot(path: Path, sequence: str, matrices: dict[str, list[list[float | None]]
     figure.suptitle(f"{sequence.capitalize()} Fashion-MNIST: test accuracy (%)", fontsize=10)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
