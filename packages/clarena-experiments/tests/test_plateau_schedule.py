@@ -332,3 +332,29 @@ def test_reduce_lr_on_plateau_config_runs(run_clarena: Any) -> None:
     overrides = quick_run_overrides(2, max_epochs=2, train_batches=2)
     run_dir = run_clarena("example_clmain_train", *overrides, "lr_scheduler=reduce_lr_on_plateau")
     assert (run_dir / "results" / "acc.csv").read_bytes().count(b"\n") == 3
+
+
+@pytest.mark.parametrize(
+    ("experiment", "overrides"),
+    [
+        ("example_clmain_train", []),
+        ("example_clmain_train", ["cl_algorithm=independent"]),
+        ("example_clmain_adahat", []),
+        ("example_clmain_fgadahat", []),
+        ("example_clmain_wsn", ["callbacks.plateau_schedule.lr_factor=2"]),
+        ("example_clmain_dil", []),
+        ("example_mtl_train", ["callbacks.plateau_schedule.monitor=val/loss"]),
+        ("example_stl_train", ["callbacks.plateau_schedule.monitor=val/loss"]),
+    ],
+)
+def test_the_schedule_runs_with_every_algorithm(
+    run_clarena: Any, experiment: str, overrides: list[str]
+) -> None:
+    cl = "_clmain_" in experiment
+    quick = quick_run_overrides(2 if cl else None, max_epochs=4)
+    # MTL and STL write no plots, so they have no plot keys to turn off.
+    quick = tuple(o for o in quick if cl or not o.startswith("metrics."))
+    run_dir = run_clarena(experiment, *_with_schedule(quick), *overrides)
+    run_log = (run_dir / "clarena.log").read_text()
+    assert "restored the state of epoch" in run_log
+    assert (run_dir / "results" / "summary.json").is_file()
