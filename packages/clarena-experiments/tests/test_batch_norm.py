@@ -14,6 +14,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import TaskBatchNorm
 from clarena.experiments.batch_norm import BatchNormStatistics, recompute_batch_norm_statistics
+from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.testing import quick_run_overrides
 
 
 class _Normalised(BatchNormStatistics):
@@ -83,6 +85,60 @@ def test_a_fit_ends_with_the_statistics_of_its_final_weights(limit_val_batches: 
     torch.testing.assert_close(
         norm.running_var, torch.stack([out.var(dim=0) for out in outputs]).mean(dim=0)
     )
+
+
+def test_running_statistics_are_the_training_batches_moving_averages() -> None:
+    # batch_norm_statistics=running: validation leaves the statistics as training made them. The
+    # reference replays the same training by hand (same start, batches, SGD steps).
+    data = TensorDataset(torch.randn(40, 3) * 2 + 1)
+    torch.manual_seed(0)
+    module = _Normalised()
+    module.use_batch_norm_statistics("running")
+    torch.manual_seed(0)
+    reference = _Normalised()
+    trainer = Trainer(
+        max_epochs=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, DataLoader(data, batch_size=8), DataLoader(data))
+    optimizer = reference.configure_optimizers()
+    reference.train()
+    for _ in range(2):
+        for (inputs,) in DataLoader(data, batch_size=8):
+            optimizer.zero_grad()
+            reference.training_step([inputs], 0).backward()
+            optimizer.step()
+    norm, expected = module.net[1], reference.net[1]
+    assert int(norm.num_batches_tracked) == 10
+    torch.testing.assert_close(norm.running_mean, expected.running_mean)
+    torch.testing.assert_close(norm.running_var, expected.running_var)
+    # The recomputed statistics differ from them (the choice matters).
+    recomputed = _Normalised()
+    recomputed.load_state_dict(module.state_dict())
+    recompute_batch_norm_statistics(
+        recomputed, [inputs for (inputs,) in DataLoader(data, batch_size=8)], recomputed.net
+    )
+    assert not torch.allclose(recomputed.net[1].running_mean, norm.running_mean)
+
+
+def test_an_unknown_batch_norm_statistics_value_names_both_choices() -> None:
+    with pytest.raises(PipelineConfigError, match=r"batch_norm_statistics=recompute .* running"):
+        _Normalised().use_batch_norm_statistics("papers")
+
+
+@pytest.mark.parametrize("mode", ["recompute", "running"])
+def test_summary_records_the_batch_norm_statistics(
+    run_clarena: Callable[..., Path], mode: str
+) -> None:
+    run_dir = run_clarena(
+        "example_clmain_train", *quick_run_overrides(2), f"batch_norm_statistics={mode}"
+    )
+    summary = json.loads((run_dir / "results" / "summary.json").read_text())
+    assert summary["batch_norm_statistics"] == mode
 
 
 @pytest.mark.slow

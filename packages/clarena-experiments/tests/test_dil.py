@@ -14,6 +14,7 @@ from clarena.cl import CLMLP, HeadDIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, WSN, FGAdaHAT, Independent
 from clarena.experiments.pipelines.cl import build_algorithm
+from clarena.experiments.resume import load_resume_state
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
@@ -146,6 +147,38 @@ def test_dil_example_runs_and_records_the_test_task_id(run_clarena, overrides, a
     assert summary["algorithm"] == algorithm
     assert summary["task_id_at_test"] == "oracle"
     assert summary["trained_tasks"] == [1, 2]
+
+
+@pytest.mark.parametrize("paradigm", ["DIL", "TIL"])
+def test_rotated_sequence_runs_under_dil_and_til(run_clarena, paradigm):
+    run_dir = run_clarena(
+        "example_clmain_dil",
+        "train_tasks=3",
+        *TINY,
+        "cl_dataset=rotated_digits",
+        "cl_dataset.angles=[0,60,120,180,240]",
+        f"cl_paradigm={paradigm}",
+    )
+    summary = json.loads((run_dir / "results" / "summary.json").read_text())
+    assert summary["cl_paradigm"] == paradigm
+    assert summary["trained_tasks"] == [1, 2, 3]
+    state = load_resume_state(run_dir)
+    heads = {
+        key: tuple(value.shape)
+        for key, value in state["state_dict"].items()
+        if key.startswith("heads.") and isinstance(value, torch.Tensor)
+    }
+    # DIL: one 10-class head shared by the rotations; TIL: one 10-class head per task.
+    expected = (
+        {"heads.head.weight": (10, 64), "heads.head.bias": (10,)}
+        if paradigm == "DIL"
+        else {
+            f"heads.heads.{t}.{p}": s
+            for t in (1, 2, 3)
+            for p, s in (("weight", (10, 64)), ("bias", (10,)))
+        }
+    )
+    assert heads == expected
 
 
 @pytest.mark.parametrize(

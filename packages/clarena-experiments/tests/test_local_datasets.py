@@ -8,6 +8,7 @@ Every source is written in its real on-disk format from small random data
 from __future__ import annotations
 
 import csv
+import gzip
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from clarena.experiments.cli import shipped_config_dir
 from clarena.experiments.data import (
     LOCAL_SOURCES,
     BatchTransform,
@@ -25,6 +27,7 @@ from clarena.experiments.data import (
     load_local_source,
 )
 from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.testing import quick_run_overrides
 
 COUNTS = {"train_count": 120, "test_count": 40}
 
@@ -287,6 +290,7 @@ def test_multi_source_sequence_gives_one_source_per_task(root: Path) -> None:
 PIPELINE_RUNS = [
     ("example_clmain_train", ["cl_dataset=permuted_mnist"]),
     ("example_clmain_train", ["cl_dataset=rotated_mnist", "cl_dataset.num_tasks=2"]),
+    ("example_clmain_dil", ["cl_dataset=rotated_mnist", "cl_dataset.num_tasks=2"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=multi_source"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar10"]),
     ("example_clmain_hat_resnet18", ["cl_dataset=split_cifar100_20"]),
@@ -369,3 +373,39 @@ def test_paper_setup_without_files_exits_1_with_one_line(
     assert "expected <root>/cifar-100-python/{train,test}" in line
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in line
     assert "Traceback" not in err
+
+
+#: Where Debian's dataset-fashion-mnist package installs the four original files.
+DEBIAN_FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture
+def debian_fashion_root(tmp_path: Path) -> Path:
+    """Fashion-MNIST as Debian's ``dataset-fashion-mnist`` lays it out: the four original
+    ``*-ubyte.gz`` files in one folder (random images; the package itself is not needed)."""
+    write_synthetic_files("fashion_mnist", tmp_path / "tree", **COUNTS)
+    root = tmp_path / "fashion-mnist"
+    root.mkdir()
+    for path in (tmp_path / "tree" / "FashionMNIST" / "raw").iterdir():
+        (root / f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("experiment", "sequence"),
+    [("example_clmain_fashion_permuted", "permuted"), ("example_clmain_fashion_split", "split")],
+)
+def test_fashion_mnist_examples_read_the_debian_package_layout(
+    run_clarena: Callable[..., Path], debian_fashion_root: Path, experiment: str, sequence: str
+) -> None:
+    config = (shipped_config_dir() / "cl_dataset" / f"{sequence}_fashion_mnist.yaml").read_text()
+    assert f"root: {DEBIAN_FASHION_ROOT}\n" in config
+    assert "source: fashion_mnist\n" in config
+    run_dir = run_clarena(
+        experiment,
+        *quick_run_overrides(2),
+        f"cl_dataset.root={debian_fashion_root}",
+        "cl_dataset.batch_size=8",
+    )
+    rows = list(csv.DictReader((run_dir / "results" / "acc.csv").open()))
+    assert [row["after_training_task"] for row in rows] == ["1", "2"]

@@ -27,11 +27,25 @@ HAT: dict[str, Any] = {
     "cl_algorithm.mask_sparsity_reg_factor": 0.75,
     "cl_algorithm.clamp_threshold": 50,
     "trainer.max_epochs": 200,
+    # hat.py: lr_patience=5, lr_factor=3, lr_min=1e-4, best weights restored
+    "callbacks.plateau_schedule.patience": 5,
+    "callbacks.plateau_schedule.lr_factor": 3,
+    "callbacks.plateau_schedule.lr_min": 1e-4,
+    "callbacks.plateau_schedule.restore_best": True,
+    "lr_scheduler": {},
+    "batch_norm_statistics": "running",
 }
 WSN: dict[str, Any] = {
     "optimizer._target_": "torch.optim.Adam",
     "optimizer.lr": 0.001,
     "cl_algorithm.mask_percentage": 0.5,
+    # main_wsn_*.py: lr_patience=6, lr_factor=2, lr_min=1e-6, best weights restored
+    "callbacks.plateau_schedule.patience": 6,
+    "callbacks.plateau_schedule.lr_factor": 2,
+    "callbacks.plateau_schedule.lr_min": 1e-6,
+    "callbacks.plateau_schedule.restore_best": True,
+    "lr_scheduler": {},
+    "batch_norm_statistics": "running",
 }
 ADAHAT: dict[str, Any] = {
     "cl_algorithm.adjustment_intensity": 1e-6,

@@ -1,4 +1,4 @@
-"""Batch-norm statistics that match the trained weights.
+"""Batch-norm statistics for evaluation: the running averages, or recomputed with the weights.
 
 Batch norm normalises with the batch's statistics in training and with running averages
 (momentum 0.1) in evaluation. A few dozen optimiser steps from scratch move the weights faster
@@ -6,6 +6,11 @@ than those averages follow, so right after a short task the evaluation statistic
 earlier weights: a ResNet-18 that fits split digits task 1 in 5 epochs (25 steps) at train
 accuracy 1.0 then predicts one class at test (0.55). Recomputing the statistics with the final
 weights, as the population mean and variance over the training data, removes that lag.
+
+The HAT and WSN papers evaluate with the running averages, as PyTorch keeps them. The config
+key ``batch_norm_statistics`` chooses (:data:`BATCH_NORM_STATISTICS`): ``recompute`` (clarena's
+default, needed by short tasks) or ``running`` (the papers' way: the statistics are what training
+left). ``results/summary.json`` records the choice.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 from typing_extensions import override
+
+from clarena.experiments.errors import PipelineConfigError
+
+#: Values of the config key ``batch_norm_statistics``: recompute the statistics over the training
+#: set before each validation, or keep the running averages of training.
+BATCH_NORM_STATISTICS: tuple[str, ...] = ("recompute", "running")
 
 
 def has_batch_norm(module: nn.Module) -> bool:
@@ -91,10 +102,28 @@ class BatchNormStatistics(LightningModule):
     a validation, the running statistics are recomputed over the training set (see
     :func:`recompute_batch_norm_statistics`) by :meth:`batch_norm_forward`. Every process reads
     the whole training set in order, so DDP ranks get equal statistics and no random number is
-    drawn. Models without batch norm skip it.
+    drawn. Models without batch norm skip it. :meth:`use_batch_norm_statistics` with
+    ``"running"`` turns the recomputation off: evaluation uses the running averages.
     """
 
     _statistics_step: int | None = None
+    #: How evaluation statistics are obtained: one of :data:`BATCH_NORM_STATISTICS`.
+    batch_norm_statistics: str = "recompute"
+
+    def use_batch_norm_statistics(self, mode: str) -> None:
+        """Choose ``recompute`` (the default) or ``running`` batch-norm statistics for evaluation.
+
+        Raises:
+            PipelineConfigError: ``mode`` is neither.
+        """
+        if mode not in BATCH_NORM_STATISTICS:
+            raise PipelineConfigError(
+                f"batch_norm_statistics must be one of {', '.join(BATCH_NORM_STATISTICS)}; got "
+                f"{mode!r}. Set batch_norm_statistics=recompute (recompute them over the training "
+                f"set before each validation) or batch_norm_statistics=running (the running "
+                f"averages, as the HAT and WSN papers evaluate)."
+            )
+        self.batch_norm_statistics = mode
 
     def batch_norm_forward(self, batch: Any) -> None:
         """Run the model on a training batch as it is evaluated (override per algorithm)."""
@@ -117,6 +146,8 @@ class BatchNormStatistics(LightningModule):
 
     def _recompute_statistics(self) -> None:
         self._statistics_step = self.trainer.global_step
+        if self.batch_norm_statistics == "running":
+            return
         loader = self.trainer.train_dataloader
         if not isinstance(loader, DataLoader) or not has_batch_norm(self):
             return

@@ -53,6 +53,7 @@ SAME_KEYS: tuple[str, ...] = (
     "optimizer",
     "lr_scheduler",
     "global_seed",
+    "batch_norm_statistics",
 )
 
 

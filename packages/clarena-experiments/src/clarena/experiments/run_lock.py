@@ -46,6 +46,9 @@ RUN_OUTPUTS: tuple[str, ...] = (
     "lightning_logs",
     "rank_check",
     "error.txt",
+    # What lightning_loggers=wandb / mlflow write (clarena.experiments.loggers.TRACKER_OUTPUTS).
+    "wandb",
+    "mlflow.db",
 )
 
 #: Environment variables through which launchers (Lightning DDP, torchrun, SLURM, LSF) give a

@@ -16,10 +16,11 @@ from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
 from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import CLDataModule
-from clarena.experiments.data.sequences import PermutedSequence, SplitSequence
+from clarena.experiments.data.sequences import PermutedSequence, RotatedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
     check_model_kind,
+    choose_batch_norm_statistics,
     load_checkpoint,
     log_every_epoch,
     make_trainer,
@@ -97,17 +98,18 @@ def check_dil_dataset(datamodule: CLDataModule, tasks: list[int]) -> None:
     """Refuse a dataset domain-incremental learning cannot use, before training.
 
     DIL shares one head, so every task must have the same classes (labels are task-local):
-    a permuted sequence always, a split sequence only when all its groups have the same size.
+    a permuted or rotated sequence always, a split sequence only when all its groups have the
+    same size.
 
     Raises:
         PipelineConfigError: another sequence, or tasks with different class counts.
     """
     sequence = datamodule.sequence
-    if not isinstance(sequence, PermutedSequence | SplitSequence):
+    if not isinstance(sequence, PermutedSequence | RotatedSequence | SplitSequence):
         raise PipelineConfigError(
-            f"cl_paradigm=DIL works with permuted sequences and split sequences whose tasks "
-            f"have equally many classes; the dataset is a {type(sequence).__name__}. Use "
-            f"cl_paradigm=TIL or CIL."
+            f"cl_paradigm=DIL works with permuted and rotated sequences, and split sequences "
+            f"whose tasks have equally many classes; the dataset is a "
+            f"{type(sequence).__name__}. Use cl_paradigm=TIL or CIL."
         )
     counts = {task: datamodule.num_classes(task) for task in tasks}
     if len(set(counts.values())) > 1:
@@ -205,6 +207,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
     request_compile(cfg, algorithm)
+    batch_norm_statistics = choose_batch_norm_statistics(cfg, algorithm)
     tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
     if cfg.cl_paradigm == "DIL":
         check_dil_dataset(datamodule, tasks)
@@ -254,7 +257,11 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
             )
     if not is_global_zero:
         return rows
-    extra: dict[str, Any] = {"cl_paradigm": cfg.cl_paradigm, "algorithm": type(algorithm).__name__}
+    extra: dict[str, Any] = {
+        "cl_paradigm": cfg.cl_paradigm,
+        "algorithm": type(algorithm).__name__,
+        "batch_norm_statistics": batch_norm_statistics,
+    }
     if cfg.cl_paradigm == "DIL":
         extra["task_id_at_test"] = DIL_TEST_TASK_ID
     if capacities:

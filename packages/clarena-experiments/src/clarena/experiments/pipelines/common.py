@@ -18,6 +18,7 @@ from clarena.experiments import model_file
 from clarena.experiments.booleans import config_bool
 from clarena.experiments.divergence import DivergenceCheck
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.loggers import log_run_config
 
 
 def require(cfg: DictConfig, *keys: str) -> None:
@@ -54,6 +55,18 @@ def request_compile(cfg: DictConfig, algorithm: Any) -> None:
         algorithm.compile_backbone(fullgraph=True)
 
 
+def choose_batch_norm_statistics(cfg: DictConfig, algorithm: Any) -> str:
+    """Apply ``batch_norm_statistics`` (``recompute``, the default, or ``running``) to
+    ``algorithm``; returns the value, for summary.json.
+
+    Raises:
+        PipelineConfigError: another value.
+    """
+    mode = str(cfg.get("batch_norm_statistics") or "recompute")
+    algorithm.use_batch_norm_statistics(mode)
+    return mode
+
+
 def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
     """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
 
@@ -69,6 +82,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer
     for logger_cfg in (cfg.get("lightning_loggers") or {}).values():
         if logger_cfg is not None:
             loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), version=version))
+    log_run_config(loggers, cfg)
     callbacks = [
         instantiate(callback_cfg)
         for callback_cfg in (cfg.get("callbacks") or {}).values()

@@ -15,6 +15,7 @@ from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
     check_model_kind,
+    choose_batch_norm_statistics,
     load_checkpoint,
     log_every_epoch,
     make_trainer,
@@ -131,13 +132,20 @@ def _run_experiment(cfg: DictConfig, mtl: bool) -> dict[int, float]:
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
     request_compile(cfg, algorithm)
+    batch_norm_statistics = choose_batch_norm_statistics(cfg, algorithm)
     trainer = make_trainer(cfg, run_dir, version=kind)
     log_every_epoch(trainer, len(datamodule.train_dataloader()))
     trainer.fit(algorithm, datamodule=datamodule)
     accuracies = _test(trainer, algorithm, datamodule, mtl)
     if not trainer.is_global_zero:
         return accuracies
-    _write(run_dir, cfg, accuracies, {"algorithm": type(algorithm).__name__}, algorithm.test_loss)
+    _write(
+        run_dir,
+        cfg,
+        accuracies,
+        {"algorithm": type(algorithm).__name__, "batch_norm_statistics": batch_norm_statistics},
+        algorithm.test_loss,
+    )
     if config_bool(cfg, "save_model"):
         model_path = run_dir / cfg.get("model_file", "saved_model.pt")
         save_checkpoint(model_path, cfg, algorithm.state_dict())
