@@ -113,6 +113,7 @@ def test_compiled_backbone_keeps_its_state_dict_and_copies_run_eager() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.inductor
 def test_mlp_inductor_close_to_eager_with_equal_masks() -> None:
     counter = CompileCounterWithBackend("inductor")
     inputs = [torch.randn(8, 20, generator=torch.Generator().manual_seed(i)) for i in range(3)]
