@@ -103,9 +103,11 @@ def use_shared_torch(session: nox.Session) -> None:
     stamp = SHARED_TORCH / ".requirement"
     if not (stamp.exists() and stamp.read_text() == requirement):
         shutil.rmtree(SHARED_TORCH, ignore_errors=True)
-        session.run("python", "-m", "pip", "install", "--target", str(SHARED_TORCH), requirement)
+        session.run_install(
+            "python", "-m", "pip", "install", "--target", str(SHARED_TORCH), requirement
+        )
         stamp.write_text(requirement)
-    purelib = session.run(
+    purelib = session.run_install(
         "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", silent=True
     )
     (Path(str(purelib).strip()) / "clarena_shared_torch.pth").write_text(

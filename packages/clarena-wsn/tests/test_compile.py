@@ -38,6 +38,9 @@ def run_tasks(
         if exact:
             assert torch.equal(a, b)
         else:
+            # Inductor's fused kernels sum float32 values in another order (a few units in the
+            # last place per value; gradients add 3 batches). No optimiser step runs, so nothing
+            # compounds. Measured with AVX2 kernels: at most 6% of this tolerance.
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
     graphs: dict[tuple[int, str], int] = {}
