@@ -108,8 +108,7 @@ def test_mlp_compiled_by_inductor_matches_eager() -> None:
     # Inductor generates its own fused kernels and sums float32 values in another order: each
     # value moves by a few units in the last place (2**-23 relative), carried through 6 SGD steps
     # of a small MLP at a learning rate where training converges. Measured with AVX2 kernels:
-    # at most 7e-7 absolute and 7e-6 relative, under a fifth of this tolerance; a wrong mask or
-    # a missed parameter update moves values by 1e-3 and more.
+    # at most 7e-7 absolute and 7e-6 relative, under a fifth of this tolerance.
     for expected, actual in zip(eager, compiled, strict=True):
         torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6)
 
