@@ -15,7 +15,7 @@ Distributions are discovered under ``packages/``. Sessions:
 
 Every session that needs torch shares one install of it, ``.nox/shared-torch`` (torch and what
 torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build of
-torch (~5.6 GB) on disk instead of one per venv. The venvs never see the interpreter's global
+torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the interpreter's global
 site-packages.
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
 - ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
