@@ -14,9 +14,9 @@ Distributions are discovered under ``packages/``. Sessions:
   on its own, and core / core+cl show that imports stay light and missing pieces are named.
 
 Every session that needs torch shares one install of it, ``.nox/shared-torch`` (torch and what
-torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build of
-torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the interpreter's global
-site-packages.
+torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build
+of torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the
+interpreter's global site-packages.
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
 - ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 """
