@@ -12,13 +12,13 @@ Distributions are discovered under ``packages/``. Sessions:
 - ``isolation(core|cl|hat|wsn)``: per distribution, a fresh venv installed with the docs' own
   install line (it and its clarena siblings, with only what they declare): every module imports
   on its own, and core / core+cl show that imports stay light and missing pieces are named.
+- ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
+- ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 
 Every session that needs torch shares one install of it, ``.nox/shared-torch`` (torch and what
 torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build
 of torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the
 interpreter's global site-packages.
-- ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
-- ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 """
 
 from __future__ import annotations
