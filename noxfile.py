@@ -198,12 +198,18 @@ def kernels(session: nox.Session) -> None:
     own kernel set). Under ``default``, Inductor's generated C++ does not compile
     (``CppCompileError: 'at::vec' has not been declared``, a torch limitation): there the tests
     marked ``inductor`` are deselected and the eager and ``aot_eager`` ones run; ``avx2`` runs
-    them all. Extra pytest arguments (``nox -s kernels -- -x``) reach both runs.
+    them all, with an Inductor cache of their own. Extra pytest arguments
+    (``nox -s kernels -- -x``) reach every run.
     """
     install_distributions(session, KERNEL_CHECKED)
     steps = Steps(session)
+    caches = Path(session.create_tmp())
     for capability in ("default", "avx2"):
         session.env["ATEN_CPU_CAPABILITY"] = capability
+        # Inductor's on-disk cache is not keyed by the capability: a kernel cached under another
+        # one (this machine's own, from ``tests``) aborts the process or computes wrong values
+        # (seen with avx2 and avx512). Each capability compiles into its own cache.
+        session.env["TORCHINDUCTOR_CACHE_DIR"] = str(caches / f"inductor-{capability}")
         also = " and not inductor" if capability == "default" else ""
         # Every slow test, then the compile tests that are not slow (the slow ones ran first).
         for part, marks, tests in (
