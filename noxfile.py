@@ -163,6 +163,9 @@ def tests(session: nox.Session) -> None:
     session.install(str(ROOT / "integration-tests" / "third_party_configs"))
     session.install("mypy>=1.10", "-r", str(ROOT / "docs" / "requirements.txt"))
     session.env["MPLBACKEND"] = "Agg"
+    # Inductor's own cache: kernels another process cached under another ATEN_CPU_CAPABILITY in
+    # the shared default one (/tmp/torchinductor_<user>) abort or compute wrong values here.
+    session.env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(session.create_tmp()) / "inductor")
     steps = Steps(session)
     for name in names:
         steps.run(name, *pytest_args(session, name, f"packages/{name}/tests"))
