@@ -115,6 +115,11 @@ def use_shared_torch(session: nox.Session) -> None:
     )
 
 
+def inductor_cache(session: nox.Session, capability: str) -> Path:
+    """An Inductor cache folder inside ``session``'s venv for kernels of ``capability``."""
+    return Path(session.virtualenv.location) / f"inductor-cache-{capability}"
+
+
 class Steps:
     """Runs a session's test steps to the end; :meth:`finish` fails naming every failed step.
 
@@ -165,7 +170,7 @@ def tests(session: nox.Session) -> None:
     session.env["MPLBACKEND"] = "Agg"
     # Inductor's own cache: kernels another process cached under another ATEN_CPU_CAPABILITY in
     # the shared default one (/tmp/torchinductor_<user>) abort or compute wrong values here.
-    session.env["TORCHINDUCTOR_CACHE_DIR"] = str(Path(session.create_tmp()) / "inductor")
+    session.env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache(session, "native"))
     steps = Steps(session)
     for name in names:
         steps.run(name, *pytest_args(session, name, f"packages/{name}/tests"))
@@ -206,13 +211,12 @@ def kernels(session: nox.Session) -> None:
     """
     install_distributions(session, KERNEL_CHECKED)
     steps = Steps(session)
-    caches = Path(session.create_tmp())
     for capability in ("default", "avx2"):
         session.env["ATEN_CPU_CAPABILITY"] = capability
         # Inductor's on-disk cache is not keyed by the capability: a kernel cached under another
         # one (this machine's own, from ``tests``) aborts the process or computes wrong values
         # (seen with avx2 and avx512). Each capability compiles into its own cache.
-        session.env["TORCHINDUCTOR_CACHE_DIR"] = str(caches / f"inductor-{capability}")
+        session.env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache(session, capability))
         also = " and not inductor" if capability == "default" else ""
         # Every slow test, then the compile tests that are not slow (the slow ones ran first).
         for part, marks, tests in (
