@@ -5,21 +5,32 @@ Distributions are discovered under ``packages/``. Sessions:
 - ``tests``: every distribution installed together (from its source tree, as a wheel would be),
   then each distribution's own tests, the all-installed integration tests (with the demo
   third-party config distribution integration-tests/third_party_configs installed), the docs
-  snippet tests and the strict docs build, in one venv.
+  snippet tests, mypy and the strict docs build, in one venv. Every step runs; the session fails
+  at the end naming each step that failed.
+- ``kernels``: the slow and compile tests of core, cl, hat and wsn again under torch's
+  ``default`` and ``avx2`` CPU kernel sets (``ATEN_CPU_CAPABILITY``).
 - ``isolation(core|cl|hat|wsn)``: per distribution, a fresh venv installed with the docs' own
   install line (it and its clarena siblings, with only what they declare): every module imports
   on its own, and core / core+cl show that imports stay light and missing pieces are named.
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
 - ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
+
+Every session that needs torch shares one install of it, ``.nox/shared-torch`` (torch and what
+torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build
+of torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the
+interpreter's global site-packages.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tomllib
 from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT / "integration-tests"))
@@ -27,6 +38,8 @@ import check_install_lines as install_lines  # noqa: E402
 
 PACKAGES = ROOT / "packages"
 REPORTS = ROOT / ".nox" / "reports"
+#: The one torch install every session's venv sees (see the module docstring).
+SHARED_TORCH = ROOT / ".nox" / "shared-torch"
 #: Install order respects the dependency direction core <- cl <- {hat, wsn} <- experiments.
 ORDER = [
     "clarena-backbones-core",
@@ -38,8 +51,11 @@ ORDER = [
 TEST_REQUIREMENTS = ["pytest>=8"]
 #: Packages `nox -s tests` type-checks with mypy (config: [tool.mypy] in pyproject.toml).
 TYPED_PACKAGES = ("clarena.backbones", "clarena.cl", "clarena.hat", "clarena.wsn")
+#: The strict docs build into site/. Run it with NO_MKDOCS_2_WARNING=1: it hides Material's
+#: end-of-life notice for MkDocs 2 (docs/requirements.txt says why we stay on 9.x).
+MKDOCS_BUILD = ("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
 
-nox.options.sessions = ["lint", "tests", "isolation", "build"]
+nox.options.sessions = ["lint", "tests", "kernels", "isolation", "build"]
 nox.options.error_on_missing_interpreters = True
 
 
@@ -52,10 +68,80 @@ def distributions() -> list[str]:
     return [name for name in ORDER if name in present]
 
 
+def project(name: str) -> dict:
+    """The ``[project]`` table of distribution ``name``'s pyproject.toml."""
+    return tomllib.loads((PACKAGES / name / "pyproject.toml").read_text())["project"]
+
+
 def test_extras(name: str) -> list[str]:
     """The ``test`` extra of distribution ``name`` (its test-only requirements)."""
-    project = tomllib.loads((PACKAGES / name / "pyproject.toml").read_text())["project"]
-    return project.get("optional-dependencies", {}).get("test", [])
+    return project(name).get("optional-dependencies", {}).get("test", [])
+
+
+def torch_requirement() -> str:
+    """The torch requirement the distributions declare (they must agree on one)."""
+    found = {
+        requirement
+        for name in distributions()
+        for requirement in project(name)["dependencies"]
+        if Requirement(requirement).name == "torch"
+    }
+    if len(found) != 1:
+        raise RuntimeError(f"noxfile: the distributions declare torch differently: {found}")
+    return found.pop()
+
+
+def use_shared_torch(session: nox.Session) -> None:
+    """Let ``session``'s venv import the shared torch install, installing it on first use.
+
+    ``pip install --target`` resolves from nothing, so the folder holds torch and its own
+    requirements only. A ``.pth`` file appends it to the venv's ``sys.path`` after the venv's
+    own site-packages: pip then counts torch as installed, and a requirement the venv installs
+    itself still wins.
+    """
+    requirement = torch_requirement()
+    stamp = SHARED_TORCH / ".requirement"
+    if not (stamp.exists() and stamp.read_text() == requirement):
+        shutil.rmtree(SHARED_TORCH, ignore_errors=True)
+        session.run_install(
+            "python", "-m", "pip", "install", "--target", str(SHARED_TORCH), requirement
+        )
+        stamp.write_text(requirement)
+    purelib = session.run_install(
+        "python", "-c", "import sysconfig; print(sysconfig.get_path('purelib'))", silent=True
+    )
+    (Path(str(purelib).strip()) / "clarena_shared_torch.pth").write_text(
+        f"import site; site.addsitedir({str(SHARED_TORCH)!r})\n"
+    )
+
+
+def inductor_cache(session: nox.Session, capability: str) -> Path:
+    """An Inductor cache folder inside ``session``'s venv for kernels of ``capability``."""
+    return Path(session.virtualenv.location) / f"inductor-cache-{capability}"
+
+
+class Steps:
+    """Runs a session's test steps to the end; :meth:`finish` fails naming every failed step.
+
+    nox stops a session at its first failing command, which would hide the results of every
+    package after it.
+    """
+
+    def __init__(self, session: nox.Session) -> None:
+        self.session = session
+        self.failed: list[str] = []
+
+    def run(self, label: str, *args: str) -> None:
+        """Run ``args`` in the session; record ``label`` when it fails."""
+        try:
+            self.session.run(*args)
+        except CommandFailed:
+            self.failed.append(label)
+
+    def finish(self) -> None:
+        """Fail the session when a step failed, naming them all."""
+        if self.failed:
+            self.session.error(f"{len(self.failed)} step(s) failed: {', '.join(self.failed)}")
 
 
 def pytest_args(session: nox.Session, report: str, *paths: str) -> list[str]:
@@ -64,29 +150,83 @@ def pytest_args(session: nox.Session, report: str, *paths: str) -> list[str]:
 
 
 def install_distributions(session: nox.Session, names: list[str]) -> None:
+    use_shared_torch(session)
     requirements = sorted({r for name in names for r in test_extras(name)} | set(TEST_REQUIREMENTS))
     session.install(*requirements, *(str(PACKAGES / name) for name in names))
 
 
 @nox.session(python="3.11")
 def tests(session: nox.Session) -> None:
-    """All distributions installed together: unit tests of each, integration tests, mypy."""
+    """All distributions installed together: unit tests of each, integration tests, mypy.
+
+    Every step runs even when an earlier one failed; the session then fails naming them all.
+    """
     names = distributions()
     install_distributions(session, names)
-    session.env["MPLBACKEND"] = "Agg"
-    for name in names:
-        session.run(*pytest_args(session, name, f"packages/{name}/tests"))
     # A third-party distribution adding config groups through its own search-path plugin
     # (integration-tests/third_party_configs); test_third_party_configs.py fails without it.
     session.install(str(ROOT / "integration-tests" / "third_party_configs"))
-    session.run(*pytest_args(session, "integration-all", "integration-tests/all_installed"))
-    session.run(*pytest_args(session, "docs-snippets", "docs/tests"))
+    session.install("mypy>=1.10", "-r", str(ROOT / "docs" / "requirements.txt"))
+    session.env["MPLBACKEND"] = "Agg"
+    # Inductor's own cache: kernels another process cached under another ATEN_CPU_CAPABILITY in
+    # the shared default one (/tmp/torchinductor_<user>) abort or compute wrong values here.
+    session.env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache(session, "native"))
+    steps = Steps(session)
+    for name in names:
+        steps.run(name, *pytest_args(session, name, f"packages/{name}/tests"))
+    steps.run(
+        "integration-tests/all_installed",
+        *pytest_args(session, "integration-all", "integration-tests/all_installed"),
+    )
+    steps.run("docs/tests", *pytest_args(session, "docs-snippets", "docs/tests"))
     # Type-check the installed libraries (each ships py.typed); config in pyproject.toml.
-    session.install("mypy>=1.10")
-    session.run("mypy", *(arg for package in TYPED_PACKAGES for arg in ("-p", package)))
+    steps.run("mypy", "mypy", *(arg for package in TYPED_PACKAGES for arg in ("-p", package)))
     # The strict docs build needs every distribution importable: build it here rather than pay
-    # for another multi-GB environment (``nox -s docs`` builds it alone).
-    build_docs(session)
+    # for another environment (``nox -s docs`` builds it alone).
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    steps.run("docs build", *MKDOCS_BUILD)
+    steps.finish()
+
+
+#: The distributions whose slow and compile tests ``kernels`` reruns under other kernel sets.
+KERNEL_CHECKED = [
+    "clarena-backbones-core",
+    "clarena-backbones-cl",
+    "clarena-hat",
+    "clarena-wsn",
+]
+
+
+@nox.session(python="3.11")
+def kernels(session: nox.Session) -> None:
+    """Slow and compile tests of core, cl, hat and wsn under the ``default`` and ``avx2`` kernels.
+
+    ``ATEN_CPU_CAPABILITY`` picks the vector kernels torch runs on a CPU, so results that only
+    hold on the developer's vector unit fail here, on one machine (``tests`` runs the machine's
+    own kernel set). Under ``default``, Inductor's generated C++ does not compile
+    (``CppCompileError: 'at::vec' has not been declared``, a torch limitation): there the tests
+    marked ``inductor`` are deselected and the eager and ``aot_eager`` ones run; ``avx2`` runs
+    them all, with an Inductor cache of their own. Extra pytest arguments
+    (``nox -s kernels -- -x``) reach every run.
+    """
+    install_distributions(session, KERNEL_CHECKED)
+    steps = Steps(session)
+    for capability in ("default", "avx2"):
+        session.env["ATEN_CPU_CAPABILITY"] = capability
+        # Inductor's on-disk cache is not keyed by the capability: a kernel cached under another
+        # one (this machine's own, from ``tests``) aborts the process or computes wrong values
+        # (seen with avx2 and avx512). Each capability compiles into its own cache.
+        session.env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache(session, capability))
+        also = " and not inductor" if capability == "default" else ""
+        # Every slow test, then the compile tests that are not slow (the slow ones ran first).
+        for part, marks, tests in (
+            ("slow", f"slow{also}", "tests"),
+            ("compile", f"not slow{also}", "tests/test_compile.py"),
+        ):
+            report = f"kernels-{capability}-{part}"
+            paths = [f"packages/{name}/{tests}" for name in KERNEL_CHECKED]
+            steps.run(report, *pytest_args(session, report, "-m", marks, *paths))
+    steps.finish()
 
 
 #: Distribution -> (session id, the integration-test folder run in its isolated venv or None).
@@ -109,6 +249,7 @@ def isolation(session: nox.Session, name: str) -> None:
     light, missing pieces are named). clarena-experiments is checked in ``tests``, which holds
     everything.
     """
+    use_shared_torch(session)
     session.install(*TEST_REQUIREMENTS)
     session.install(*install_lines.install_line(name))
     session.run("python", str(ROOT / "integration-tests" / "import_each_module.py"), name)
@@ -129,15 +270,9 @@ def lint(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site in strict mode: any warning (broken link, reference) fails."""
     install_distributions(session, distributions())
-    build_docs(session)
-
-
-def build_docs(session: nox.Session) -> None:
-    """Install the docs toolchain into ``session`` and build the site strictly into site/."""
     session.install("-r", str(ROOT / "docs" / "requirements.txt"))
-    # Material's end-of-life notice for MkDocs 2 (docs/requirements.txt says why we stay on 9.x).
     session.env["NO_MKDOCS_2_WARNING"] = "1"
-    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+    session.run(*MKDOCS_BUILD)
 
 
 @nox.session(python="3.11")

@@ -209,6 +209,7 @@ ONE_SAMPLE = 1 / 359 + 1e-12
 
 
 @pytest.mark.slow
+@pytest.mark.inductor
 def test_compiled_digits_run_equals_the_eager_run(digits_runs: dict[str, dict]) -> None:
     eager, compiled = digits_runs["eager"], digits_runs["compiled"]
     assert len(compiled["rows"]) == len(eager["rows"]) == 2
@@ -227,6 +228,7 @@ def test_compiled_digits_run_equals_the_eager_run(digits_runs: dict[str, dict]) 
 
 
 @pytest.mark.slow
+@pytest.mark.inductor
 def test_a_compiled_runs_model_file_evaluates_eagerly(
     digits_runs: dict[str, dict], run_clarena: Callable[..., Path]
 ) -> None:
@@ -245,6 +247,7 @@ def test_a_compiled_runs_model_file_evaluates_eagerly(
 
 
 @pytest.mark.slow
+@pytest.mark.inductor
 @_needs_compile_override(CLMLP)
 def test_the_compiled_digits_run_does_not_recompile_for_task_2(
     digits_runs: dict[str, dict],

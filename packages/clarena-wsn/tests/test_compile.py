@@ -38,6 +38,9 @@ def run_tasks(
         if exact:
             assert torch.equal(a, b)
         else:
+            # Inductor's fused kernels sum float32 values in another order (a few units in the
+            # last place per value; gradients add 3 batches). No optimiser step runs, so nothing
+            # compounds. Measured with AVX2 kernels: at most 6% of this tolerance.
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
     graphs: dict[tuple[int, str], int] = {}
@@ -113,6 +116,7 @@ def test_compiled_backbone_keeps_its_state_dict_and_copies_run_eager() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.inductor
 def test_mlp_inductor_close_to_eager_with_equal_masks() -> None:
     counter = CompileCounterWithBackend("inductor")
     inputs = [torch.randn(8, 20, generator=torch.Generator().manual_seed(i)) for i in range(3)]
