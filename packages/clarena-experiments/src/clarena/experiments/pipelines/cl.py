@@ -19,9 +19,7 @@ from clarena.experiments.data import CLDataModule
 from clarena.experiments.data.sequences import PermutedSequence, RotatedSequence, SplitSequence
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
-    check_model_kind,
     choose_batch_norm_statistics,
-    load_checkpoint,
     log_every_epoch,
     make_trainer,
     output_dir,
@@ -32,8 +30,7 @@ from clarena.experiments.pipelines.common import (
     seed,
 )
 from clarena.experiments.pipelines.evaluation import (
-    announce_data,
-    evaluation_config,
+    open_model_file,
     weights_budget,
 )
 from clarena.experiments.resume import (
@@ -46,7 +43,6 @@ from clarena.experiments.resume import (
 )
 from clarena.experiments.safe_config import TRUST_KEY, checked_config, config_targets
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
-from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -389,19 +385,7 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     require(cfg, "model_path", "trainer")
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
-    checkpoint = load_checkpoint(cfg.model_path)
-    check_model_kind(checkpoint["config"], "CL_MAIN_EXPR", cfg.model_path)
-    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
-    saved = adapt_config(
-        checked_config(
-            checkpoint["config"],
-            f"model_path '{cfg.model_path}'",
-            trust=config_bool(cfg, TRUST_KEY),
-        )
-    )
-    saved = evaluation_config(saved, cfg)
-    seed(saved)
-    announce_data(saved, str(cfg.model_path))
+    checkpoint, saved = open_model_file(cfg, "CL_MAIN_EXPR")
     datamodule: CLDataModule = instantiate(saved.cl_dataset)
     trained = [int(t) for t in checkpoint["trained_tasks"]]
     with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):

@@ -28,7 +28,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
+from clarena.experiments.booleans import config_bool
 from clarena.experiments.errors import ModelFileError, PipelineConfigError
+from clarena.experiments.pipelines.common import check_model_kind, load_checkpoint, seed
+from clarena.experiments.safe_config import TRUST_KEY, checked_config
+from clarena.experiments.upstream.adapter import adapt_config
 
 #: Config sections holding a dataset (one of them per pipeline).
 DATASET_SECTIONS: tuple[str, ...] = ("cl_dataset", "mtl_dataset", "stl_dataset")
@@ -37,6 +41,29 @@ DATASET_SECTIONS: tuple[str, ...] = ("cl_dataset", "mtl_dataset", "stl_dataset")
 DEFAULT_DATA_ROOT = "data"
 
 log = logging.getLogger(__name__)
+
+
+def open_model_file(cfg: DictConfig, pipeline: str) -> tuple[dict[str, Any], DictConfig]:
+    """Load ``cfg.model_path`` for an evaluation of a ``pipeline`` model; seed from its config.
+
+    The file's checksum is verified, its kind must be ``pipeline``'s, its config passes the
+    allowlist (unless ``trust_model_file=true``), upstream CLArena's names in it become clarena's,
+    and the data location and resources are the user's (:func:`evaluation_config`). The run
+    prints which data it evaluates on.
+
+    Returns:
+        The loaded checkpoint and the config to build the model and its data from.
+    """
+    checkpoint = load_checkpoint(cfg.model_path)
+    check_model_kind(checkpoint["config"], pipeline, cfg.model_path)
+    source = f"model_path '{cfg.model_path}'"
+    saved = adapt_config(
+        checked_config(checkpoint["config"], source, trust=config_bool(cfg, TRUST_KEY))
+    )
+    saved = evaluation_config(saved, cfg)
+    seed(saved)
+    announce_data(saved, str(cfg.model_path))
+    return checkpoint, saved
 
 
 def evaluation_config(saved: DictConfig, cfg: DictConfig) -> DictConfig:

@@ -14,9 +14,7 @@ from clarena.experiments import config_checks, results
 from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import MTLDataModule, STLDataModule
 from clarena.experiments.pipelines.common import (
-    check_model_kind,
     choose_batch_norm_statistics,
-    load_checkpoint,
     log_every_epoch,
     make_trainer,
     output_dir,
@@ -27,13 +25,10 @@ from clarena.experiments.pipelines.common import (
     seed,
 )
 from clarena.experiments.pipelines.evaluation import (
-    announce_data,
-    evaluation_config,
+    open_model_file,
     weights_budget,
 )
-from clarena.experiments.safe_config import TRUST_KEY, checked_config
 from clarena.experiments.scaleout import full_test_loader
-from clarena.experiments.upstream.adapter import adapt_config
 
 log = logging.getLogger(__name__)
 
@@ -164,19 +159,7 @@ def _run_evaluation(cfg: DictConfig, mtl: bool) -> dict[int, float]:
     require(cfg, "model_path", "trainer")
     config_checks.check_experiment_config(cfg)
     run_dir = output_dir(cfg)
-    checkpoint = load_checkpoint(cfg.model_path)
-    check_model_kind(checkpoint["config"], "MTL_EXPR" if mtl else "STL_EXPR", cfg.model_path)
-    # A file whose config names upstream CLArena's classes builds clarena's (their aliases).
-    saved = adapt_config(
-        checked_config(
-            checkpoint["config"],
-            f"model_path '{cfg.model_path}'",
-            trust=config_bool(cfg, TRUST_KEY),
-        )
-    )
-    saved = evaluation_config(saved, cfg)
-    seed(saved)
-    announce_data(saved, str(cfg.model_path))
+    checkpoint, saved = open_model_file(cfg, "MTL_EXPR" if mtl else "STL_EXPR")
     datamodule = instantiate(saved[f"{kind}_dataset"])
     with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
         algorithm = (
