@@ -16,6 +16,7 @@ from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
 from clarena.cl.mask_store import TaskMaskStore
 from clarena.cl.masked import MaskedBackbone
+from clarena.cl.method import MaskMethod, available_mask_methods, resolve_mask_method
 from clarena.cl.mlp import CLMLP
 from clarena.cl.optim import check_optimizer
 from clarena.cl.state import create_saved_children
@@ -54,10 +55,12 @@ __all__ = [
     "HeadsCIL",
     "HeadsMTL",
     "HeadsTIL",
+    "MaskMethod",
     "MaskedBackbone",
     "TaskBatchNorm",
     "TaskMaskStore",
     "__version__",
+    "available_mask_methods",
     "check_optimizer",
     "check_task_id",
     "create_saved_children",
@@ -66,6 +69,7 @@ __all__ = [
     "output_layer_names",
     "pack_bits",
     "resolve_batch_norm_mode",
+    "resolve_mask_method",
     "select_task_batch_norm",
     "unpack_bits",
 ]

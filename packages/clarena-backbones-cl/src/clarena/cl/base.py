@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from clarena.backbones import Backbone
-from clarena.backbones.base import check_stage
+from clarena.backbones.base import check_no_step_arguments, check_stage
+from clarena.backbones.output import BackboneOutput
 from clarena.cl import layer_graph
+
+if TYPE_CHECKING:
+    from clarena.cl.method import MaskMethod
+
+_Backbone = TypeVar("_Backbone", bound="CLBackbone")
 
 
 class CLBackbone(Backbone):
@@ -18,9 +24,16 @@ class CLBackbone(Backbone):
     parameters between tasks; subclasses (HAT, WSN) keep per-task state. The task bookkeeping is
     part of ``state_dict()`` so a reloaded model knows which tasks it has seen.
 
+    A mask method (:class:`~clarena.cl.MaskMethod`: HAT, WSN, ...) is attached with
+    :meth:`attach`; the backbone then routes its layer hooks, task set-up and forward pass through
+    it.
+
     Args:
         output_dim: number of features in the output feature.
     """
+
+    #: The attached mask method, or ``None`` for a backbone shared by all tasks.
+    mask_method: MaskMethod | None = None
 
     def __init__(self, output_dim: int) -> None:
         Backbone.__init__(self, output_dim)
@@ -38,8 +51,45 @@ class CLBackbone(Backbone):
             ValueError: ``task_id`` is below 1.
         """
         self.task_id = check_task_id(task_id, type(self).__name__)
-        if task_id not in self.processed_task_ids:
+        is_new = task_id not in self.processed_task_ids
+        if is_new:
             self.processed_task_ids.append(task_id)
+        if self.mask_method is not None:
+            self.mask_method.setup_task(task_id, is_new)
+
+    def attach(self: _Backbone, method: MaskMethod) -> _Backbone:
+        """Attach mask method ``method`` (before any task is set up); returns the backbone.
+
+        Raises:
+            RuntimeError: a method is already attached, or a task has been set up.
+            TypeError: a weighted layer ``method`` cannot cover (see :meth:`MaskMethod.attach`).
+        """
+        owner = type(self).__name__
+        if self.mask_method is not None:
+            raise RuntimeError(
+                f"{owner} already has {type(self.mask_method).__name__} attached; a backbone "
+                f"carries one mask method."
+            )
+        if self.processed_task_ids:
+            raise RuntimeError(
+                f"{owner}: attach a mask method before the first setup_task_id; tasks "
+                f"{self.processed_task_ids} were already set up without it."
+            )
+        method.attach(self)
+        self.mask_method = method
+        return self
+
+    def layer_forward(self, layer_name: str, layer: nn.Module, input: Tensor) -> Tensor:
+        """Run weighted layer ``layer`` on ``input``, through the attached method if any."""
+        if self.mask_method is None:
+            return layer(input)
+        return self.mask_method.layer_forward(layer_name, layer, input)
+
+    def unit_gate(self, layer_name: str, hidden: Tensor) -> Tensor:
+        """Gate ``layer_name``'s unit outputs, through the attached method if any."""
+        if self.mask_method is None:
+            return hidden
+        return self.mask_method.unit_gate(layer_name, hidden)
 
     def check_task_id_ready(self, task_id: int | None = None) -> int:
         """Return the task to run: ``task_id`` if given, else the current task.
@@ -64,8 +114,8 @@ class CLBackbone(Backbone):
         return task_id
 
     def forward(
-        self, input: Tensor, stage: str | None = None, task_id: int | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+        self, input: Tensor, stage: str | None = None, task_id: int | None = None, **step: Any
+    ) -> BackboneOutput:
         """Extract features for the current task (or ``task_id``).
 
         Args:
@@ -73,14 +123,19 @@ class CLBackbone(Backbone):
             stage: ``'train'``, ``'validation'`` or ``'test'``.
             task_id: the task the batch belongs to; ``None`` means the current task. Shared
                 backbones compute the same function for every task.
+            step: the attached mask method's step arguments (none without a method).
 
         Returns:
-            ``(feature, activations)``: ``(batch, output_dim)`` feature and each weighted layer's
-            hidden output.
+            A :class:`~clarena.backbones.output.BackboneOutput` (``(batch, output_dim)`` feature,
+            each weighted layer's hidden output, and what the method adds); it unpacks as the
+            published API's tuple.
         """
+        if self.mask_method is not None:
+            return self.mask_method.forward(input, stage, task_id, step)
         check_stage(stage, type(self).__name__)
+        check_no_step_arguments(step, type(self).__name__)
         self.check_task_id_ready(task_id)
-        return self._run_features(input)
+        return BackboneOutput(*self._run_features(input))
 
     def output_layer_names(self, layer_name: str) -> tuple[str, ...]:
         """Weighted layers that read the unit outputs of ``layer_name``; empty if only heads do.

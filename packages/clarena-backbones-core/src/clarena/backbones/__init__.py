@@ -16,6 +16,7 @@ from clarena.backbones._arguments import extends_arguments
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
 from clarena.backbones.mlp import MLP
+from clarena.backbones.output import BackboneOutput
 from clarena.backbones.registry import (
     BackboneNotInstalledError,
     available_backbones,
@@ -37,6 +38,7 @@ __all__ = [
     "MLP",
     "Backbone",
     "BackboneNotInstalledError",
+    "BackboneOutput",
     "ResNet",
     "ResNet18",
     "ResNet34",

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from clarena.backbones._arguments import check_constructor_arguments
+from clarena.backbones.output import BackboneOutput
 
 #: The stages a backbone can run in. ``None`` means "no stage-specific behaviour".
 STAGES: tuple[str, ...] = ("train", "validation", "test")
@@ -119,20 +120,27 @@ class Backbone(nn.Module, ABC):
         """
         return hidden
 
-    def forward(self, input: Tensor, stage: str | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, input: Tensor, stage: str | None = None, **step: Any) -> BackboneOutput:
         """Extract features.
 
         Args:
             input: a batch of inputs; the expected shape is given by the subclass.
             stage: ``'train'``, ``'validation'``, ``'test'`` or ``None``. Plain backbones behave
                 the same in every stage (dropout and batch norm follow ``train()``/``eval()``).
+            step: step arguments of an attached mask method (see :class:`clarena.cl.MaskMethod`);
+                a plain backbone takes none.
 
         Returns:
-            ``(feature, activations)``: the ``(batch, output_dim)`` feature and a dict mapping each
-            weighted layer name to its hidden output.
+            A :class:`~clarena.backbones.output.BackboneOutput`: the ``(batch, output_dim)``
+            feature and a dict mapping each weighted layer name to its hidden output. It unpacks
+            as ``feature, activations = backbone(input)``.
+
+        Raises:
+            TypeError: a step argument was given.
         """
         check_stage(stage, type(self).__name__)
-        return self._run_features(input)
+        check_no_step_arguments(step, type(self).__name__)
+        return BackboneOutput(*self._run_features(input))
 
     def compile(self, *args: Any, **options: Any) -> None:
         """Compile the backbone in place: ``torch.compile(**options)`` of its tensor computation.
@@ -168,6 +176,16 @@ def check_stage(stage: str | None, owner: str, required: bool = False) -> None:
         return
     allowed = ", ".join(repr(s) for s in STAGES) + ("" if required else " (or None)")
     raise ValueError(f"{owner}: stage must be one of {allowed}; got {stage!r}.")
+
+
+def check_no_step_arguments(step: dict[str, Any], owner: str) -> None:
+    """Raise ``TypeError`` naming the step arguments in ``step``: only mask methods take them."""
+    if step:
+        raise TypeError(
+            f"{owner}.forward got step arguments {', '.join(sorted(step))}, which only a backbone "
+            f"with a mask method attached takes (HAT: s_max, batch_idx, num_batches, "
+            f"test_task_id; WSN: mask_percentage, test_task_id)."
+        )
 
 
 def check_batch(input: Tensor, owner: str) -> None:

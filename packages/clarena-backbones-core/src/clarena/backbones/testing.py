@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from clarena.backbones.base import Backbone
+from clarena.backbones.output import BackboneOutput
 
 #: Modules whose parameters are normalisation statistics' affine terms, not weighted layers.
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -45,8 +46,8 @@ class BackboneContract:
         """Return an input batch (batch size at least 2) the backbone accepts."""
         raise NotImplementedError(f"{type(self).__name__} must implement example_input()")
 
-    def forward(self, backbone: Backbone, input: Tensor) -> tuple[Any, ...]:
-        """Run ``backbone`` on ``input``; return a tuple ``(feature, ..., activations)``."""
+    def forward(self, backbone: Backbone, input: Tensor) -> BackboneOutput:
+        """Run ``backbone`` on ``input`` in the test stage; return its output."""
         return backbone(input, stage="test")
 
     @pytest.fixture
@@ -59,8 +60,10 @@ class BackboneContract:
         backbone.eval()
         with torch.no_grad():
             result = self.forward(backbone, input)
-        assert isinstance(result, tuple), f"forward returned {type(result).__name__}, not a tuple"
-        return input, result[0], result[-1]
+        assert isinstance(result, BackboneOutput), (
+            f"forward returned {type(result).__name__}, not a BackboneOutput"
+        )
+        return input, result.feature, result.activations
 
     def test_feature_shape_is_batch_by_output_dim(self, backbone, outputs):
         input, feature, _ = outputs
