@@ -50,8 +50,11 @@ class UpdateSpaceProtection:
 
     def __init__(self, factors: Mapping[nn.Parameter, Tensor]) -> None:
         self._parameters: list[nn.Parameter] = []
-        self._factors: list[Tensor] = []
-        self._hard: list[bool] = []
+        #: Per parameter: ``None`` for a hard factor, else the soft factor ``f``.
+        self._soft: list[Tensor | None] = []
+        #: Per parameter: where it is free to move (``f == 1``) and where it is frozen (``f == 0``).
+        self._free: list[Tensor] = []
+        self._frozen: list[Tensor] = []
         for parameter, factor in factors.items():
             try:
                 fits = torch.broadcast_shapes(factor.shape, parameter.shape) == parameter.shape
@@ -62,13 +65,19 @@ class UpdateSpaceProtection:
                     f"UpdateSpaceProtection: a factor of shape {tuple(factor.shape)} does not "
                     f"broadcast to its parameter's shape {tuple(parameter.shape)}."
                 )
-            hard = factor.dtype == torch.bool or bool(((factor == 0) | (factor == 1)).all())
+            factor = factor.to(device=parameter.device)
             if factor.dtype == torch.bool:
-                factor = factor.to(parameter.dtype)
+                free, frozen = factor, ~factor
+            else:
+                free, frozen = factor == 1, factor == 0
+            hard = bool((free | frozen).all())
             self._parameters.append(parameter)
-            self._factors.append(factor.to(device=parameter.device))
-            self._hard.append(hard)
-        self._before: list[Tensor] | None = None
+            self._free.append(free.expand(parameter.shape))
+            self._frozen.append(frozen.expand(parameter.shape))
+            self._soft.append(None if hard else factor.to(parameter.dtype).expand(parameter.shape))
+        #: The protected parameters' values before the step; allocated once, on first use.
+        self._before: list[Tensor] = []
+        self._armed = False
 
     @property
     def parameters(self) -> list[nn.Parameter]:
@@ -78,7 +87,11 @@ class UpdateSpaceProtection:
     def before_step(self) -> None:
         """Remember the protected parameters' values (call right before ``optimizer.step()``)."""
         with torch.no_grad():
-            self._before = [parameter.detach().clone() for parameter in self._parameters]
+            if len(self._before) != len(self._parameters):
+                self._before = [torch.empty_like(p) for p in self._parameters]
+            if self._parameters:
+                torch._foreach_copy_(self._before, [p.detach() for p in self._parameters])
+        self._armed = True
 
     def after_step(self) -> None:
         """Replace each protected parameter's step by ``f`` times it (right after the step).
@@ -86,24 +99,23 @@ class UpdateSpaceProtection:
         Raises:
             RuntimeError: :meth:`before_step` was not called for this step.
         """
-        if self._before is None:
+        if not self._armed:
             raise RuntimeError(
                 "UpdateSpaceProtection.after_step() needs before_step() right before the "
                 "optimiser step."
             )
-        before, self._before = self._before, None
+        self._armed = False
         with torch.no_grad():
-            for parameter, old, factor, hard in zip(
-                self._parameters, before, self._factors, self._hard, strict=True
+            for parameter, old, free, frozen, soft in zip(
+                self._parameters, self._before, self._free, self._frozen, self._soft, strict=True
             ):
                 new = parameter.detach()
-                if hard:
-                    parameter.copy_(torch.where(factor == 0, old, new))
+                if soft is None:
+                    # Written in place: where() reads each element before writing it.
+                    torch.where(free, new, old, out=new)
                 else:
-                    scaled = torch.addcmul(old, factor, new - old)
-                    parameter.copy_(
-                        torch.where(factor == 0, old, torch.where(factor == 1, new, scaled))
-                    )
+                    scaled = torch.addcmul(old, soft, new - old)
+                    new.copy_(torch.where(frozen, old, torch.where(free, new, scaled)))
 
     def extra_bytes(self) -> int:
         """Bytes of the copy :meth:`before_step` keeps: one copy of the protected parameters."""
