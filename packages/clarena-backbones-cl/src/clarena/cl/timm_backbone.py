@@ -35,3 +35,8 @@ class CLTimmBackbone(CLBackbone, TimmBackbone):
             **timm_kwargs,
         )
         self._init_task_state()
+
+    def feature_layer_names(self) -> tuple[str, ...]:
+        """Weighted layers whose unit outputs reach the feature (from the trace): ``proj`` when
+        there is one."""
+        return TimmBackbone.feature_layer_names(self)
