@@ -57,7 +57,7 @@ def test_target_resolves_through_the_registry():
 
 
 def test_feature_is_timms_own_forward_bit_for_bit(built):
-    name, backbone, reference, images = built
+    _, backbone, reference, images = built
     backbone.eval()
     reference.eval()
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_feature_is_timms_own_forward_bit_for_bit(built):
 
 
 def test_training_forward_and_batch_statistics_match_timm(built):
-    name, backbone, reference, images = built
+    _, backbone, reference, images = built
     backbone = copy.deepcopy(backbone).train()
     reference = copy.deepcopy(reference).train()
     torch.manual_seed(1)
@@ -83,12 +83,12 @@ def test_training_forward_and_batch_statistics_match_timm(built):
 
 
 def test_state_dict_keys_are_timms(built):
-    name, backbone, reference, _ = built
+    _, backbone, reference, _ = built
     assert list(backbone.state_dict()) == list(reference.state_dict())
 
 
 def test_weighted_layers_are_every_linear_and_convolution_in_forward_order(built):
-    name, backbone, reference, images = built
+    _, backbone, reference, images = built
     order: list[str] = []
     handles = [
         module.register_forward_hook(
@@ -114,7 +114,9 @@ def test_every_trainable_parameter_is_in_a_layer_or_listed_uncovered(built):
     name, backbone, _, _ = built
     owned: dict[int, str] = {}
     for layer_name in backbone.weighted_layer_names:
-        owned.update(dict.fromkeys(map(id, backbone.get_layer_by_name(layer_name).parameters()), "w"))
+        owned.update(
+            dict.fromkeys(map(id, backbone.get_layer_by_name(layer_name).parameters()), "w")
+        )
     for norm_name in backbone.normalization_layer_names:
         norm = backbone.get_submodule(norm_name.replace("/", "."))
         assert isinstance(norm, normalization_types())
@@ -205,7 +207,7 @@ def test_pretrained_tags_and_missing_files():
     assert _pretrained_tag("convnext_atto", "convnext_atto.d2_in1k") == "convnext_atto.d2_in1k"
     with pytest.raises(ValueError, match="another model"):
         _pretrained_tag("convnext_atto", "resnet18.a1_in1k")
-    with pytest.raises(FileNotFoundError, match="no checkpoint file at 'missing.pth'"):
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint file at 'missing\.pth'"):
         _pretrained_tag("convnext_atto", "missing.pth")
 
 
@@ -225,7 +227,8 @@ def test_projection_is_the_last_weighted_layer_and_extra_state_key():
     assert backbone.input_layer_names("proj") == residual
     assert backbone.feature_layer_names() == ("proj",)
     feature, activations = backbone(torch.randn(2, 3, 32, 32), stage="test")
-    assert feature.shape == (2, 16) and activations["proj"].shape == (2, 16)
+    assert feature.shape == (2, 16)
+    assert activations["proj"].shape == (2, 16)
     # A linear layer on tokens reaches unit_gate (and the activations) as (batch, units, tokens).
     assert activations["blocks/0/attn/qkv"].shape == (2, 576, 5)
 
@@ -242,11 +245,11 @@ def test_input_shape_errors_name_the_expected_shape():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ValueError, match="timm has no model 'convnext_attto'.*convnext_atto"):
+    with pytest.raises(ValueError, match=r"timm has no model 'convnext_attto'.*convnext_atto"):
         TimmBackbone("convnext_attto")
-    with pytest.raises(TypeError, match="'ouput_dim'. Did you mean 'output_dim'"):
+    with pytest.raises(TypeError, match=r"'ouput_dim'\. Did you mean 'output_dim'"):
         TimmBackbone("resnet10t", ouput_dim=8)
-    with pytest.raises(TypeError, match="does not take the arguments given.*not_an_argument"):
+    with pytest.raises(TypeError, match=r"does not take the arguments given.*not_an_argument"):
         TimmBackbone("resnet10t", not_an_argument=1)
 
 

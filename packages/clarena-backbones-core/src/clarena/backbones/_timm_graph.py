@@ -9,6 +9,7 @@ normalisation directly consumes a layer's output (where its unit gate goes). tim
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -48,12 +49,14 @@ def normalization_types() -> tuple[type[nn.Module], ...]:
 
 def units(layer: nn.Module) -> int:
     """Output units of a weighted layer (``out_features`` / ``out_channels``)."""
-    return int(getattr(layer, "out_features", None) or layer.out_channels)
+    width: Any = getattr(layer, "out_features", None) or layer.out_channels
+    return int(width)
 
 
 def input_width(layer: nn.Module) -> int:
     """Input channels of a weighted layer (``in_features`` / ``in_channels``)."""
-    return int(getattr(layer, "in_features", None) or layer.in_channels)
+    width: Any = getattr(layer, "in_features", None) or layer.in_channels
+    return int(width)
 
 
 def norm_width(norm: nn.Module) -> int | None:
@@ -104,7 +107,9 @@ class _Tracer(fx.Tracer):
     def __init__(self) -> None:
         from timm.layers import get_notrace_functions, get_notrace_modules
 
-        super().__init__(autowrap_functions=tuple(f for f in get_notrace_functions() if callable(f)))
+        super().__init__(
+            autowrap_functions=tuple(f for f in get_notrace_functions() if callable(f))
+        )
         self._opaque = tuple(get_notrace_modules())
         self._norms = normalization_types()
 
@@ -128,7 +133,9 @@ def analyse(model: nn.Module) -> LayerGraph:
         message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         result = LayerGraph(order=weighted, error=message)
         result.inputs = {path: () for path in weighted}
-        result.notes = {path: f"torch.fx could not trace the model ({message})" for path in weighted}
+        result.notes = {
+            path: f"torch.fx could not trace the model ({message})" for path in weighted
+        }
         return result
 
     result = LayerGraph()

@@ -11,7 +11,6 @@ class, sharing its parameter, buffer and child dictionaries.
 from __future__ import annotations
 
 import copy
-import functools
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -77,10 +76,17 @@ _KINDS: dict[str, type[_Routed]] = {
 }
 
 
-@functools.cache
+_CLASSES: dict[tuple[str, type[nn.Module]], type[nn.Module]] = {}
+
+
 def routed_class(kind: str, base: type[nn.Module]) -> type[nn.Module]:
-    """The class ``kind`` (``'RoutedLayer'``, ``'GatedNorm'``, ``'GatedDrop'``) over ``base``."""
-    return type(f"{kind}[{base.__name__}]", (_KINDS[kind], base), {"__module__": __name__})
+    """The class ``kind`` (``'RoutedLayer'``, ``'GatedNorm'``, ``'GatedDrop'``) over ``base``;
+    one class per pair, so every routed ``Conv2d`` shares one class (and one compiled code)."""
+    key = (kind, base)
+    if key not in _CLASSES:
+        name = f"{kind}[{base.__name__}]"
+        _CLASSES[key] = type(name, (_KINDS[kind], base), {"__module__": __name__})
+    return _CLASSES[key]
 
 
 def _rebuild(kind: str, base: type[nn.Module]) -> nn.Module:

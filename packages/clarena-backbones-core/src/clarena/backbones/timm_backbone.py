@@ -78,7 +78,8 @@ class TimmBackbone(Backbone):
         _check_own_argument_spelling(owner, timm_kwargs)
         tag = _pretrained_tag(model_name, pretrained_weights)
         model = _create_model(owner, model_name, tag, img_size, in_chans, timm_kwargs)
-        width = int(getattr(model, "head_hidden_size", None) or model.num_features)
+        feature_width: Any = getattr(model, "head_hidden_size", None) or model.num_features
+        width = int(feature_width)
         Backbone.__init__(self, width if output_dim is None else output_dim)
         if "proj" in model._modules or "proj" in model._parameters:
             raise ValueError(f"{owner}: timm model '{model_name}' has a top-level 'proj' already.")
@@ -298,7 +299,8 @@ def _load_local_checkpoint(
     backbone: TimmBackbone, model: nn.Module, source: str | os.PathLike[str]
 ) -> None:
     """Load a timm-named state dict into the timm model, strictly; classifier keys dropped."""
-    classifier = model.pretrained_cfg.get("classifier") or ()
+    config: Any = getattr(model, "pretrained_cfg", None) or {}
+    classifier = config.get("classifier") or ()
     classifiers = (classifier,) if isinstance(classifier, str) else tuple(classifier)
     own = model.state_dict()
     state = {
