@@ -40,8 +40,9 @@ class TimmBackbone(Backbone):
     between the norm and its activation, also inside timm's ``BatchNormAct2d``), otherwise on the
     layer's output. ``unit_gate`` always receives the units in dimension 1: ``(batch, units)``,
     ``(batch, units, height, width)`` or, for a linear layer on tokens, ``(batch, units,
-    tokens)``. The activations the forward pass returns are these gated unit outputs, in that
-    layout.
+    tokens)``. The activations the forward pass returns are the tensors the gates return, in
+    that layout; an in-place activation that follows (timm's ``ReLU(inplace=True)``) shows in
+    them, so they are post-activation there and pre-activation elsewhere.
 
     The layer graph (:meth:`input_layer_names`, where each gate goes) comes from a ``torch.fx``
     trace of the timm model; :attr:`trace_error` says why when a model cannot be traced and
