@@ -151,6 +151,11 @@ def test_layer_graph_of_residual_and_attention_networks(built):
         # Squeeze-excitation multiplies conv_dw's units by conv_expand's.
         assert inputs("blocks/0/0/conv_pw") == ("blocks/0/0/conv_dw", "blocks/0/0/se/conv_expand")
         assert inputs("blocks/0/0/se/conv_reduce") == ("blocks/0/0/conv_dw",)
+    elif name == "edgenext_xx_small":
+        # Fourier position encoding is a module timm marks untraceable.
+        notes = backbone.layer_graph_notes()
+        assert "cannot enter" in notes["stages/1/blocks/1/pos_embd/token_projection"]
+        assert inputs("stages/1/blocks/1/pos_embd/token_projection") == ()
     elif name == "convnext_atto":
         assert inputs("stages/0/blocks/0/mlp/fc1") == ("stages/0/blocks/0/conv_dw",)
         assert inputs("stages/0/blocks/0/conv_dw") == ("stem/0",)
@@ -288,3 +293,27 @@ def test_compile_is_bit_identical_with_aot_eager():
     assert set(compiled.activations) == set(expected.activations)
     for name, activation in expected.activations.items():
         assert torch.equal(compiled.activations[name], activation), name
+
+
+def test_an_untraceable_model_says_so_and_still_runs_timms_forward(monkeypatch):
+    from clarena.backbones import _timm_graph
+
+    def refuse(self, root, concrete_args=None):
+        raise RuntimeError("symbolically traced variables cannot be used as inputs to control flow")
+
+    monkeypatch.setattr(_timm_graph._Tracer, "trace", refuse)
+    torch.manual_seed(0)
+    backbone = TimmBackbone("resnet10t").eval()
+    assert backbone.trace_error is not None
+    assert "cannot be used as inputs to control flow" in backbone.trace_error
+    modules = [p for p, m in backbone.named_modules() if isinstance(m, nn.Conv2d)]
+    assert backbone.weighted_layer_names == [p.replace(".", "/") for p in modules]
+    notes = backbone.layer_graph_notes()
+    assert set(notes) == set(backbone.weighted_layer_names)
+    assert all("torch.fx could not trace the model" in note for note in notes.values())
+    assert all(backbone.input_layer_names(n) == () for n in backbone.weighted_layer_names)
+    reference = timm.create_model("resnet10t", num_classes=0).eval()
+    reference.load_state_dict(backbone.state_dict())
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(backbone(images).feature, reference(images))

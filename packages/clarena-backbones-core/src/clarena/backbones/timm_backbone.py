@@ -45,8 +45,10 @@ class TimmBackbone(Backbone):
     them, so they are post-activation there and pre-activation elsewhere.
 
     The layer graph (:meth:`input_layer_names`, where each gate goes) comes from a ``torch.fx``
-    trace of the timm model; :attr:`trace_error` says why when a model cannot be traced and
-    :meth:`layer_graph_notes` lists the layers whose inputs the trace could not map.
+    trace of the timm model; :attr:`trace_error` says why when a model cannot be traced (its
+    weighted layers are then listed in module order, with no input layers, and every gate sits on
+    its layer's output) and :meth:`layer_graph_notes` lists the layers whose inputs the trace
+    could not map.
 
     Args:
         model_name: a timm model name (``timm.list_models()``): ``vit_tiny_patch16_224``,
