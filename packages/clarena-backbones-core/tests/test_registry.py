@@ -13,7 +13,16 @@ from omegaconf import OmegaConf
 import clarena.backbones
 from clarena.backbones import Backbone, BackboneNotInstalledError, registry, resolve_backbone
 
-CORE_NAMES = ["MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152"]
+CORE_NAMES = [
+    "MLP",
+    "ResNet18",
+    "ResNet34",
+    "ResNet50",
+    "ResNet52",
+    "ResNet101",
+    "ResNet152",
+    "TimmBackbone",
+]
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ KNOWN_BACKBONES: dict[str, str] = {
     prefix + suffix: distribution
     for prefix, distribution in _PREFIX_DISTRIBUTIONS.items()
     for suffix in _FAMILY_SUFFIXES
-}
+} | {"TimmBackbone": "clarena-backbones-core", "CLTimmBackbone": "clarena-backbones-cl"}
 
 
 class BackboneNotInstalledError(ClarenaError, ImportError):

@@ -1,0 +1,42 @@
+"""Any timm model as a continual-learning backbone."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from clarena.backbones.timm_backbone import TimmBackbone
+from clarena.cl.base import CLBackbone
+
+
+class CLTimmBackbone(CLBackbone, TimmBackbone):
+    """:class:`~clarena.backbones.timm_backbone.TimmBackbone` shared across tasks, with the task
+    bookkeeping of :class:`~clarena.cl.CLBackbone`; a mask method attaches with
+    :meth:`~clarena.cl.CLBackbone.attach` and acts on every weighted layer. Arguments as for
+    ``TimmBackbone``.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        output_dim: int | None = None,
+        pretrained_weights: str | os.PathLike[str] | None = None,
+        img_size: int | tuple[int, int] | None = None,
+        in_chans: int | None = None,
+        **timm_kwargs: Any,
+    ) -> None:
+        TimmBackbone.__init__(
+            self,
+            model_name,
+            output_dim=output_dim,
+            pretrained_weights=pretrained_weights,
+            img_size=img_size,
+            in_chans=in_chans,
+            **timm_kwargs,
+        )
+        self._init_task_state()
+
+    def feature_layer_names(self) -> tuple[str, ...]:
+        """Weighted layers whose unit outputs reach the feature (from the trace): ``proj`` when
+        there is one."""
+        return TimmBackbone.feature_layer_names(self)
