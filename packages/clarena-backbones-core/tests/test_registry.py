@@ -37,24 +37,26 @@ def test_available_backbones_lists_core_with_its_distribution():
 
 
 @pytest.mark.parametrize("name", CORE_NAMES)
-def test_core_entry_points_resolve_to_the_exported_classes(name):
-    cls = resolve_backbone(name)
-    assert issubclass(cls, Backbone)
-    assert cls is getattr(clarena.backbones, name)
+def test_core_entry_points_resolve_to_the_exported_backbones(name):
+    build = resolve_backbone(name)
+    assert build is getattr(clarena.backbones, name)
+    arguments = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2} if name == "MLP" else {}
+    assert isinstance(build(**arguments), Backbone)
 
 
 def test_resnet52_is_the_50_layer_network():
     assert clarena.backbones.ResNet52 is clarena.backbones.ResNet50
     from clarena.backbones import ResNet52
 
-    assert ResNet52.stage_depths == (3, 4, 6, 3)
+    assert ResNet52().depth == 50
 
 
 def test_hydra_target_resolves_the_docs_alias():
     backbone = instantiate(
         OmegaConf.create({"_target_": "clarena.backbones.ResNet52", "output_dim": 2048})
     )
-    assert type(backbone) is clarena.backbones.ResNet50
+    assert type(backbone) is clarena.backbones.ResNet
+    assert (backbone.depth, backbone.architecture) == (50, "ResNet50")
     assert backbone.proj is None
 
 
