@@ -161,3 +161,30 @@ def test_command_line_demo_runs_every_core_backbone():
     )
     assert "feature (8, 64)" in result.stdout
     assert result.stdout.count("feature (2, 64)") == 5
+
+
+def test_install_hints_come_from_the_published_catalogue(monkeypatch):
+    monkeypatch.setattr(registry, "_entry_points", dict)
+    catalogue = {"FooMaskMLP": "clarena-foo"}
+    monkeypatch.setattr(
+        registry,
+        "published_names",
+        lambda group: catalogue if group == registry.ENTRY_POINT_GROUP else {},
+    )
+    with pytest.raises(BackboneNotInstalledError) as error:
+        resolve_backbone("FooMaskMLP")
+    assert str(error.value) == (
+        "FooMaskMLP is provided by clarena-foo, which is not installed: pip install clarena-foo"
+    )
+    with pytest.raises(AttributeError, match="no backbone 'HATMaskMLP'"):
+        resolve_backbone("HATMaskMLP")
+
+
+def test_the_catalogue_is_package_data_covering_every_group():
+    assert registry.published_names("clarena.backbones")["HATMaskResNet52"] == "clarena-hat"
+    assert registry.published_names("clarena.mask_methods") == {
+        "hat": "clarena-hat",
+        "wsn": "clarena-wsn",
+    }
+    assert registry.published_names("clarena.algorithms")["WSN"] == "clarena-experiments"
+    assert registry.install_hint("clarena.mask_methods", "my_method") is None
