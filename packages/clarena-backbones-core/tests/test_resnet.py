@@ -62,7 +62,9 @@ def test_output_dim_equal_to_trunk_width_adds_no_projection(trunk_width_resnet):
 
 
 def test_parameters_match_torchvision_without_fc(trunk_width_resnet):
-    reference = getattr(torchvision.models, DEPTHS[getattr(clarena.backbones, trunk_width_resnet.architecture)][0])(weights=None)
+    reference = getattr(
+        torchvision.models, DEPTHS[getattr(clarena.backbones, trunk_width_resnet.architecture)][0]
+    )(weights=None)
     expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     assert {k: v.shape for k, v in trunk_width_resnet.state_dict().items()} == expected
     count = sum(p.numel() for p in trunk_width_resnet.parameters())

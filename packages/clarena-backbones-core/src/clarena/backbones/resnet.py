@@ -285,7 +285,7 @@ class ResNet(Backbone):
         activations["conv1"] = x
         x = self.maxpool(x)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
+            for block in cast("list[ResNetBasicBlock | ResNetBottleneck]", stage):
                 x = block.gated_forward(x, self, activations)
         x = self.global_pool(x)
         if self.proj is not None:
