@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from importlib.metadata import distribution
@@ -14,8 +15,12 @@ def test_every_known_backbone_name_resolves_to_its_distribution() -> None:
     available = clarena.backbones.available_backbones()
     for name, provider in KNOWN_BACKBONES.items():
         assert available.get(name) == provider, f"{name} should come from {provider}"
-        backbone_class = getattr(clarena.backbones, name)
-        assert issubclass(backbone_class, clarena.backbones.Backbone)
+        backbone = getattr(clarena.backbones, name)
+        # A backbone class, or a registered builder taking the same arguments (ResNet18 ...).
+        if isinstance(backbone, type):
+            assert issubclass(backbone, clarena.backbones.Backbone), name
+        else:
+            assert "output_dim" in inspect.signature(backbone).parameters, name
 
 
 def test_sibling_pins_are_ranges_not_paths() -> None:
@@ -35,4 +40,6 @@ def test_command_line_lists_every_backbone_installed() -> None:
     header, *rows = output.splitlines()
     assert header.split() == ["backbone", "distribution", "state"]
     listed = {row.split()[0]: row.split()[1:] for row in rows}
+    # The demo distribution (integration-tests/third_party_configs) registers a backbone too.
+    assert listed.pop("DemoGateMLP") == ["clarena-demo-configs", "installed"]
     assert listed == {name: [provider, "installed"] for name, provider in KNOWN_BACKBONES.items()}

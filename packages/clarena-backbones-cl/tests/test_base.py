@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 import torch
 
-from clarena.cl import CLMLP, CLBackbone, HeadsTIL
+from clarena.backbones import MLP, BackboneOutput
+from clarena.cl import CLMLP, CLBackbone, HeadsTIL, MaskMethod
 
 
 def make_mlp() -> CLMLP:
@@ -148,3 +151,37 @@ def test_check_task_id_is_public_api_of_clarena_cl() -> None:
     assert clarena.cl.check_task_id(3, "HeadsTIL") == 3
     with pytest.raises(TypeError, match="HeadsTIL: task_id must be an integer; got True"):
         clarena.cl.check_task_id(True, "HeadsTIL")
+
+
+def test_task_state_is_set_up_once_by_cl_backbone_for_any_family() -> None:
+    class CLWideMLP(CLBackbone, MLP):
+        """A new family variant: no task bookkeeping of its own."""
+
+    backbone = CLWideMLP(input_dim=4, hidden_dims=[3], output_dim=2)
+    assert (backbone.task_id, backbone.processed_task_ids) == (None, [])
+    assert not hasattr(CLBackbone, "_init_task_state")
+    backbone.setup_task_id(2)
+    assert (backbone.task_id, backbone.processed_task_ids) == (2, [2])
+
+
+def test_mask_method_name_is_that_of_the_attached_method() -> None:
+    class Noop(MaskMethod):
+        name = "noop"
+
+        def _attach(self, backbone: Any) -> None:
+            return None
+
+        def end_task(self, task_id: int) -> None:
+            return None
+
+        def forward(
+            self, input: Any, stage: Any, task_id: Any, step: Mapping[str, Any]
+        ) -> BackboneOutput:
+            return BackboneOutput(*self.backbone._run_features(input))
+
+        def layer_usage(self) -> dict[str, tuple[int, int]]:
+            return {}
+
+    backbone = CLMLP(input_dim=4, hidden_dims=[3], output_dim=2)
+    assert backbone.mask_method_name is None
+    assert backbone.attach(Noop()).mask_method_name == "noop"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from clarena.cl import CLMLP, CLBackbone, CLResNet18, CLResNet50
+from clarena.cl import CLMLP, CLBackbone, CLResNet, CLResNet18
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
 
 
@@ -54,9 +54,9 @@ def probed(backbone_cls: type[CLBackbone], input: Tensor, **kwargs):
 
 CASES = [
     (CLMLP, torch.randn(32, 5), {"input_dim": 5, "hidden_dims": [6, 7], "output_dim": 8}),
-    (CLResNet18, torch.randn(2, 3, 16, 16), {"small_input": True}),
-    (CLResNet50, torch.randn(2, 3, 16, 16), {"small_input": True, "output_dim": 2048}),
-    (CLResNet50, torch.randn(2, 3, 16, 16), {"small_input": True, "output_dim": 10}),
+    (CLResNet, torch.randn(2, 3, 16, 16), {"depth": 18, "small_input": True}),
+    (CLResNet, torch.randn(2, 3, 16, 16), {"depth": 50, "small_input": True, "output_dim": 2048}),
+    (CLResNet, torch.randn(2, 3, 16, 16), {"depth": 50, "small_input": True, "output_dim": 10}),
 ]
 
 

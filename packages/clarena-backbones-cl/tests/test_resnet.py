@@ -25,10 +25,12 @@ def parameter_count(module: torch.nn.Module) -> int:
 def test_cl_resnet_matches_its_core_counterpart(cl_class, core_class, trunk_width):
     torch.manual_seed(0)
     backbone = cl_class(input_channels=1, output_dim=10, small_input=True)
-    assert isinstance(backbone, core_class)
-    assert isinstance(backbone, cl.CLBackbone)
-    assert backbone.trunk_width == trunk_width
     reference = core_class(input_channels=1, output_dim=10, small_input=True)
+    assert isinstance(backbone, core.ResNet)
+    assert isinstance(backbone, cl.CLBackbone)
+    assert backbone.depth == reference.depth
+    assert backbone.architecture == f"CL{reference.architecture}"
+    assert backbone.trunk_width == trunk_width
     assert parameter_count(backbone) == parameter_count(reference)
     assert backbone.weighted_layer_names == reference.weighted_layer_names
     keys = list(backbone.state_dict())
@@ -79,7 +81,9 @@ def test_cl_resnet_default_arguments_are_the_core_defaults():
 
 
 def test_cl_resnet_checks_constructor_arguments():
-    with pytest.raises(TypeError, match=r"'input_channel'.*Did you mean 'input_channels'"):
+    with pytest.raises(
+        TypeError, match=r"CLResNet34\(\) got an unknown argument 'input_channel'.*Did you mean"
+    ):
         cl.CLResNet34(input_channel=3)
     backbone = cl.CLResNet18(batch_normalisation=False)
     assert backbone.batch_normalization is False

@@ -49,8 +49,10 @@ def test_unknown_and_alias_arguments_are_checked_against_the_merged_signature() 
     assert _GatedMLP(4, [3], 2, batch_normalisation=True).batch_normalization is True
 
 
-def test_resnet_depths_are_data_on_one_builder() -> None:
-    assert "__init__" not in ResNet18.__dict__
-    assert ResNet18.stage_depths == (2, 2, 2, 2)
-    with pytest.raises(TypeError, match="ResNet has no depth"):
-        ResNet()
+def test_resnet_depths_are_data_on_one_class() -> None:
+    resnet = ResNet18(small_input=True)
+    assert type(resnet) is ResNet
+    assert (resnet.depth, resnet.architecture) == (18, "ResNet18")
+    assert [len(getattr(resnet, f"layer{i}")) for i in range(1, 5)] == [2, 2, 2, 2]
+    with pytest.raises(ValueError, match=r"ResNet: depth must be one of 18, 34, 50, 101, 152"):
+        ResNet(depth=19)

@@ -46,24 +46,26 @@ def test_available_backbones_lists_core_with_its_distribution():
 
 
 @pytest.mark.parametrize("name", CORE_NAMES)
-def test_core_entry_points_resolve_to_the_exported_classes(name):
-    cls = resolve_backbone(name)
-    assert issubclass(cls, Backbone)
-    assert cls is getattr(clarena.backbones, name)
+def test_core_entry_points_resolve_to_the_exported_backbones(name):
+    build = resolve_backbone(name)
+    assert build is getattr(clarena.backbones, name)
+    arguments = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2} if name == "MLP" else {}
+    assert isinstance(build(**arguments), Backbone)
 
 
 def test_resnet52_is_the_50_layer_network():
     assert clarena.backbones.ResNet52 is clarena.backbones.ResNet50
     from clarena.backbones import ResNet52
 
-    assert ResNet52.stage_depths == (3, 4, 6, 3)
+    assert ResNet52().depth == 50
 
 
 def test_hydra_target_resolves_the_docs_alias():
     backbone = instantiate(
         OmegaConf.create({"_target_": "clarena.backbones.ResNet52", "output_dim": 2048})
     )
-    assert type(backbone) is clarena.backbones.ResNet50
+    assert type(backbone) is clarena.backbones.ResNet
+    assert (backbone.depth, backbone.architecture) == (50, "ResNet50")
     assert backbone.proj is None
 
 
@@ -168,3 +170,30 @@ def test_command_line_demo_runs_every_core_backbone():
     )
     assert "feature (8, 64)" in result.stdout
     assert result.stdout.count("feature (2, 64)") == 5
+
+
+def test_install_hints_come_from_the_published_catalogue(monkeypatch):
+    monkeypatch.setattr(registry, "_entry_points", dict)
+    catalogue = {"FooMaskMLP": "clarena-foo"}
+    monkeypatch.setattr(
+        registry,
+        "published_names",
+        lambda group: catalogue if group == registry.ENTRY_POINT_GROUP else {},
+    )
+    with pytest.raises(BackboneNotInstalledError) as error:
+        resolve_backbone("FooMaskMLP")
+    assert str(error.value) == (
+        "FooMaskMLP is provided by clarena-foo, which is not installed: pip install clarena-foo"
+    )
+    with pytest.raises(AttributeError, match="no backbone 'HATMaskMLP'"):
+        resolve_backbone("HATMaskMLP")
+
+
+def test_the_catalogue_is_package_data_covering_every_group():
+    assert registry.published_names("clarena.backbones")["HATMaskResNet52"] == "clarena-hat"
+    assert registry.published_names("clarena.mask_methods") == {
+        "hat": "clarena-hat",
+        "wsn": "clarena-wsn",
+    }
+    assert registry.published_names("clarena.algorithms")["WSN"] == "clarena-experiments"
+    assert registry.install_hint("clarena.mask_methods", "my_method") is None

@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+import clarena.backbones
 from clarena.backbones import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
 from clarena.backbones.testing import BackboneContract
 
@@ -51,7 +52,7 @@ def trunk_width_resnet(request):
 
 
 def test_output_dim_equal_to_trunk_width_adds_no_projection(trunk_width_resnet):
-    width = DEPTHS[type(trunk_width_resnet)][1]
+    width = DEPTHS[getattr(clarena.backbones, trunk_width_resnet.architecture)][1]
     assert trunk_width_resnet.trunk_width == width
     assert trunk_width_resnet.proj is None
     assert "proj" not in trunk_width_resnet.weighted_layer_names
@@ -61,7 +62,9 @@ def test_output_dim_equal_to_trunk_width_adds_no_projection(trunk_width_resnet):
 
 
 def test_parameters_match_torchvision_without_fc(trunk_width_resnet):
-    reference = getattr(torchvision.models, DEPTHS[type(trunk_width_resnet)][0])(weights=None)
+    reference = getattr(
+        torchvision.models, DEPTHS[getattr(clarena.backbones, trunk_width_resnet.architecture)][0]
+    )(weights=None)
     expected = {k: v.shape for k, v in reference.state_dict().items() if not k.startswith("fc.")}
     assert {k: v.shape for k, v in trunk_width_resnet.state_dict().items()} == expected
     count = sum(p.numel() for p in trunk_width_resnet.parameters())
@@ -157,9 +160,14 @@ def test_unknown_stage_is_rejected():
         ResNet18(small_input=True)(torch.randn(2, 3, 8, 8), stage="fit")
 
 
-def test_resnet_base_class_has_no_depth():
-    with pytest.raises(TypeError, match="ResNet has no depth; use ResNet18"):
+def test_resnet_needs_one_of_the_published_depths():
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'depth'"):
         ResNet()
+    for depth in (19, True, "18"):
+        with pytest.raises(
+            ValueError, match=rf"depth must be one of 18, 34, 50, 101, 152; got {depth!r}"
+        ):
+            ResNet(depth=depth)
 
 
 @pytest.mark.parametrize(

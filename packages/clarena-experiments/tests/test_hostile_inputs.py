@@ -65,12 +65,14 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_clmain_train",
         ["backbone=hatmaskmlp"],
-        "Finetuning trains a plain continual-learning backbone, but HATMaskMLP",
+        "Finetuning trains a plain continual-learning backbone, but mask method 'hat' is "
+        "attached to",
     ),
     (
         "example_clmain_train",
         ["cl_algorithm=independent", "backbone=wsnmaskmlp"],
-        "Independent trains a plain continual-learning backbone, but WSNMaskMLP",
+        "Independent trains a plain continual-learning backbone, but mask method 'wsn' is "
+        "attached to",
     ),
     (
         "example_stl_train",

@@ -21,27 +21,34 @@ class CLBackbone(Backbone):
     """A backbone that learns a sequence of tasks.
 
     The training loop calls :meth:`setup_task_id` before each task. Plain CL backbones share all
-    parameters between tasks; subclasses (HAT, WSN) keep per-task state. The task bookkeeping is
+    parameters between tasks; an attached mask method keeps per-task state. The task bookkeeping is
     part of ``state_dict()`` so a reloaded model knows which tasks it has seen.
 
     A mask method (:class:`~clarena.cl.MaskMethod`: HAT, WSN, ...) is attached with
     :meth:`attach`; the backbone then routes its layer hooks, task set-up and forward pass through
     it.
 
+    A family's CL variant lists ``CLBackbone`` first (``class CLMLP(CLBackbone, MLP)``): its
+    constructor passes every argument on to the family's and then sets up the task bookkeeping,
+    the one place that does.
+
     Args:
-        output_dim: number of features in the output feature.
+        arguments: the arguments of the backbone family's constructor (``output_dim`` for a
+            direct subclass of :class:`CLBackbone`).
     """
 
     #: The attached mask method, or ``None`` for a backbone shared by all tasks.
     mask_method: MaskMethod | None = None
 
-    def __init__(self, output_dim: int) -> None:
-        Backbone.__init__(self, output_dim)
-        self._init_task_state()
-
-    def _init_task_state(self) -> None:
+    def __init__(self, *args: Any, **arguments: Any) -> None:
+        super().__init__(*args, **arguments)
         self.task_id: int | None = None
         self.processed_task_ids: list[int] = []
+
+    @property
+    def mask_method_name(self) -> str | None:
+        """The :attr:`~clarena.cl.MaskMethod.name` of the attached mask method; ``None`` for none."""
+        return None if self.mask_method is None else self.mask_method.name
 
     def setup_task_id(self, task_id: int) -> None:
         """Make ``task_id`` the current task (tasks need not be consecutive).

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 from clarena.backbones.base import Backbone
@@ -54,11 +53,18 @@ class MaskedBackbone(CLBackbone):
             that must see the original batch norms are set up.
         """
         mode = resolve_batch_norm_mode(batch_normalization, type(self).__name__)
-        # The family's own __init__ (not Backbone's) takes batch_normalization and the rest.
-        family_init: Callable[..., None] = family.__init__
-        family_init(self, batch_normalization=mode is not None, **arguments)
-        self._init_task_state()
+        # CLBackbone's __init__ passes the arguments on to the family's (next in the MRO).
+        CLBackbone.__init__(self, batch_normalization=mode is not None, **arguments)
         return mode
+
+    @property
+    def mask_method_name(self) -> str | None:
+        """The mask method these legacy subclasses build in: their distribution's ``hat``/``wsn``.
+
+        Transitional: HAT and WSN become :class:`~clarena.cl.MaskMethod` objects (#24) and this
+        module goes with them.
+        """
+        return type(self).__module__.split(".")[1]
 
     def _init_batch_norm(self, batch_norm_mode: BatchNormMode) -> None:
         """Make batch norms per task for ``'independent'``; remember the per-task ones."""

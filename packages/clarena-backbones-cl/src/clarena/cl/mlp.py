@@ -13,5 +13,4 @@ class CLMLP(CLBackbone, MLP):
 
     @extends_arguments(MLP)
     def __init__(self, **arguments: Any) -> None:
-        MLP.__init__(self, **arguments)
-        self._init_task_state()
+        super().__init__(**arguments)

@@ -1,11 +1,11 @@
-"""Continual-learning ResNets."""
+"""Continual-learning ResNets: :class:`CLResNet` of any depth and its registered builders."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from clarena.backbones import extends_arguments
-from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.backbones import extends_arguments, make_builder
+from clarena.backbones.resnet import ResNet
 from clarena.cl.base import CLBackbone
 
 
@@ -14,29 +14,15 @@ class CLResNet(CLBackbone, ResNet):
 
     @extends_arguments(ResNet)
     def __init__(self, **arguments: Any) -> None:
-        ResNet.__init__(self, **arguments)
-        self._init_task_state()
+        super().__init__(**arguments)
 
 
-class CLResNet18(CLResNet, ResNet18):
-    """Continual-learning ResNet-18."""
-
-
-class CLResNet34(CLResNet, ResNet34):
-    """Continual-learning ResNet-34."""
-
-
-class CLResNet50(CLResNet, ResNet50):
-    """Continual-learning ResNet-50 (the docs' "CLResNet52")."""
-
-
-class CLResNet101(CLResNet, ResNet101):
-    """Continual-learning ResNet-101."""
-
-
-class CLResNet152(CLResNet, ResNet152):
-    """Continual-learning ResNet-152."""
-
-
+CLResNet18 = make_builder(CLResNet, "CLResNet18", "Continual-learning ResNet-18.", depth=18)
+CLResNet34 = make_builder(CLResNet, "CLResNet34", "Continual-learning ResNet-34.", depth=34)
+CLResNet50 = make_builder(
+    CLResNet, "CLResNet50", 'Continual-learning ResNet-50 (the docs\' "CLResNet52").', depth=50
+)
+CLResNet101 = make_builder(CLResNet, "CLResNet101", "Continual-learning ResNet-101.", depth=101)
+CLResNet152 = make_builder(CLResNet, "CLResNet152", "Continual-learning ResNet-152.", depth=152)
 #: The published docs call the 50-layer ResNet "CLResNet52".
 CLResNet52 = CLResNet50

@@ -1,18 +1,18 @@
 """clarena backbone networks.
 
-Core classes (:class:`Backbone`, :class:`MLP`, :class:`ResNet18` ...) live here; the ResNets load
-on first access, so ``import clarena.backbones`` imports neither timm nor torchvision. Every other
-backbone name (``CLMLP``, ``HATMaskResNet18``, ``WSNMaskMLP`` ...) resolves on first access from
-the ``clarena.backbones`` entry-point group of the installed clarena distributions, so configs
-can always say ``_target_: clarena.backbones.<ClassName>``. :func:`available_backbones` lists
-what is installed.
+Core backbones (:class:`Backbone`, :class:`MLP`, :class:`ResNet` and its depth builders
+:func:`ResNet18` ...) live here; the ResNets load on first access, so ``import clarena.backbones``
+imports neither timm nor torchvision. Every other backbone name (``CLMLP``, ``HATMaskResNet18``,
+``WSNMaskMLP`` ...) resolves on first access from the ``clarena.backbones`` entry-point group of
+the installed distributions, so configs can always say ``_target_: clarena.backbones.<Name>``.
+:func:`available_backbones` lists what is installed.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clarena.backbones._arguments import extends_arguments
+from clarena.backbones._arguments import extends_arguments, make_builder
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
 from clarena.backbones.mlp import MLP
@@ -49,6 +49,7 @@ __all__ = [
     "__version__",
     "available_backbones",
     "extends_arguments",
+    "make_builder",
     "resolve_backbone",
 ]
 

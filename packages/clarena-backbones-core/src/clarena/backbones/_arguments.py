@@ -12,7 +12,7 @@ import difflib
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 #: Alternative spellings accepted for constructor arguments: alias -> canonical name.
 ARGUMENT_ALIASES: dict[str, str] = {"batch_normalisation": "batch_normalization"}
@@ -47,22 +47,81 @@ def check_constructor_arguments(init: Callable[..., None]) -> Callable[..., None
 
     @functools.wraps(init)
     def checked_init(self: Any, *args: Any, **kwargs: Any) -> None:
-        cls_name = type(self).__name__
-        for alias, canonical in ARGUMENT_ALIASES.items():
-            if alias in kwargs and canonical in parameters:
-                if canonical in kwargs:
-                    raise TypeError(
-                        f"{cls_name}() got both '{alias}' and '{canonical}', two spellings of the "
-                        f"same argument; keep one of them."
-                    )
-                kwargs[canonical] = kwargs.pop(alias)
-        if not takes_any_keyword:
-            for name in kwargs:
-                if name not in parameters:
-                    raise TypeError(unknown_argument_message(cls_name, name, parameters))
-        init(self, *args, **kwargs)
+        check = _resolve_aliases if takes_any_keyword else checked_keywords
+        init(self, *args, **check(type(self).__name__, kwargs, parameters))
 
     return checked_init
+
+
+def _resolve_aliases(owner: str, kwargs: dict[str, Any], parameters: list[str]) -> dict[str, Any]:
+    kwargs = dict(kwargs)
+    for alias, canonical in ARGUMENT_ALIASES.items():
+        if alias in kwargs and canonical in parameters:
+            if canonical in kwargs:
+                raise TypeError(
+                    f"{owner}() got both '{alias}' and '{canonical}', two spellings of the "
+                    f"same argument; keep one of them."
+                )
+            kwargs[canonical] = kwargs.pop(alias)
+    return kwargs
+
+
+def checked_keywords(owner: str, kwargs: dict[str, Any], parameters: list[str]) -> dict[str, Any]:
+    """``kwargs`` with aliases renamed to their canonical argument, once every name is known.
+
+    Args:
+        owner: the class or builder name the messages give.
+        kwargs: keyword arguments of a call.
+        parameters: the names ``owner`` takes.
+
+    Raises:
+        TypeError: an unknown name (with the nearest valid one), or an argument given under both
+            of its spellings.
+    """
+    kwargs = _resolve_aliases(owner, kwargs, parameters)
+    for name in kwargs:
+        if name not in parameters:
+            raise TypeError(unknown_argument_message(owner, name, parameters))
+    return kwargs
+
+
+_Built = TypeVar("_Built")
+
+
+def make_builder(family: type[_Built], name: str, doc: str, **fixed: Any) -> Callable[..., _Built]:
+    """A thin registered builder: ``name(**arguments)`` returns ``family(**fixed, **arguments)``.
+
+    As timm's ``@register_model`` functions do for its ``ResNet`` class, a builder fixes what
+    makes a variant (``depth=18``) and takes every other constructor argument of ``family``, with
+    the same defaults, positions, alias and checks; an unknown argument is named with the nearest
+    one ``name`` takes::
+
+        ResNet18 = make_builder(ResNet, "ResNet18", "ResNet-18.", depth=18)
+
+    Args:
+        family: the class that builds the network.
+        name: the builder's published name (its ``__name__`` and the name its messages give).
+        doc: the builder's docstring.
+        fixed: arguments of ``family`` the builder fixes; they are not arguments of the builder.
+
+    Returns:
+        The builder function, its signature that of ``family`` without ``fixed``.
+    """
+    signature = inspect.signature(family)
+    own = [p for p in signature.parameters.values() if p.name not in fixed]
+    builder_signature = signature.replace(parameters=own, return_annotation=family.__name__)
+    parameters = [p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def builder(*args: Any, **arguments: Any) -> _Built:
+        arguments = checked_keywords(name, arguments, parameters)
+        bound = builder_signature.bind(*args, **arguments)
+        return family(**fixed, **bound.arguments)
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = doc
+    builder.__module__ = family.__module__
+    builder.__signature__ = builder_signature  # type: ignore[attr-defined]
+    return builder
 
 
 def unknown_argument_message(cls_name: str, name: str, parameters: list[str]) -> str:

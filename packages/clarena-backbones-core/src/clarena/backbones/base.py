@@ -57,6 +57,11 @@ class Backbone(nn.Module, ABC):
         self.weighted_layer_names: list[str] = []
         self._layer_inputs: dict[str, tuple[str, ...]] = {}
 
+    @property
+    def architecture(self) -> str:
+        """The network's published name for messages (the class name; ``ResNet`` adds its depth)."""
+        return type(self).__name__
+
     def _add_weighted_layer(self, name: str, inputs: tuple[str, ...]) -> None:
         """Register weighted layer ``name`` whose input sums the unit outputs of ``inputs``."""
         self.weighted_layer_names.append(name)

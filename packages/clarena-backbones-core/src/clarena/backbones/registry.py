@@ -1,35 +1,48 @@
-"""The backbone name registry: ``clarena.backbones.<ClassName>`` for every installed distribution.
+"""The backbone name registry: ``clarena.backbones.<Name>`` for every installed distribution.
 
-Each clarena distribution declares its backbone classes in the entry-point group
-``clarena.backbones``. Names resolve lazily, so installing a distribution is all it takes for
-its names to appear here, and a known name whose distribution is missing says what to install.
+Each distribution declares its backbones (classes or builder functions) in the entry-point group
+``clarena.backbones``. Names resolve lazily, so installing a distribution is all it takes for its
+names to appear here. A name that one of clarena's own distributions publishes, but that is not
+installed, says what to install: the names clarena publishes, per entry-point group, are package
+data (``published.json``), not rules in code, so no layer here knows a method by name.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import json
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
+from importlib.resources import files
+from typing import Any
 
 from clarena.backbones.errors import ClarenaError
 
 ENTRY_POINT_GROUP = "clarena.backbones"
 
-#: Backbone families of the clarena distributions, by class-name prefix.
-_FAMILY_SUFFIXES = ("MLP", "ResNet18", "ResNet34", "ResNet50", "ResNet52", "ResNet101", "ResNet152")
-_PREFIX_DISTRIBUTIONS = {
-    "": "clarena-backbones-core",
-    "CL": "clarena-backbones-cl",
-    "HATMask": "clarena-hat",
-    "WSNMask": "clarena-wsn",
-}
+
+@functools.cache
+def published_names(group: str) -> dict[str, str]:
+    """The names clarena's own distributions register in entry-point ``group``, with each name's
+    distribution (installed or not); empty for a group clarena publishes nothing in."""
+    catalogue = json.loads(files("clarena.backbones").joinpath("published.json").read_text())
+    return dict(catalogue.get(group, {}))
+
+
+def install_hint(group: str, name: str) -> str | None:
+    """``"<name> is provided by <dist>, which is not installed: pip install <dist>"`` for a name
+    clarena publishes in ``group``; ``None`` for any other name."""
+    distribution = published_names(group).get(name)
+    if distribution is None:
+        return None
+    return (
+        f"{name} is provided by {distribution}, which is not installed: pip install {distribution}"
+    )
+
 
 #: Every backbone name a clarena distribution provides, with that distribution's name.
-KNOWN_BACKBONES: dict[str, str] = {
-    prefix + suffix: distribution
-    for prefix, distribution in _PREFIX_DISTRIBUTIONS.items()
-    for suffix in _FAMILY_SUFFIXES
-} | {"TimmBackbone": "clarena-backbones-core", "CLTimmBackbone": "clarena-backbones-cl"}
+KNOWN_BACKBONES: dict[str, str] = published_names(ENTRY_POINT_GROUP)
 
 
 class BackboneNotInstalledError(ClarenaError, ImportError):
@@ -49,8 +62,8 @@ def available_backbones() -> dict[str, str]:
     }
 
 
-def resolve_backbone(name: str) -> type:
-    """Return the backbone class registered as ``name``.
+def resolve_backbone(name: str) -> Callable[..., Any]:
+    """Return the backbone registered as ``name``: a backbone class or a builder function.
 
     Raises:
         TypeError: ``name`` is not a string.
@@ -65,17 +78,15 @@ def resolve_backbone(name: str) -> type:
         )
     entry_point = _entry_points().get(name)
     if entry_point is not None:
-        return entry_point.load()
-    if name in KNOWN_BACKBONES:
-        distribution = KNOWN_BACKBONES[name]
-        raise BackboneNotInstalledError(
-            f"{name} is provided by {distribution}, which is not installed: "
-            f"pip install {distribution}"
-        )
+        backbone: Callable[..., Any] = entry_point.load()
+        return backbone
+    hint = install_hint(ENTRY_POINT_GROUP, name)
+    if hint is not None:
+        raise BackboneNotInstalledError(hint)
     candidates = sorted(set(_entry_points()) | set(KNOWN_BACKBONES))
     nearest = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
-    hint = f" Did you mean {' or '.join(nearest)}?" if nearest else ""
+    suggestion = f" Did you mean {' or '.join(nearest)}?" if nearest else ""
     raise AttributeError(
-        f"clarena.backbones has no backbone '{name}'.{hint} "
+        f"clarena.backbones has no backbone '{name}'.{suggestion} "
         f"Available here: {', '.join(sorted(_entry_points()))}."
     )

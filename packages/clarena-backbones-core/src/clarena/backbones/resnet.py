@@ -17,6 +17,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.models.resnet import BasicBlock, Bottleneck, downsample_conv
 from torch import Tensor, nn
 
+from clarena.backbones._arguments import make_builder
 from clarena.backbones._pretrained import load_trunk_state_dict
 from clarena.backbones.base import Backbone, check_batch
 from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
@@ -25,9 +26,10 @@ from clarena.backbones.layers import ActivationLayer, resolve_activation_layer
 class _GatedBlock:
     """Forward pass shared by the residual blocks of clarena ResNets.
 
-    Each convolution goes through ``backbone.layer_forward`` and each normalised output through
-    ``backbone.unit_gate``, so mask subclasses act inside timm's blocks without copying them.
-    The residual sum is out of place so recorded activations stay as they were.
+    :meth:`gated_forward` runs timm's block with each convolution through
+    ``backbone.layer_forward`` and each normalised output through ``backbone.unit_gate``, so mask
+    methods act inside timm's blocks without copying them. timm's own ``forward(x)`` is left as
+    it is. The residual sum is out of place so recorded activations stay as they were.
     """
 
     layer_prefix: str
@@ -56,7 +58,7 @@ class ResNetBasicBlock(_GatedBlock, BasicBlock):
     aa: nn.Module
     conv_names: ClassVar[tuple[str, ...]] = ("conv1", "conv2")
 
-    def forward(  # type: ignore[override]
+    def gated_forward(
         self, x: Tensor, backbone: Backbone, activations: dict[str, Tensor]
     ) -> Tensor:
         """Map ``(batch, inplanes, H, W)`` to ``(batch, planes, H/stride, W/stride)``."""
@@ -77,7 +79,7 @@ class ResNetBottleneck(_GatedBlock, Bottleneck):
     aa: nn.Module
     conv_names: ClassVar[tuple[str, ...]] = ("conv1", "conv2", "conv3")
 
-    def forward(  # type: ignore[override]
+    def gated_forward(
         self, x: Tensor, backbone: Backbone, activations: dict[str, Tensor]
     ) -> Tensor:
         """Map ``(batch, inplanes, H, W)`` to ``(batch, 4 * planes, H/stride, W/stride)``."""
@@ -93,17 +95,28 @@ class ResNetBottleneck(_GatedBlock, Bottleneck):
         return self.act3(x + shortcut)
 
 
-class ResNet(Backbone):
-    """ResNet trunk (stem, four stages of residual blocks, global average pool).
+#: Block type and blocks per stage of each ResNet depth (He et al., 2016; timm's ``resnet*``).
+RESNET_DEPTHS: dict[int, tuple[type[ResNetBasicBlock | ResNetBottleneck], tuple[int, ...]]] = {
+    18: (ResNetBasicBlock, (2, 2, 2, 2)),
+    34: (ResNetBasicBlock, (3, 4, 6, 3)),
+    50: (ResNetBottleneck, (3, 4, 6, 3)),
+    101: (ResNetBottleneck, (3, 4, 23, 3)),
+    152: (ResNetBottleneck, (3, 8, 36, 3)),
+}
 
-    Use a depth class (:class:`ResNet18` ... :class:`ResNet152`); this base holds the shared
-    construction and forward pass.
+
+class ResNet(Backbone):
+    """ResNet trunk (stem, four stages of residual blocks, global average pool) of any depth.
+
+    The depth is data (:data:`RESNET_DEPTHS`), as in timm: ``ResNet(depth=18)`` is what the
+    builder :func:`ResNet18` returns.
 
     Args:
+        depth: 18, 34, 50, 101 or 152. 18 and 34 use basic blocks (trunk width 512), 50, 101 and
+            152 bottlenecks (trunk width 2048).
         input_channels: channels of the input images (3 for RGB, 1 for grey).
-        output_dim: width of the output feature. When it differs from the trunk width (512 for
-            ResNet-18/34, 2048 for ResNet-50/101/152) a linear projection ``proj`` maps the pooled
-            trunk to ``output_dim``.
+        output_dim: width of the output feature. When it differs from the trunk width a linear
+            projection ``proj`` maps the pooled trunk to ``output_dim``.
         activation_layer: activation class used throughout (``nn.ReLU``; a class, a factory or a
             timm name).
         batch_normalization: ``BatchNorm2d`` after every convolution (alias
@@ -113,10 +126,12 @@ class ResNet(Backbone):
             as ``'resnet18.a1_in1k'`` (needs the network or a local Hugging Face cache). Only the
             trunk is loaded; a checkpoint's classifier ``fc`` is ignored.
         small_input: 3x3 stride-1 stem without max pool, for 32x32 inputs (CIFAR, crops).
+
+    Raises:
+        ValueError: ``depth`` is not one of :data:`RESNET_DEPTHS`, or ``input_channels`` is not a
+            positive integer.
     """
 
-    block: ClassVar[type[ResNetBasicBlock | ResNetBottleneck]]
-    stage_depths: ClassVar[tuple[int, int, int, int]]
     layer1: nn.Sequential
     layer2: nn.Sequential
     layer3: nn.Sequential
@@ -124,6 +139,7 @@ class ResNet(Backbone):
 
     def __init__(
         self,
+        depth: int,
         input_channels: int = 3,
         output_dim: int = 512,
         activation_layer: ActivationLayer = nn.ReLU,
@@ -132,12 +148,14 @@ class ResNet(Backbone):
         pretrained_weights: str | os.PathLike[str] | None = None,
         small_input: bool = False,
     ) -> None:
-        owner = type(self).__name__
-        if not hasattr(type(self), "stage_depths"):
-            raise TypeError(
-                f"{owner} has no depth; use ResNet18, ResNet34, ResNet50, ResNet101 or ResNet152."
+        if isinstance(depth, bool) or depth not in RESNET_DEPTHS:
+            raise ValueError(
+                f"{type(self).__name__}: depth must be one of "
+                f"{', '.join(map(str, RESNET_DEPTHS))}; got {depth!r}."
             )
+        self.depth: int = depth
         Backbone.__init__(self, output_dim)
+        owner = self.architecture
         _check_arguments(
             owner,
             input_channels,
@@ -161,6 +179,11 @@ class ResNet(Backbone):
             self._add_weighted_layer("proj", block_input)
         if pretrained_weights is not None:
             load_trunk_state_dict(self, pretrained_weights)
+
+    @property
+    def architecture(self) -> str:
+        """The class name with the depth, as the published names say it (``CLResNet18``)."""
+        return f"{type(self).__name__}{self.depth}"
 
     def _make_stem(
         self,
@@ -188,22 +211,23 @@ class ResNet(Backbone):
     def _make_stages(
         self, act_layer: Callable[..., nn.Module], norm_layer: Callable[..., nn.Module]
     ) -> tuple[str, ...]:
-        """``layer1`` ... ``layer4`` from :attr:`block` and :attr:`stage_depths`.
+        """``layer1`` ... ``layer4`` from the block type and stage depths of :attr:`depth`.
 
         Sets :attr:`trunk_width` and returns the weighted layers summed into the trunk output.
         """
+        block_type, stage_depths = RESNET_DEPTHS[self.depth]
         block_input: tuple[str, ...] = ("conv1",)
         inplanes = 64
         # timm annotates layer arguments as classes but only calls them, so factories work.
         timm_act_layer = cast("type[nn.Module]", act_layer)
         timm_norm_layer = cast("type[nn.Module]", norm_layer)
         for stage_index, (planes, depth) in enumerate(
-            zip((64, 128, 256, 512), self.stage_depths, strict=True)
+            zip((64, 128, 256, 512), stage_depths, strict=True)
         ):
             blocks = []
             for block_index in range(depth):
                 stride = 2 if stage_index > 0 and block_index == 0 else 1
-                outplanes = planes * self.block.expansion
+                outplanes = planes * block_type.expansion
                 downsample = None
                 if stride != 1 or inplanes != outplanes:
                     downsample = downsample_conv(
@@ -213,7 +237,7 @@ class ResNet(Backbone):
                         stride=stride,
                         norm_layer=timm_norm_layer,
                     )
-                block = self.block(
+                block = block_type(
                     inplanes,
                     planes,
                     stride=stride,
@@ -248,10 +272,10 @@ class ResNet(Backbone):
         return nn.BatchNorm2d(num_features)
 
     def _features(self, input: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        check_batch(input, type(self).__name__)
+        check_batch(input, self.architecture)
         if input.ndim != 4 or input.shape[1] != self.input_channels:
             raise ValueError(
-                f"{type(self).__name__} expects images of shape (batch, {self.input_channels}, "
+                f"{self.architecture} expects images of shape (batch, {self.input_channels}, "
                 f"height, width); got shape {tuple(input.shape)}. Set input_channels to your "
                 f"images' channel count."
             )
@@ -261,8 +285,8 @@ class ResNet(Backbone):
         activations["conv1"] = x
         x = self.maxpool(x)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            for block in stage:
-                x = block(x, self, activations)
+            for block in cast("list[ResNetBasicBlock | ResNetBottleneck]", stage):
+                x = block.gated_forward(x, self, activations)
         x = self.global_pool(x)
         if self.proj is not None:
             x = self.unit_gate("proj", self.layer_forward("proj", self.proj, x))
@@ -303,35 +327,35 @@ def _give_convolutions_a_bias(module: nn.Module) -> None:
             conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
 
 
-class ResNet18(ResNet):
-    """ResNet-18: basic blocks, stage depths (2, 2, 2, 2), trunk width 512."""
-
-    block, stage_depths = ResNetBasicBlock, (2, 2, 2, 2)
-
-
-class ResNet34(ResNet):
-    """ResNet-34: basic blocks, stage depths (3, 4, 6, 3), trunk width 512."""
-
-    block, stage_depths = ResNetBasicBlock, (3, 4, 6, 3)
-
-
-class ResNet50(ResNet):
-    """ResNet-50 (the docs' "ResNet52"): bottlenecks, depths (3, 4, 6, 3), trunk width 2048."""
-
-    block, stage_depths = ResNetBottleneck, (3, 4, 6, 3)
-
-
-class ResNet101(ResNet):
-    """ResNet-101: bottlenecks, stage depths (3, 4, 23, 3), trunk width 2048."""
-
-    block, stage_depths = ResNetBottleneck, (3, 4, 23, 3)
-
-
-class ResNet152(ResNet):
-    """ResNet-152: bottlenecks, stage depths (3, 8, 36, 3), trunk width 2048."""
-
-    block, stage_depths = ResNetBottleneck, (3, 8, 36, 3)
-
-
+ResNet18 = make_builder(
+    ResNet,
+    "ResNet18",
+    "ResNet-18: basic blocks, stage depths (2, 2, 2, 2), trunk width 512.",
+    depth=18,
+)
+ResNet34 = make_builder(
+    ResNet,
+    "ResNet34",
+    "ResNet-34: basic blocks, stage depths (3, 4, 6, 3), trunk width 512.",
+    depth=34,
+)
+ResNet50 = make_builder(
+    ResNet,
+    "ResNet50",
+    'ResNet-50 (the docs\' "ResNet52"): bottlenecks, depths (3, 4, 6, 3), trunk width 2048.',
+    depth=50,
+)
+ResNet101 = make_builder(
+    ResNet,
+    "ResNet101",
+    "ResNet-101: bottlenecks, depths (3, 4, 23, 3), trunk width 2048.",
+    depth=101,
+)
+ResNet152 = make_builder(
+    ResNet,
+    "ResNet152",
+    "ResNet-152: bottlenecks, depths (3, 8, 36, 3), trunk width 2048.",
+    depth=152,
+)
 #: The published docs call the 50-layer ResNet "ResNet52".
 ResNet52 = ResNet50

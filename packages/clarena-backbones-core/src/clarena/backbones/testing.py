@@ -119,16 +119,20 @@ class BackboneContract:
             self.forward(backbone, empty)
 
 
-def constructor_arguments(cls: type[Any]) -> dict[str, object]:
-    """``cls``'s constructor arguments in order, name → default (``inspect.Parameter.empty``)."""
+def constructor_arguments(cls: Callable[..., Any]) -> dict[str, object]:
+    """The arguments of backbone class or builder ``cls`` in order, name → default
+    (``inspect.Parameter.empty``). A family's ``depth`` is left out: its published builders
+    (``ResNet18`` ...) fix it."""
     return {
         name: parameter.default
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if name != "self"
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if name != "depth"
     }
 
 
-def assert_extends_arguments(variant: type, family: type, own: dict[str, object]) -> None:
+def assert_extends_arguments(
+    variant: Callable[..., Any], family: Callable[..., Any], own: dict[str, object]
+) -> None:
     """Assert ``variant`` takes exactly ``family``'s arguments plus ``own`` (name → default).
 
     An ``own`` argument that ``family`` also takes keeps the family's place with the variant's

@@ -7,9 +7,12 @@ could name ``shutil.copyfile``. Before anything from such a config is built,
 refuses any target outside an allowlist the project controls, and any ``${...}`` interpolation
 (a resolver could produce a target after the check):
 
-- registered backbones ``clarena.backbones.<Name>`` (the ``clarena.backbones`` entry points),
-- ``clarena.experiments.algorithms.<Algorithm>``, ``clarena.experiments.data.<DataModule or
-  task sequence>``, the heads ``clarena.cl.Head*``,
+- what the plug-in entry-point groups register: backbones (``clarena.backbones``, as
+  ``clarena.backbones.<Name>`` or by their own path), mask methods (``clarena.mask_methods``) and
+  algorithms (``clarena.algorithms``; clarena's own register as
+  ``clarena.experiments.algorithms.<Name>``), whichever distribution registers them, so a third
+  party's saved model is checked like clarena's own,
+- ``clarena.experiments.data.<DataModule or task sequence>``, the heads ``clarena.cl.Head*``,
 - optimisers ``torch.optim.<Optimizer>``, schedulers ``torch.optim.lr_scheduler.<Scheduler>``,
 - activation and normalisation layers ``torch.nn.<Layer>`` (e.g. ``torch.nn.ReLU``).
 
@@ -24,12 +27,16 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from clarena.backbones import available_backbones
-from clarena.experiments import algorithms, data
+from clarena.backbones.registry import ENTRY_POINT_GROUP as BACKBONES_GROUP
+from clarena.cl.method import ENTRY_POINT_GROUP as MASK_METHODS_GROUP
+from clarena.experiments import data
+from clarena.experiments.algorithms.registry import ENTRY_POINT_GROUP as ALGORITHMS_GROUP
+from clarena.experiments.algorithms.registry import entry_point_targets
 from clarena.experiments.booleans import TRUST_KEY
 from clarena.experiments.errors import UntrustedConfigError
 from clarena.experiments.upstream.aliases import ALIASES
@@ -79,7 +86,6 @@ def _cl_head(name: str) -> bool:
 #: imported that is not imported already.
 _RULES: dict[str, Callable[[str], bool]] = {
     "clarena.backbones": lambda name: name in available_backbones(),
-    "clarena.experiments.algorithms": lambda name: _exported(algorithms, name, LightningModule),
     "clarena.experiments.data": lambda name: _exported(
         data, name, (LightningDataModule, data.TaskSequence)
     ),
@@ -104,6 +110,8 @@ def allowed_target(target: object) -> bool:
         return False
     if target in ALIASES:
         return allowed_target(ALIASES[target].target)
+    if target in entry_point_targets(BACKBONES_GROUP, MASK_METHODS_GROUP, ALGORITHMS_GROUP):
+        return True
     module, _, name = target.rpartition(".")
     rule = _RULES.get(module)
     return rule is not None and name.isidentifier() and not name.startswith("_") and rule(name)
@@ -189,8 +197,9 @@ def checked_config(
         key, what = refused[0]
         raise UntrustedConfigError(
             f"{source}: config key '{key}' names {what}, which a saved file may not build; nothing "
-            f"was run. A file may name registered backbones, clarena algorithms, data modules and "
-            f"heads, torch.optim optimisers and schedulers and torch.nn layers. Only if you trust "
+            f"was run. A file may name registered backbones, mask methods and algorithms (the "
+            f"clarena.backbones, clarena.mask_methods and clarena.algorithms entry points), "
+            f"clarena data modules and heads, torch.optim optimisers and schedulers and torch.nn layers. Only if you trust "
             f"the file, rerun with {TRUST_KEY}=true."
         )
     return OmegaConf.create(dict(config))

@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from clarena.backbones import extends_arguments
-from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.backbones import extends_arguments, make_builder
+from clarena.backbones.resnet import ResNet
 from clarena.cl.resnet import CLResNet
 from clarena.hat.base import HATMaskBackbone, check_zero_preserving
 from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
@@ -61,25 +61,14 @@ class HATMaskResNet(HATMaskBackbone, CLResNet):
         return None if isinstance(norm, nn.Identity) else norm
 
 
-class HATMaskResNet18(HATMaskResNet, ResNet18):
-    """HAT-masked ResNet-18."""
-
-
-class HATMaskResNet34(HATMaskResNet, ResNet34):
-    """HAT-masked ResNet-34."""
-
-
-class HATMaskResNet50(HATMaskResNet, ResNet50):
-    """HAT-masked ResNet-50 (the docs' "HATMaskResNet52")."""
-
-
-class HATMaskResNet101(HATMaskResNet, ResNet101):
-    """HAT-masked ResNet-101."""
-
-
-class HATMaskResNet152(HATMaskResNet, ResNet152):
-    """HAT-masked ResNet-152."""
-
-
-#: The published docs call the 50-layer ResNet "HATMaskResNet52".
+# Depth builders over HATMaskResNet(depth=...) (transitional, until #24's builders attach the method).
+HATMaskResNet18 = make_builder(HATMaskResNet, "HATMaskResNet18", "HAT-masked ResNet-18.", depth=18)
+HATMaskResNet34 = make_builder(HATMaskResNet, "HATMaskResNet34", "HAT-masked ResNet-34.", depth=34)
+HATMaskResNet50 = make_builder(HATMaskResNet, "HATMaskResNet50", "HAT-masked ResNet-50.", depth=50)
+HATMaskResNet101 = make_builder(
+    HATMaskResNet, "HATMaskResNet101", "HAT-masked ResNet-101.", depth=101
+)
+HATMaskResNet152 = make_builder(
+    HATMaskResNet, "HATMaskResNet152", "HAT-masked ResNet-152.", depth=152
+)
 HATMaskResNet52 = HATMaskResNet50

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clarena.backbones import extends_arguments
-from clarena.backbones.resnet import ResNet, ResNet18, ResNet34, ResNet50, ResNet101, ResNet152
+from clarena.backbones import extends_arguments, make_builder
+from clarena.backbones.resnet import ResNet
 from clarena.cl.resnet import CLResNet
 from clarena.wsn.backbone import WSNMaskBackbone
 
@@ -34,25 +34,14 @@ class WSNMaskResNet(WSNMaskBackbone, CLResNet):
         self._init_wsn(self._build_family(ResNet, batch_normalization, arguments))
 
 
-class WSNMaskResNet18(WSNMaskResNet, ResNet18):
-    """WSN-masked ResNet-18."""
-
-
-class WSNMaskResNet34(WSNMaskResNet, ResNet34):
-    """WSN-masked ResNet-34."""
-
-
-class WSNMaskResNet50(WSNMaskResNet, ResNet50):
-    """WSN-masked ResNet-50 (the docs' "WSNMaskResNet52")."""
-
-
-class WSNMaskResNet101(WSNMaskResNet, ResNet101):
-    """WSN-masked ResNet-101."""
-
-
-class WSNMaskResNet152(WSNMaskResNet, ResNet152):
-    """WSN-masked ResNet-152."""
-
-
-#: The published docs call the 50-layer ResNet "WSNMaskResNet52".
+# Depth builders over WSNMaskResNet(depth=...) (transitional, until #24's builders attach the method).
+WSNMaskResNet18 = make_builder(WSNMaskResNet, "WSNMaskResNet18", "WSN-masked ResNet-18.", depth=18)
+WSNMaskResNet34 = make_builder(WSNMaskResNet, "WSNMaskResNet34", "WSN-masked ResNet-34.", depth=34)
+WSNMaskResNet50 = make_builder(WSNMaskResNet, "WSNMaskResNet50", "WSN-masked ResNet-50.", depth=50)
+WSNMaskResNet101 = make_builder(
+    WSNMaskResNet, "WSNMaskResNet101", "WSN-masked ResNet-101.", depth=101
+)
+WSNMaskResNet152 = make_builder(
+    WSNMaskResNet, "WSNMaskResNet152", "WSN-masked ResNet-152.", depth=152
+)
 WSNMaskResNet52 = WSNMaskResNet50

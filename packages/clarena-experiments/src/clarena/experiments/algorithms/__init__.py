@@ -1,14 +1,36 @@
-"""Lightning algorithms: continual (Finetuning, Independent, HAT, AdaHAT, FG-AdaHAT, WSN), MTL, STL."""
+"""Lightning algorithms: continual (Finetuning, Independent, HAT, AdaHAT, FG-AdaHAT, WSN), MTL, STL.
+
+Each algorithm loads on first access, so importing the base (or one algorithm) imports no mask
+method's package. They are registered in the ``clarena.algorithms`` entry-point group (see
+:mod:`clarena.experiments.algorithms.registry`), where other distributions add theirs.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from clarena.experiments.algorithms.base import CLAlgorithm, CLConfigError
-from clarena.experiments.algorithms.fg_adahat import FGAdaHAT
-from clarena.experiments.algorithms.finetuning import Finetuning
-from clarena.experiments.algorithms.hat import HAT, AdaHAT
-from clarena.experiments.algorithms.independent import Independent
-from clarena.experiments.algorithms.joint import JointLearning, SingleLearning
-from clarena.experiments.algorithms.wsn import WSN
+
+if TYPE_CHECKING:
+    from clarena.experiments.algorithms.fg_adahat import FGAdaHAT
+    from clarena.experiments.algorithms.finetuning import Finetuning
+    from clarena.experiments.algorithms.hat import HAT, AdaHAT
+    from clarena.experiments.algorithms.independent import Independent
+    from clarena.experiments.algorithms.joint import JointLearning, SingleLearning
+    from clarena.experiments.algorithms.wsn import WSN
+
+#: Each algorithm's module in this package.
+_MODULES = {
+    "Finetuning": "finetuning",
+    "Independent": "independent",
+    "HAT": "hat",
+    "AdaHAT": "hat",
+    "FGAdaHAT": "fg_adahat",
+    "WSN": "wsn",
+    "JointLearning": "joint",
+    "SingleLearning": "joint",
+}
 
 __all__ = [
     "HAT",
@@ -22,3 +44,11 @@ __all__ = [
     "JointLearning",
     "SingleLearning",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    algorithm = getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    globals()[name] = algorithm
+    return algorithm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,21 +15,13 @@ from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.compilation import BackboneCompilation
+from clarena.experiments.algorithms.registry import algorithms_driving
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
-from clarena.hat import HATMaskBackbone
-from clarena.wsn import WSNMaskBackbone
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
-
-
-#: Masked backbone families and the algorithms that drive their masks.
-MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
-    HATMaskBackbone: "cl_algorithm=hat or cl_algorithm=adahat",
-    WSNMaskBackbone: "cl_algorithm=wsn",
-}
 
 
 def optimizer_and_scheduler(
@@ -70,8 +62,10 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
 
     #: Whether the algorithm works in class-incremental learning.
     supports_cil: bool = True
-    #: The masked backbone family whose masks the algorithm drives (``None``: plain backbones).
-    mask_backbone: type[CLBackbone] | None = None
+    #: The registered name of the mask method (``'hat'``, ``'wsn'``, see
+    #: :func:`clarena.cl.available_mask_methods`) whose masks the algorithm drives; its backbone
+    #: must have that method attached. ``None``: the algorithm trains backbones without one.
+    drives_mask_method: ClassVar[str | None] = None
     #: Whether the algorithm works in domain-incremental learning (one shared head).
     supports_dil: bool = True
 
@@ -90,17 +84,7 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
                 f"CLResNet18, HATMask*, WSNMask* ...); got {type(backbone).__name__}. Pick a "
                 f"backbone config whose _target_ starts with clarena.backbones.CL."
             )
-        for family, algorithms in MASK_ALGORITHMS.items():
-            if isinstance(backbone, family) and not (
-                self.mask_backbone is not None and issubclass(family, self.mask_backbone)
-            ):
-                plain = type(backbone).__name__.replace("HATMask", "CL").replace("WSNMask", "CL")
-                raise CLConfigError(
-                    f"{name} trains a plain continual-learning backbone, but "
-                    f"{type(backbone).__name__} is a {family.__name__} whose masks only their own "
-                    f"algorithm drives. Use {algorithms}, or a plain backbone such as "
-                    f"clarena.backbones.{plain}."
-                )
+        check_mask_method(name, self.drives_mask_method, backbone)
         if isinstance(heads, HeadsCIL) and not self.supports_cil:
             raise CLConfigError(
                 f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
@@ -221,7 +205,7 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
         if self.optimizer_factory is None:
             raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
         optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
-        if self.mask_backbone is not None:
+        if self.drives_mask_method is not None:
             self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
@@ -253,6 +237,35 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     def capacity(self) -> float | None:
         """Share of the backbone used by the tasks so far (masked algorithms); else ``None``."""
         return None
+
+
+def check_mask_method(algorithm: str, drives: str | None, backbone: CLBackbone) -> None:
+    """Raise unless ``backbone`` carries the mask method ``drives`` (``None``: no method).
+
+    A method's masks are trained only by the algorithms that drive it; the message names them,
+    as registered in the ``clarena.algorithms`` entry-point group.
+
+    Raises:
+        CLConfigError: the attached method (or its absence) is not the one ``algorithm`` drives.
+    """
+    attached = backbone.mask_method_name
+    if attached == drives:
+        return
+    network = backbone.architecture
+    if drives is None:
+        drivers = ", ".join(algorithms_driving(str(attached))) or "no installed algorithm"
+        raise CLConfigError(
+            f"{algorithm} trains a plain continual-learning backbone, but mask method "
+            f"'{attached}' is attached to {network}; only the algorithms that drive it train it: "
+            f"{drivers}. Use one of them as cl_algorithm, or a backbone without a mask method "
+            f"(clarena.backbones.CLMLP, CLResNet18 ...)."
+        )
+    found = "none" if attached is None else f"mask method '{attached}'"
+    raise CLConfigError(
+        f"{algorithm} drives mask method '{drives}', but {network} has {found} attached. Pick a "
+        f"backbone built with '{drives}' (clarena.backbones.available_backbones() lists the "
+        f"installed ones)."
+    )
 
 
 def optimizer_weight_decay(optimizer: OptimizerFactory | None) -> float:

@@ -74,7 +74,7 @@ class HAT(CLAlgorithm):
     """
 
     supports_cil = False
-    mask_backbone = HATMaskBackbone
+    drives_mask_method = "hat"
 
     def __init__(
         self,

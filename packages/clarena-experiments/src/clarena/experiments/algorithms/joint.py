@@ -37,10 +37,15 @@ class _SupervisedAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAc
                 f"{type(self).__name__} needs a clarena backbone; got {type(backbone).__name__}."
             )
         if isinstance(backbone, CLBackbone):
-            plain = type(backbone).__name__.removeprefix("HATMask").removeprefix("WSNMask")
-            plain = plain.removeprefix("CL")
+            # The family the CL backbone extends (MLP, ResNet), at the backbone's depth if any.
+            family = next(
+                c
+                for c in type(backbone).__mro__
+                if issubclass(c, Backbone) and not issubclass(c, CLBackbone)
+            )
+            plain = f"{family.__name__}{getattr(backbone, 'depth', '')}"
             raise CLConfigError(
-                f"{type(self).__name__} trains one plain backbone; {type(backbone).__name__} is a "
+                f"{type(self).__name__} trains one plain backbone; {backbone.architecture} is a "
                 f"continual-learning backbone (it needs a task set up before every forward). Use "
                 f"clarena.backbones.{plain} (backbone={plain.lower()})."
             )

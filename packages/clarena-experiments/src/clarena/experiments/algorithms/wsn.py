@@ -44,7 +44,7 @@ class WSN(CLAlgorithm):
     """
 
     supports_cil = False
-    mask_backbone = WSNMaskBackbone
+    drives_mask_method = "wsn"
 
     def __init__(
         self,
