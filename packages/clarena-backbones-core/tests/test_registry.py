@@ -49,7 +49,11 @@ def test_available_backbones_lists_core_with_its_distribution():
 def test_core_entry_points_resolve_to_the_exported_backbones(name):
     build = resolve_backbone(name)
     assert build is getattr(clarena.backbones, name)
-    arguments = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2} if name == "MLP" else {}
+    arguments: dict[str, object] = {}
+    if name == "MLP":
+        arguments = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2}
+    elif name == "TimmBackbone":
+        arguments = {"model_name": "resnet10t", "output_dim": 2}
     assert isinstance(build(**arguments), Backbone)
 
 

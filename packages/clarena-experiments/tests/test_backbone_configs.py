@@ -17,6 +17,7 @@ from clarena.experiments import cli
 BACKBONE = cli.shipped_config_dir() / "backbone"
 MLP = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64, "batch_normalization": True}
 RESNET = {"input_channels": 3, "output_dim": 64, "small_input": True}
+TIMM = {"model_name": "resnet18", "in_chans": 3, "output_dim": 64}
 METHOD = {
     "HATMask": {"batch_normalization": "independent"},
     "WSNMask": {"batch_normalization": "independent"},
@@ -25,7 +26,8 @@ NAMES = sorted(published_names("clarena.backbones"))
 
 
 def expected(name: str) -> dict[str, object]:
-    arguments = dict(MLP if name.endswith("MLP") else RESNET)
+    family = MLP if name.endswith("MLP") else TIMM if "Timm" in name else RESNET
+    arguments = dict(family)
     for prefix, changes in METHOD.items():
         if name.startswith(prefix):
             arguments |= changes
@@ -50,6 +52,7 @@ def test_arguments_are_written_once_per_family_and_method() -> None:
     assert carrying == [
         "family/mlp.yaml",
         "family/resnet.yaml",
+        "family/timm.yaml",
         "method/hat.yaml",
         "method/wsn.yaml",
     ]

@@ -25,8 +25,7 @@ class CLTimmBackbone(CLBackbone, TimmBackbone):
         in_chans: int | None = None,
         **timm_kwargs: Any,
     ) -> None:
-        TimmBackbone.__init__(
-            self,
+        super().__init__(
             model_name,
             output_dim=output_dim,
             pretrained_weights=pretrained_weights,
@@ -34,7 +33,6 @@ class CLTimmBackbone(CLBackbone, TimmBackbone):
             in_chans=in_chans,
             **timm_kwargs,
         )
-        self._init_task_state()
 
     def feature_layer_names(self) -> tuple[str, ...]:
         """Weighted layers whose unit outputs reach the feature (from the trace): ``proj`` when
