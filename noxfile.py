@@ -15,6 +15,11 @@ Distributions are discovered under ``packages/``. Sessions:
 - ``lint``: ruff. ``build``: wheels and sdists of every distribution, checked for content.
 - ``docs``: the strict docs build alone (not a default session: ``tests`` already builds it).
 
+``tests`` and ``kernels`` spread each pytest run over the machine's CPUs (pytest-xdist, one
+worker per CPU up to 4, each test file on one worker) and give each worker its share of torch's
+threads; the junit reports are written as before. ``-- -n 0`` after the session name runs
+serially.
+
 Every session that needs torch shares one install of it, ``.nox/shared-torch`` (torch and what
 torch itself requires, nothing else), seen by each venv through a ``.pth`` file: one CUDA build
 of torch (5.4 GB with its requirements) on disk instead of one per venv. The venvs never see the
@@ -23,6 +28,7 @@ interpreter's global site-packages.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tomllib
@@ -49,6 +55,11 @@ ORDER = [
     "clarena-experiments",
 ]
 TEST_REQUIREMENTS = ["pytest>=8"]
+#: ``tests`` and ``kernels`` spread each pytest run over the CPUs with pytest-xdist.
+PARALLEL_REQUIREMENTS = ["pytest-xdist>=3.5"]
+#: pytest-xdist workers per run: one per CPU this process may use, at most 4 (each worker holds
+#: its own torch, Lightning and compiled graphs in memory).
+WORKERS = min(4, len(os.sched_getaffinity(0)))
 #: Packages `nox -s tests` type-checks with mypy (config: [tool.mypy] in pyproject.toml).
 TYPED_PACKAGES = ("clarena.backbones", "clarena.cl", "clarena.hat", "clarena.wsn")
 #: The strict docs build into site/. Run it with NO_MKDOCS_2_WARNING=1: it hides Material's
@@ -149,10 +160,33 @@ def pytest_args(session: nox.Session, report: str, *paths: str) -> list[str]:
     return ["pytest", f"--junitxml={REPORTS / report}.xml", *paths, *session.posargs]
 
 
+def parallel_pytest_args(session: nox.Session, report: str, *paths: str) -> list[str]:
+    """:func:`pytest_args` spread over :data:`WORKERS` pytest-xdist workers.
+
+    ``--dist loadfile`` keeps each test file on one worker, so a module-scoped fixture (a
+    trained run several tests read) is built once. ``nox -s tests -- -n 0`` runs serially.
+    """
+    report_args = pytest_args(session, report, *paths)
+    return [report_args[0], "-n", str(WORKERS), "--dist", "loadfile", *report_args[1:]]
+
+
+def run_in_parallel(session: nox.Session) -> None:
+    """Give each of the :data:`WORKERS` test processes its share of the CPUs.
+
+    Without this every worker's torch starts one intra-op thread per CPU (and Inductor a pool of
+    compile processes per CPU): workers x CPUs threads contend for the CPUs and the run is slower
+    than a serial one. Tests that set their own thread count still do.
+    """
+    threads = str(max(1, len(os.sched_getaffinity(0)) // WORKERS))
+    session.env["OMP_NUM_THREADS"] = threads
+    session.env["TORCHINDUCTOR_COMPILE_THREADS"] = threads
+
+
 def install_distributions(session: nox.Session, names: list[str]) -> None:
     use_shared_torch(session)
-    requirements = sorted({r for name in names for r in test_extras(name)} | set(TEST_REQUIREMENTS))
-    session.install(*requirements, *(str(PACKAGES / name) for name in names))
+    requirements = {r for name in names for r in test_extras(name)}
+    requirements |= set(TEST_REQUIREMENTS) | set(PARALLEL_REQUIREMENTS)
+    session.install(*sorted(requirements), *(str(PACKAGES / name) for name in names))
 
 
 @nox.session(python="3.11")
@@ -171,14 +205,15 @@ def tests(session: nox.Session) -> None:
     # Inductor's own cache: kernels another process cached under another ATEN_CPU_CAPABILITY in
     # the shared default one (/tmp/torchinductor_<user>) abort or compute wrong values here.
     session.env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache(session, "native"))
+    run_in_parallel(session)
     steps = Steps(session)
     for name in names:
-        steps.run(name, *pytest_args(session, name, f"packages/{name}/tests"))
+        steps.run(name, *parallel_pytest_args(session, name, f"packages/{name}/tests"))
     steps.run(
         "integration-tests/all_installed",
-        *pytest_args(session, "integration-all", "integration-tests/all_installed"),
+        *parallel_pytest_args(session, "integration-all", "integration-tests/all_installed"),
     )
-    steps.run("docs/tests", *pytest_args(session, "docs-snippets", "docs/tests"))
+    steps.run("docs/tests", *parallel_pytest_args(session, "docs-snippets", "docs/tests"))
     # Type-check the installed libraries (each ships py.typed); config in pyproject.toml.
     steps.run("mypy", "mypy", *(arg for package in TYPED_PACKAGES for arg in ("-p", package)))
     # The strict docs build needs every distribution importable: build it here rather than pay
@@ -210,6 +245,7 @@ def kernels(session: nox.Session) -> None:
     (``nox -s kernels -- -x``) reach every run.
     """
     install_distributions(session, KERNEL_CHECKED)
+    run_in_parallel(session)
     steps = Steps(session)
     for capability in ("default", "avx2"):
         session.env["ATEN_CPU_CAPABILITY"] = capability
@@ -225,7 +261,7 @@ def kernels(session: nox.Session) -> None:
         ):
             report = f"kernels-{capability}-{part}"
             paths = [f"packages/{name}/{tests}" for name in KERNEL_CHECKED]
-            steps.run(report, *pytest_args(session, report, "-m", marks, *paths))
+            steps.run(report, *parallel_pytest_args(session, report, "-m", marks, *paths))
     steps.finish()
 
 
