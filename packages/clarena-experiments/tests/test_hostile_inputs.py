@@ -65,7 +65,8 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_clmain_train",
         ["backbone=hatmaskmlp"],
-        "Finetuning trains a plain continual-learning backbone, but HATMaskMLP",
+        "Finetuning trains a plain continual-learning backbone, but CLMLP has the mask method "
+        "'hat' attached",
     ),
     (
         "example_clmain_train",
@@ -80,7 +81,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_mtl_train",
         ["backbone=hatmaskmlp"],
-        "JointLearning trains one plain backbone; HATMaskMLP is a continual-learning backbone",
+        "JointLearning trains one plain backbone; CLMLP is a continual-learning backbone",
     ),
     (
         "example_clmain_adahat",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,6 @@ from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
-from clarena.hat import HATMaskBackbone
 from clarena.wsn import WSNMaskBackbone
 
 OptimizerFactory = Callable[..., Optimizer]
@@ -27,9 +26,12 @@ SchedulerFactory = Callable[..., Any]
 
 #: Masked backbone families and the algorithms that drive their masks.
 MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
-    HATMaskBackbone: "cl_algorithm=hat or cl_algorithm=adahat",
     WSNMaskBackbone: "cl_algorithm=wsn",
 }
+
+
+#: Mask methods (by entry-point name) and the algorithms that drive their masks.
+METHOD_ALGORITHMS: dict[str, str] = {"hat": "cl_algorithm=hat or cl_algorithm=adahat"}
 
 
 def optimizer_and_scheduler(
@@ -72,6 +74,9 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     supports_cil: bool = True
     #: The masked backbone family whose masks the algorithm drives (``None``: plain backbones).
     mask_backbone: type[CLBackbone] | None = None
+    #: The name of the mask method (``clarena.mask_methods``) whose masks the algorithm drives
+    #: (``None``: backbones without a method).
+    drives_mask_method: ClassVar[str | None] = None
     #: Whether the algorithm works in domain-incremental learning (one shared head).
     supports_dil: bool = True
 
@@ -101,6 +106,15 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
                     f"algorithm drives. Use {algorithms}, or a plain backbone such as "
                     f"clarena.backbones.{plain}."
                 )
+        method = getattr(backbone, "mask_method", None)
+        if method is not None and method.name != self.drives_mask_method:
+            algorithms = METHOD_ALGORITHMS.get(method.name, f"an algorithm for '{method.name}'")
+            raise CLConfigError(
+                f"{name} trains a plain continual-learning backbone, but "
+                f"{type(backbone).__name__} has the mask method '{method.name}' attached, whose "
+                f"masks only their own algorithm drives. Use {algorithms}, or a plain backbone "
+                f"such as clarena.backbones.{type(backbone).__name__}."
+            )
         if isinstance(heads, HeadsCIL) and not self.supports_cil:
             raise CLConfigError(
                 f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
@@ -221,7 +235,7 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
         if self.optimizer_factory is None:
             raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
         optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
-        if self.mask_backbone is not None:
+        if self.mask_backbone is not None or self.drives_mask_method is not None:
             self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
