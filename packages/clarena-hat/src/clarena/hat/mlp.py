@@ -23,3 +23,5 @@ HATMaskMLP = hat_builder(
         The ``CLMLP``; its HAT method is ``backbone.mask_method`` (:func:`clarena.hat.hat_of`).
     """,
 )
+"""Builder: ``CLMLP(...)`` with :class:`~clarena.hat.HAT` attached (``batch_normalization``
+defaults to ``None``)."""

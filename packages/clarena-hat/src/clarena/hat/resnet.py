@@ -23,14 +23,19 @@ _DOC = """HAT-masked ResNet-{depth}: ``CLResNet{depth}(...).attach(HAT(gate, bat
     """
 
 HATMaskResNet18 = hat_builder("HATMaskResNet18", CLResNet18, "independent", _DOC.format(depth=18))
+"""Builder: ``CLResNet18(...)`` with :class:`~clarena.hat.HAT` attached."""
 HATMaskResNet34 = hat_builder("HATMaskResNet34", CLResNet34, "independent", _DOC.format(depth=34))
+"""Builder: ``CLResNet34(...)`` with :class:`~clarena.hat.HAT` attached."""
 HATMaskResNet50 = hat_builder("HATMaskResNet50", CLResNet50, "independent", _DOC.format(depth=50))
+"""Builder: ``CLResNet50(...)`` with :class:`~clarena.hat.HAT` attached (the docs'
+``HATMaskResNet52``)."""
 HATMaskResNet101 = hat_builder(
     "HATMaskResNet101", CLResNet101, "independent", _DOC.format(depth=101)
 )
+"""Builder: ``CLResNet101(...)`` with :class:`~clarena.hat.HAT` attached."""
 HATMaskResNet152 = hat_builder(
     "HATMaskResNet152", CLResNet152, "independent", _DOC.format(depth=152)
 )
-
-#: The published docs call the 50-layer ResNet "HATMaskResNet52".
+"""Builder: ``CLResNet152(...)`` with :class:`~clarena.hat.HAT` attached."""
 HATMaskResNet52 = HATMaskResNet50
+"""The published docs call the 50-layer ResNet "HATMaskResNet52": the same builder."""
