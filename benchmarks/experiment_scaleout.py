@@ -63,7 +63,7 @@ def _resume_state_cost(name: str) -> tuple[int, float, float, float]:
         if "wsn" in name:
             algorithm.backbone.store_mask(algorithm.mask_percentage)
         else:
-            algorithm.backbone.store_mask()
+            algorithm.hat.end_task(task)
     state = {
         "state_dict": algorithm.state_dict(),
         "trained_tasks": tasks,

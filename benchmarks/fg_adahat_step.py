@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import add_clock_arguments, chosen_clock, paired_timings
 
+from clarena.cl import CLBackbone
 from clarena.hat import (
     FGAdaHATImportance,
     HATMaskMLP,
@@ -34,6 +35,7 @@ from clarena.hat import (
     compensate_embedding_gradients,
     condition_gradients,
     fg_adahat_condition_gradients,
+    hat_of,
     layer_sparsity,
     sparsity_regularization,
     step_importance,
@@ -43,20 +45,22 @@ S_MAX = 400.0
 NUM_BATCHES = 100
 
 
-def prepared() -> tuple[HATMaskMLP, nn.Linear, FGAdaHATImportance]:
+def prepared() -> tuple[CLBackbone, nn.Linear, FGAdaHATImportance]:
     """A HATMaskMLP training task 3 with tasks 1 and 2 stored, its head and carried importance."""
     backbone = HATMaskMLP(input_dim=784, hidden_dims=[256, 100], output_dim=64)
-    importance = FGAdaHATImportance(backbone.layer_units, "add_latest")
+    importance = FGAdaHATImportance(hat_of(backbone).layer_units, "add_latest")
     for task_id in (1, 2):
         backbone.setup_task_id(task_id)
-        backbone.store_mask()
-        importance.add_task(task_id, {n: torch.rand(u) for n, u in backbone.layer_units.items()})
+        hat_of(backbone).store_mask()
+        importance.add_task(
+            task_id, {n: torch.rand(u) for n, u in hat_of(backbone).layer_units.items()}
+        )
     backbone.setup_task_id(3)
     return backbone.train(), nn.Linear(64, 10), importance
 
 
 def step(
-    backbone: HATMaskMLP,
+    backbone: CLBackbone,
     head: nn.Linear,
     importance: FGAdaHATImportance,
     x: torch.Tensor,
@@ -73,7 +77,7 @@ def step(
         feature, mask, activations = backbone(
             x, "train", s_max=S_MAX, batch_idx=batch_idx, num_batches=NUM_BATCHES
         )
-        cumulative = backbone.cumulative_mask()
+        cumulative = hat_of(backbone).cumulative_mask()
         loss = nn.functional.cross_entropy(head(feature), y)
         loss = loss + 0.75 * sparsity_regularization(mask, cumulative)
         loss.backward()

@@ -48,14 +48,14 @@ from _timing import (
     synchronized,
 )
 
-from clarena.cl import CLMLP, CLResNet18
+from clarena.cl import CLMLP, CLBackbone, CLResNet18
 from clarena.hat import (
-    HATMaskBackbone,
     HATMaskMLP,
     HATMaskResNet18,
     annealed_scale,
     compensate_embedding_gradients,
     condition_gradients,
+    hat_of,
     sparsity_regularization,
 )
 
@@ -72,9 +72,7 @@ def cl_step(backbone: CLMLP | CLResNet18, x: Tensor) -> Callable[[], None]:
     return step
 
 
-def hat_step(
-    backbone: HATMaskBackbone, x: Tensor, mechanics: bool, trained: bool
-) -> Callable[[], None]:
+def hat_step(backbone: CLBackbone, x: Tensor, mechanics: bool, trained: bool) -> Callable[[], None]:
     """A HAT step: annealed over an epoch (fresh masks) or at ``s_max`` (trained masks)."""
     counter = [0]
 
@@ -82,30 +80,28 @@ def hat_step(
         batch_idx = NUM_BATCHES if trained else counter[0] % NUM_BATCHES + 1
         counter[0] += 1
         backbone.zero_grad(set_to_none=True)
-        feature, mask, _ = backbone(
-            x, "train", s_max=S_MAX, batch_idx=batch_idx, num_batches=NUM_BATCHES
-        )
+        s = annealed_scale(S_MAX, batch_idx, NUM_BATCHES)  # once per step, as the algorithm
+        feature, mask, _ = backbone(x, "train", scale=s)
         loss = feature.square().mean()
         if mechanics:
-            loss = loss + 0.75 * sparsity_regularization(mask, backbone.cumulative_mask())
+            loss = loss + 0.75 * sparsity_regularization(mask, hat_of(backbone).cumulative_mask())
         loss.backward()
         if mechanics:
             condition_gradients(backbone)
-            s = annealed_scale(S_MAX, batch_idx, NUM_BATCHES)
             compensate_embedding_gradients(backbone, s, S_MAX)
 
     return step
 
 
-def prepared_hat(backbone: HATMaskBackbone) -> HATMaskBackbone:
+def prepared_hat(backbone: CLBackbone) -> CLBackbone:
     """``backbone`` training task 2, with task 1's mask stored (both embeddings ``N(0, 1)``)."""
     backbone.setup_task_id(1)
-    backbone.store_mask()
+    hat_of(backbone).store_mask()
     backbone.setup_task_id(2)
     return backbone.train()
 
 
-def subnormal_gates(backbone: HATMaskBackbone, s: float) -> tuple[int, int]:
+def subnormal_gates(backbone: CLBackbone, s: float) -> tuple[int, int]:
     """How many of the backbone's units have a subnormal gate ``sigmoid(s e)``, and of how many."""
     tiny = torch.finfo(torch.float32).tiny
     count = 0
@@ -113,13 +109,13 @@ def subnormal_gates(backbone: HATMaskBackbone, s: float) -> tuple[int, int]:
         for embedding in backbone.task_embedding.values():
             gate = torch.sigmoid(s * embedding.float())
             count += int(((gate > 0) & (gate < tiny)).sum())
-    return count, backbone.num_units
+    return count, hat_of(backbone).num_units
 
 
 def compare(
     name: str,
     cl_backbone: CLMLP | CLResNet18,
-    hat_backbone: HATMaskBackbone,
+    hat_backbone: CLBackbone,
     x: Tensor,
     repeats: int,
     warmup: int,
@@ -179,15 +175,15 @@ def compare(
     return record
 
 
-def constant_gate(cl_backbone: CLMLP | CLResNet18, hat_backbone: HATMaskBackbone) -> nn.Module:
+def constant_gate(cl_backbone: CLMLP | CLResNet18, hat_backbone: CLBackbone) -> nn.Module:
     """A copy of ``cl_backbone`` whose units are multiplied by fixed masks (no gradient to them)."""
     gated = copy.deepcopy(cl_backbone)
     with torch.no_grad():
         masks = {
             name: mask.detach()
-            for name, mask in hat_backbone.get_mask(
-                "validation", s_max=S_MAX, test_task_id=None
-            ).items()
+            for name, mask in hat_of(hat_backbone)
+            .get_mask("validation", s_max=S_MAX, test_task_id=None)
+            .items()
         }
 
     def unit_gate(layer_name: str, hidden: Tensor) -> Tensor:
@@ -277,8 +273,8 @@ def main() -> None:
         backbone = prepared_hat(backbone)
         num_bytes = backbone.mask_store.nbytes(1)
         print(
-            f"{label:<44} {backbone.num_units:5d} units: {num_bytes:4d} bytes per stored task "
-            f"mask (float32: {backbone.num_units * 4:6d} bytes)"
+            f"{label:<44} {hat_of(backbone).num_units:5d} units: {num_bytes:4d} bytes per stored task "
+            f"mask (float32: {hat_of(backbone).num_units * 4:6d} bytes)"
         )
     print("upstream CLArena HATMaskResNet18 (no shortcut masks): 3,904 units, 15,616 bytes")
 

@@ -210,7 +210,7 @@ def run_backbone(backbone: torch.nn.Module, input: torch.Tensor) -> torch.Tensor
 
 
 def _forward(backbone: torch.nn.Module, input: torch.Tensor, kinds: set[str]) -> torch.Tensor:
-    if "HATMaskBackbone" in kinds:
+    if getattr(getattr(backbone, "mask_method", None), "name", None) == "hat":
         outputs = backbone(input, stage="train", s_max=400.0, batch_idx=1, num_batches=1)
     elif "WSNMaskBackbone" in kinds:
         outputs = backbone(input, stage="train", mask_percentage=0.5)

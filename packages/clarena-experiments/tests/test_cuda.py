@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, Independent
 from clarena.experiments.testing import quiet_trainer
-from clarena.hat import HATMaskMLP
+from clarena.hat import HATMaskMLP, hat_of
 from clarena.wsn import WSNMaskMLP
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,7 +73,7 @@ def _with_two_stored_tasks(name: str):
         if name == "wsn":
             algorithm.backbone.store_mask(MASK_PERCENTAGE, task_id)
         else:
-            algorithm.backbone.store_mask(task_id)
+            algorithm.hat.end_task(task_id)
     return algorithm
 
 
@@ -131,15 +131,15 @@ def test_hat_masks_on_cuda_equal_the_cpu_masks() -> None:
         ("train", {"s_max": 400.0, "batch_idx": 3, "num_batches": 10}),
         ("validation", {"s_max": 400.0}),
     ):
-        cpu_mask = on_cpu.get_mask(stage, **arguments)
-        cuda_mask = on_cuda.get_mask(stage, **arguments)
+        cpu_mask = hat_of(on_cpu).get_mask(stage, **arguments)
+        cuda_mask = hat_of(on_cuda).get_mask(stage, **arguments)
         for layer, mask in cpu_mask.items():
             # sigmoid(s * e): one rounding of each device's sigmoid apart at most.
             torch.testing.assert_close(cuda_mask[layer].cpu(), mask, rtol=1e-6, atol=1e-7)
-    on_cpu.store_mask(1)
-    on_cuda.store_mask(1)
-    cuda_stored = on_cuda.stored_mask(1)
-    for layer, mask in on_cpu.stored_mask(1).items():
+    hat_of(on_cpu).store_mask(1)
+    hat_of(on_cuda).store_mask(1)
+    cuda_stored = hat_of(on_cuda).stored_mask(1)
+    for layer, mask in hat_of(on_cpu).stored_mask(1).items():
         assert torch.equal(cuda_stored[layer].cpu(), mask), layer
 
 

@@ -18,7 +18,14 @@ from clarena.experiments.algorithms.fg_adahat_attribution import attribution_imp
 from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
 from clarena.experiments.resume import load_resume_state
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
-from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, HATMaskResNet18, step_importance
+from clarena.hat import (
+    ATTRIBUTION_IMPORTANCE_TYPES,
+    HATMaskMLP,
+    HATMaskResNet18,
+    annealed_scale,
+    hat_of,
+    step_importance,
+)
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
@@ -140,10 +147,12 @@ def test_attribution_importance_leaves_training_untouched(importance_type):
         backbone, HeadsTIL(FEATURE_DIM), SGD, **(REQUIRED | {"importance_type": importance_type})
     )
     model.setup_task_id(1, NUM_CLASSES)
-    model._batch_idx, model._num_batches = 2, 4
+    model.step_scale = annealed_scale(model.s_max, 2, 4)
     inputs, labels = _data(3, size=6).tensors
     buffers = {key: value.clone() for key, value in model.named_buffers()}
-    importance = attribution_importance(model, importance_type, inputs, labels)
+    importance = attribution_importance(
+        model, importance_type, inputs, labels, scale=model.step_scale
+    )
     assert {name: tuple(value.shape) for name, value in importance.items()} == {
         "fc/0": (16,),
         "fc/1": (10,),
@@ -243,7 +252,7 @@ def test_importance_state_is_in_the_state_dict_and_reloads_into_a_fresh_model():
     state = model.state_dict()
     assert state["importance.task_importance"].shape == (
         2,
-        sum(model.backbone.layer_units.values()),
+        sum(hat_of(model.backbone).layer_units.values()),
     )
     fresh = _model().double()  # the trained model ran in float64 ("64-true")
     for task in (1, 2):
@@ -258,7 +267,7 @@ def test_task_importance_is_zero_on_units_the_task_did_not_keep():
     model = _model(base_importance=0.5)
     _fit(model, 1, _data(1))
     importance = model.importance.task_importance_of(1)
-    for name, mask in model.backbone.stored_mask(1).items():
+    for name, mask in hat_of(model.backbone).stored_mask(1).items():
         assert torch.equal(importance[name] == 0, mask == 0), name
         assert bool((importance[name][mask == 1] >= 0.5).all())
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from clarena.cl import HeadsTIL
 from clarena.experiments.algorithms import FGAdaHAT
 from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
-from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP
+from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, annealed_scale
 
 attr = pytest.importorskip("captum.attr")
 
@@ -50,7 +50,7 @@ def _algorithm(importance_type: str) -> FGAdaHAT:
         **REQUIRED,
     )
     algorithm.setup_task_id(TASK_ID, NUM_CLASSES)
-    algorithm._batch_idx, algorithm._num_batches = BATCH_IDX, NUM_BATCHES
+    algorithm.step_scale = annealed_scale(algorithm.s_max, BATCH_IDX, NUM_BATCHES)
     return algorithm.double()
 
 
@@ -149,7 +149,7 @@ def test_attribution_importance_equals_captum_called_directly(importance_type):
     torch.testing.assert_close(model(x), algorithm.heads(feature, TASK_ID), rtol=0, atol=0)
 
     _seed_captum()
-    got = attribution_importance(algorithm, importance_type, x, y)
+    got = attribution_importance(algorithm, importance_type, x, y, scale=algorithm.step_scale)
 
     names = algorithm.backbone.weighted_layer_names
     assert list(got) == names
@@ -169,7 +169,9 @@ def test_feature_ablation_is_the_annex_formula():
     algorithm = _algorithm("feature_ablation_abs")
     x, y = _batch()
     model = _ReferenceForward(algorithm)
-    got = attribution_importance(algorithm, "feature_ablation_abs", x, y)
+    got = attribution_importance(
+        algorithm, "feature_ablation_abs", x, y, scale=algorithm.step_scale
+    )
     with torch.no_grad():
         full = model(x).gather(1, y[:, None])[:, 0]
         for name in algorithm.backbone.weighted_layer_names:

@@ -236,7 +236,7 @@ def test_no_forgetting_holds_through_a_restore_and_masks_come_from_the_restored_
                 assert torch.equal(mask, selected[kind][layer]), layer
     if name == "hat":
         # The stored task-2 mask is the binarised task-2 embedding of the restored epoch.
-        stored = model.backbone.stored_mask(2)
+        stored = model.hat.stored_mask(2)
         for layer in stored:
             embedding = states.states[0][f"backbone.task_embedding.{layer}"]
             assert torch.equal(stored[layer], (embedding > 0).to(stored[layer].dtype)), layer

@@ -111,14 +111,14 @@ def test_soft_protection_keeps_task_1_mask_and_head_bit_exact(name: str, precisi
     model = _model(name)
     model.setup_task_id(1, NUM_CLASSES)
     _fit(model, 1, precision)
-    mask = {layer: value.clone() for layer, value in model.backbone.stored_mask(1).items()}
+    mask = {layer: value.clone() for layer, value in model.hat.stored_mask(1).items()}
     head = {
         key: value.detach().clone() for key, value in model.heads.heads["1"].state_dict().items()
     }
     shared = model.backbone.fc[0].weight.detach().clone()
     model.setup_task_id(2, NUM_CLASSES)
     _fit(model, 2, precision)
-    stored = model.backbone.stored_mask(1)
+    stored = model.hat.stored_mask(1)
     assert all(torch.equal(stored[layer], value) for layer, value in mask.items())
     assert all(torch.equal(model.heads.heads["1"].state_dict()[k], v) for k, v in head.items())
     assert torch.isfinite(model.backbone.fc[0].weight).all()

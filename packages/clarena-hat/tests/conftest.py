@@ -8,15 +8,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from clarena.cl import HeadsTIL
+from clarena.cl import CLBackbone, HeadsTIL
 from clarena.hat import (
-    HATMaskBackbone,
     adahat_condition_gradients,
     annealed_scale,
-    check_optimizer,
     clamp_task_embedding,
     compensate_embedding_gradients,
     condition_gradients,
+    hat_of,
     layer_sparsity,
     sparsity_regularization,
 )
@@ -50,7 +49,7 @@ def make_task_data(task_id: int, shape: tuple[int, ...], num_batches: int, batch
 
 
 def train_task(
-    backbone: HATMaskBackbone,
+    backbone: CLBackbone,
     heads: HeadsTIL,
     task_id: int,
     batches: list[tuple[Tensor, Tensor]],
@@ -68,7 +67,7 @@ def train_task(
     backbone.train()
     heads.train()
     optimizer = torch.optim.SGD([*backbone.parameters(), *heads.parameters()], lr=lr)
-    check_optimizer(optimizer)
+    hat_of(backbone).check_optimizer(optimizer)
     num_batches = len(batches)
     for batch_idx, (x, y) in enumerate(batches, start=1):
         s = annealed_scale(S_MAX, batch_idx, num_batches)
@@ -76,7 +75,7 @@ def train_task(
         feature, mask, _ = backbone(
             x, "train", s_max=S_MAX, batch_idx=batch_idx, num_batches=num_batches
         )
-        cumulative = backbone.cumulative_mask()
+        cumulative = hat_of(backbone).cumulative_mask()
         loss = nn.functional.cross_entropy(heads(feature, task_id), y)
         loss = loss + reg_factor * sparsity_regularization(mask, cumulative)
         loss.backward()
@@ -88,11 +87,11 @@ def train_task(
         compensate_embedding_gradients(backbone, s, S_MAX)
         optimizer.step()
         clamp_task_embedding(backbone)
-    backbone.store_mask()
+    hat_of(backbone).store_mask()
 
 
 def run_test_stage(
-    backbone: HATMaskBackbone, heads: HeadsTIL, task_id: int, x: Tensor
+    backbone: CLBackbone, heads: HeadsTIL, task_id: int, x: Tensor
 ) -> tuple[Tensor, Tensor]:
     """``(feature, logits)`` of the test stage on ``task_id``."""
     backbone.eval()

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import clarena.backbones
-from clarena.cl import TaskBatchNorm
+from clarena.cl import CLMLP, TaskBatchNorm
 from clarena.hat import (
     HATMaskMLP,
     HATMaskResNet18,
@@ -17,6 +17,7 @@ from clarena.hat import (
     HATMaskResNet101,
     HATMaskResNet152,
     annealed_scale,
+    hat_of,
     zero_subnormal_gates,
 )
 
@@ -51,9 +52,9 @@ def test_task_embedding_has_one_value_per_output_unit():
 
 def test_resnet18_has_4800_units_and_stores_600_bytes_per_task():
     resnet = HATMaskResNet18(small_input=True)
-    assert resnet.num_units == 4800
+    assert hat_of(resnet).num_units == 4800
     resnet.setup_task_id(1)
-    resnet.store_mask()
+    hat_of(resnet).store_mask()
     stored = resnet.state_dict()["mask_store.tasks.1.units"]
     assert stored.dtype == torch.uint8
     assert stored.numel() == 600
@@ -64,7 +65,7 @@ def test_a_state_dict_of_the_0_1_mask_layout_loads_into_a_fresh_backbone():
     trained = HATMaskMLP(6, [5], 4)
     for task_id in (3, 1):
         trained.setup_task_id(task_id)
-        trained.store_mask()
+        hat_of(trained).store_mask()
     saved = trained.state_dict()
     # clarena-hat 0.1 kept task t's packed mask as the buffer mask_store.task_{t}.
     legacy = {
@@ -74,10 +75,10 @@ def test_a_state_dict_of_the_0_1_mask_layout_loads_into_a_fresh_backbone():
     assert "mask_store.task_3" in legacy
     fresh = HATMaskMLP(6, [5], 4)
     fresh.load_state_dict(legacy)
-    assert fresh.stored_task_ids == [3, 1]
+    assert hat_of(fresh).stored_task_ids == [3, 1]
     for task_id in (3, 1):
-        for name, mask in trained.stored_mask(task_id).items():
-            assert torch.equal(fresh.stored_mask(task_id)[name], mask)
+        for name, mask in hat_of(trained).stored_mask(task_id).items():
+            assert torch.equal(hat_of(fresh).stored_mask(task_id)[name], mask)
     assert fresh.state_dict().keys() == saved.keys()
 
 
@@ -98,11 +99,11 @@ def test_every_depth_masks_every_weighted_layer(cls, units):
     assert list(backbone.task_embedding) == backbone.weighted_layer_names
     assert backbone.weighted_layer_names[-1] == "proj"
     if units is not None:
-        assert backbone.num_units == units + 8
+        assert hat_of(backbone).num_units == units + 8
     assert HATMaskResNet52 is HATMaskResNet50
     backbone.setup_task_id(1)
-    backbone.store_mask()
-    stored = backbone.stored_mask(1)
+    hat_of(backbone).store_mask()
+    stored = hat_of(backbone).stored_mask(1)
     for name in backbone.weighted_layer_names:
         assert torch.equal(stored[name], (backbone.task_embedding[name] > 0).float()), name
 
@@ -110,20 +111,20 @@ def test_every_depth_masks_every_weighted_layer(cls, units):
 def test_mask_embedding_mode_initialisations():
     mlp = small_mlp()
     mlp.setup_task_id(1)
-    mlp.initialize_task_embedding("U01")
+    hat_of(mlp).initialize_task_embedding("U01")
     values = torch.cat(list(mlp.task_embedding.values()))
     assert values.min() >= 0
     assert values.max() <= 1
-    mlp.initialize_task_embedding("U-10")
+    hat_of(mlp).initialize_task_embedding("U-10")
     values = torch.cat(list(mlp.task_embedding.values()))
     assert values.min() >= -1
     assert values.max() <= 0
-    mlp.initialize_task_embedding("masked")
+    hat_of(mlp).initialize_task_embedding("masked")
     assert torch.equal(torch.cat(list(mlp.task_embedding.values())), torch.full((18,), -1.0))
-    mlp.initialize_task_embedding("unmasked")
+    hat_of(mlp).initialize_task_embedding("unmasked")
     assert torch.equal(torch.cat(list(mlp.task_embedding.values())), torch.ones(18))
     with pytest.raises(ValueError, match=r"unknown task embedding init mode 'N02'.*'N01'"):
-        mlp.initialize_task_embedding("N02")
+        hat_of(mlp).initialize_task_embedding("N02")
 
 
 def test_annealed_scale_endpoints_and_single_batch():
@@ -207,7 +208,7 @@ def test_train_validation_and_test_masks(hat_gate):
     _, mask, _ = mlp(x, "validation", s_max=10.0)
     assert torch.equal(mask["fc/1"], hat_gate(10.0 * torch.tensor(e["fc/1"])))
 
-    mlp.store_mask()
+    hat_of(mlp).store_mask()
     _, mask, _ = mlp(x, "test", test_task_id=3)
     assert torch.equal(mask["fc/2"], torch.tensor([0.0, 1.0, 0.0, 1.0]))
     assert torch.equal(mask["fc/0"], torch.tensor([1.0, 0.0] * 4))
@@ -217,7 +218,7 @@ def test_mask_multiplies_unit_outputs_before_activation():
     mlp = HATMaskMLP(input_dim=3, hidden_dims=[], output_dim=4, activation_layer=None)
     mlp.setup_task_id(1)
     set_embedding(mlp, {"fc/0": [1.0, -1.0, 2.0, -3.0]})
-    mlp.store_mask()
+    hat_of(mlp).store_mask()
     x = torch.randn(2, 3)
     feature, _, activations = mlp(x, "test")
     expected = mlp.fc[0](x) * torch.tensor([1.0, 0.0, 1.0, 0.0])
@@ -228,10 +229,10 @@ def test_mask_multiplies_unit_outputs_before_activation():
 def test_convolution_masks_broadcast_over_channels():
     resnet = HATMaskResNet18(small_input=True, batch_normalization=None)
     resnet.setup_task_id(1)
-    resnet.initialize_task_embedding("masked")
+    hat_of(resnet).initialize_task_embedding("masked")
     with torch.no_grad():
         resnet.task_embedding["conv1"][:3] = 1.0
-    resnet.store_mask()
+    hat_of(resnet).store_mask()
     _, _, activations = resnet(torch.randn(2, 3, 8, 8), "test")
     conv1 = activations["conv1"]
     assert conv1.shape == (2, 64, 8, 8)
@@ -243,40 +244,47 @@ def test_stored_cumulative_and_summative_masks_and_capacity():
     mlp = small_mlp()
     mlp.setup_task_id(1)
     set_embedding(mlp, {"fc/0": [1, 1, -1, -1, -1, -1, -1, -1], "fc/1": [1] * 6, "fc/2": [-1] * 4})
-    mlp.store_mask()
+    hat_of(mlp).store_mask()
     mlp.setup_task_id(4)
     set_embedding(mlp, {"fc/0": [1, -1, 1, -1, -1, -1, -1, -1], "fc/1": [-1] * 6, "fc/2": [-1] * 4})
-    mlp.store_mask()
-    assert mlp.stored_task_ids == [1, 4]
-    assert torch.equal(mlp.stored_mask(4)["fc/0"], torch.tensor([1.0, 0, 1, 0, 0, 0, 0, 0]))
-    assert torch.equal(mlp.cumulative_mask()["fc/0"], torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0]))
-    assert torch.equal(mlp.summative_mask()["fc/0"], torch.tensor([2.0, 1, 1, 0, 0, 0, 0, 0]))
-    assert torch.equal(mlp.cumulative_mask()["fc/1"], torch.ones(6))
-    assert mlp.capacity_per_layer() == {"fc/0": 3 / 8, "fc/1": 1.0, "fc/2": 0.0}
-    assert mlp.capacity() == pytest.approx(9 / 18)
+    hat_of(mlp).store_mask()
+    assert hat_of(mlp).stored_task_ids == [1, 4]
+    assert torch.equal(hat_of(mlp).stored_mask(4)["fc/0"], torch.tensor([1.0, 0, 1, 0, 0, 0, 0, 0]))
+    assert torch.equal(
+        hat_of(mlp).cumulative_mask()["fc/0"], torch.tensor([1.0, 1, 1, 0, 0, 0, 0, 0])
+    )
+    assert torch.equal(
+        hat_of(mlp).summative_mask()["fc/0"], torch.tensor([2.0, 1, 1, 0, 0, 0, 0, 0])
+    )
+    assert torch.equal(hat_of(mlp).cumulative_mask()["fc/1"], torch.ones(6))
+    assert hat_of(mlp).capacity_per_layer() == {"fc/0": 3 / 8, "fc/1": 1.0, "fc/2": 0.0}
+    assert hat_of(mlp).capacity() == pytest.approx(9 / 18)
 
 
 def test_independent_batch_norm_per_task_and_bool_modes():
     independent = small_mlp(batch_normalization="independent")
-    assert independent.batch_norm_mode == "independent"
+    assert hat_of(independent).batch_norm_mode == "independent"
     assert isinstance(independent.fc_bn[0], TaskBatchNorm)
     for task_id in (2, 9):
         independent.setup_task_id(task_id)
     assert list(independent.fc_bn[0].norms) == ["2", "9"]
 
     shared = small_mlp(batch_normalisation=True)
-    assert shared.batch_norm_mode == "shared"
+    assert hat_of(shared).batch_norm_mode == "shared"
     assert isinstance(shared.fc_bn[0], nn.BatchNorm1d)
-    assert shared.normalization_layer("fc/1") is shared.fc_bn[1]
+    assert hat_of(shared).normalization_layer("fc/1") is shared.fc_bn[1]
 
     none = small_mlp(batch_normalization=False)
-    assert none.batch_norm_mode is None
-    assert none.normalization_layer("fc/0") is None
+    assert hat_of(none).batch_norm_mode is None
+    assert hat_of(none).normalization_layer("fc/0") is None
 
     resnet = HATMaskResNet18(small_input=True, batch_normalization=True)
-    assert resnet.batch_norm_mode == "shared"
-    assert resnet.normalization_layer("layer2/0/downsample/0") is resnet.layer2[0].downsample[1]
-    assert resnet.normalization_layer("layer3/1/conv2") is resnet.layer3[1].bn2
+    assert hat_of(resnet).batch_norm_mode == "shared"
+    assert (
+        hat_of(resnet).normalization_layer("layer2/0/downsample/0")
+        is resnet.layer2[0].downsample[1]
+    )
+    assert hat_of(resnet).normalization_layer("layer3/1/conv2") is resnet.layer3[1].bn2
     with pytest.raises(ValueError, match=r"batch_normalization must be null, 'shared' or"):
         small_mlp(batch_normalization="per-task")
 
@@ -285,7 +293,7 @@ def test_test_stage_selects_the_tasks_own_batch_norm():
     mlp = small_mlp(batch_normalization="independent")
     for task_id in (1, 2):
         mlp.setup_task_id(task_id)
-        mlp.store_mask()
+        hat_of(mlp).store_mask()
     mlp.eval()
     mlp(torch.randn(3, 12), "test", test_task_id=1)
     assert mlp.fc_bn[0].active_task == 1
@@ -298,7 +306,7 @@ def test_error_test_on_task_without_stored_mask():
     mlp.setup_task_id(1)
     with pytest.raises(ValueError, match=r"task 1 has no stored mask.*call store_mask\(\)"):
         mlp(torch.randn(2, 12), "test")
-    mlp.store_mask()
+    hat_of(mlp).store_mask()
     with pytest.raises(
         ValueError, match=r"task 2 has no stored mask \(tasks with stored masks: \[1\]\)"
     ):
@@ -342,7 +350,7 @@ def test_error_forward_before_setup_and_store_for_other_task():
         ValueError,
         match=r"store_mask stores the current task's embedding \(task 1\); got task_id=2",
     ):
-        mlp.store_mask(2)
+        hat_of(mlp).store_mask(2)
 
 
 def test_error_activation_that_does_not_map_zero_to_zero():
@@ -381,7 +389,8 @@ def test_hydra_instantiate_with_docs_spelling():
         }
     )
     backbone = instantiate(config)
-    assert isinstance(backbone, HATMaskMLP)
+    assert isinstance(backbone, CLMLP)
+    assert hat_of(backbone).batch_norm_mode == "independent"
     backbone.setup_task_id(1)
     feature, mask, activations = backbone(
         torch.randn(4, 1, 28, 28), "train", s_max=400.0, batch_idx=1, num_batches=2
@@ -400,7 +409,7 @@ def test_mask_folded_into_batch_norm_equals_batch_norm_then_mask(batch_normaliza
     torch.manual_seed(0)
     mlp = small_mlp(batch_normalization=batch_normalization)
     mlp.setup_task_id(1)
-    assert mlp._fused_layers == {"fc/0", "fc/1", "fc/2"}
+    assert hat_of(mlp).fused_layers == {"fc/0", "fc/1", "fc/2"}
     x = torch.randn(5, 12)
     _, mask, activations = mlp(x, "train", s_max=4.0, batch_idx=2, num_batches=3)
     norm = mlp.fc_bn[0].norms["1"] if batch_normalization == "independent" else mlp.fc_bn[0]
@@ -413,13 +422,13 @@ def test_per_task_masked_batch_norms_are_bound_after_setup_and_reload():
     mlp = small_mlp(batch_normalization="independent")
     for task_id in (1, 2):
         mlp.setup_task_id(task_id)
-        mlp.store_mask()
+        hat_of(mlp).store_mask()
     for key in ("1", "2"):
         assert mlp.fc_bn[1].norms[key].hat_layer_name == "fc/1"
     fresh = small_mlp(batch_normalization="independent")
     fresh.load_state_dict(mlp.state_dict())
     assert fresh.fc_bn[2].norms["2"].hat_layer_name == "fc/2"
-    assert fresh.fc_bn[2].norms["2"].hat_mask_source is fresh._mask_source
+    assert fresh.fc_bn[2].norms["2"].hat is hat_of(fresh)
     fresh.eval()
     x = torch.randn(3, 12)
     mlp.eval()
@@ -434,12 +443,12 @@ def test_deepcopy_and_dtype_conversion_keep_masks_working():
     mlp = small_mlp(batch_normalization="independent")
     for task_id in (1, 2):
         mlp.setup_task_id(task_id)
-        mlp.store_mask()
+        hat_of(mlp).store_mask()
     mlp.eval()
     x = torch.randn(3, 12)
     clone = copy.deepcopy(mlp)
-    assert clone.fc_bn[0].norms["1"].hat_mask_source is clone._mask_source
+    assert clone.fc_bn[0].norms["1"].hat is hat_of(clone)
     assert torch.equal(clone(x, "test", test_task_id=1)[0], mlp(x, "test", test_task_id=1)[0])
     double = mlp.double()
-    assert double.cumulative_mask()["fc/0"].dtype == torch.float64
+    assert hat_of(double).cumulative_mask()["fc/0"].dtype == torch.float64
     assert double(x.double(), "test", test_task_id=2)[0].dtype == torch.float64

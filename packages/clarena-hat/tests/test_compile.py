@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ from torch import Tensor
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from clarena.backbones.testing import StageRecorder
-from clarena.cl import HeadsTIL
-from clarena.hat import HATMaskBackbone, HATMaskMLP, HATMaskResNet18, HATMaskResNet50
+from clarena.cl import CLBackbone, HeadsTIL
+from clarena.hat import HATMaskMLP, HATMaskResNet18, HATMaskResNet50, hat_of
 
 S_MAX = 400.0
 NUM_TASKS = 2
@@ -28,7 +29,7 @@ def fresh_dynamo() -> None:
 
 
 def drive(
-    backbone: HATMaskBackbone, batches: list[Tensor], counter: CompileCounterWithBackend | None
+    backbone: CLBackbone, batches: list[Tensor], counter: CompileCounterWithBackend | None
 ) -> tuple[dict[str, int], list[Tensor]]:
     """Train, validate and test ``NUM_TASKS`` tasks of ``NUM_BATCHES`` batches each.
 
@@ -58,7 +59,7 @@ def drive(
         with torch.no_grad():
             for batch in batches:
                 run("validation", batch, s_max=S_MAX)
-            backbone.store_mask()
+            hat_of(backbone).store_mask()
             for test_task_id in range(1, task_id + 1):
                 for batch in batches:
                     run("test", batch, test_task_id=test_task_id)
@@ -66,7 +67,7 @@ def drive(
 
 
 def check_compiled_like_eager(
-    backbone: HATMaskBackbone, batches: list[Tensor], backend: str
+    backbone: CLBackbone, batches: list[Tensor], backend: str
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Assert one graph per stage; return the eager and compiled outputs of :func:`drive`."""
     eager = copy.deepcopy(backbone)
@@ -119,7 +120,7 @@ def test_mlp_compiled_by_inductor_matches_eager() -> None:
     [(HATMaskResNet18, "independent"), (HATMaskResNet50, "shared")],
 )
 def test_resnet_compiles_one_graph_per_stage_and_matches_eager_exactly(
-    family: type[HATMaskBackbone], batch_normalization: str
+    family: Callable[..., CLBackbone], batch_normalization: str
 ) -> None:
     torch.manual_seed(0)
     backbone = family(
@@ -158,7 +159,7 @@ def test_a_copy_of_a_compiled_backbone_runs_its_own_embedding() -> None:
     backbone.compile(backend="aot_eager", fullgraph=True)
     backbone.setup_task_id(1)
     copied = copy.deepcopy(backbone)
-    copied.initialize_task_embedding("masked")
+    hat_of(copied).initialize_task_embedding("masked")
     batch = torch.randn(3, 12)
     feature, mask, _ = copied(batch, "validation", s_max=S_MAX)
     assert all(torch.equal(m, torch.sigmoid(torch.full_like(m, -S_MAX))) for m in mask.values())

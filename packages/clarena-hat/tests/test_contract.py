@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from clarena.backbones.testing import BackboneContract
-from clarena.hat import HATMaskMLP, HATMaskResNet18
+from clarena.hat import HATMaskMLP, HATMaskResNet18, hat_of
 
 
 class _HATContract(BackboneContract):
@@ -13,7 +13,7 @@ class _HATContract(BackboneContract):
 
     def forward(self, backbone, input):
         backbone.setup_task_id(1)
-        backbone.store_mask()
+        hat_of(backbone).store_mask()
         return backbone(input, "test", test_task_id=1)
 
 

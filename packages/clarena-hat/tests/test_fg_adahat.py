@@ -25,6 +25,7 @@ from clarena.hat import (
     clamp_task_embedding,
     compensate_embedding_gradients,
     fg_adahat_condition_gradients,
+    hat_of,
     layer_sparsity,
     minmax_scale,
     sparsity_regularization,
@@ -47,7 +48,7 @@ def store_random_masks(backbone, num_tasks, seed=0):
         with torch.no_grad():
             for embedding in backbone.task_embedding.values():
                 embedding.copy_(torch.randn(embedding.shape, generator=generator))
-        backbone.store_mask()
+        hat_of(backbone).store_mask()
     backbone.setup_task_id(num_tasks + 1)
 
 
@@ -58,7 +59,7 @@ def random_gradients(backbone, seed=1):
 
 
 def importance_for(backbone, strategy="add_latest", **kwargs):
-    return FGAdaHATImportance(backbone.layer_units, strategy, **kwargs)
+    return FGAdaHATImportance(hat_of(backbone).layer_units, strategy, **kwargs)
 
 
 # --- step scaling and task accumulation --------------------------------------------------------
@@ -205,7 +206,7 @@ def test_training_25_tasks_keeps_the_weights_finite(strategy):
     torch.manual_seed(0)
     mlp = HATMaskMLP(input_dim=6, hidden_dims=[8], output_dim=4)
     head = nn.Linear(4, 2)
-    importance = FGAdaHATImportance(mlp.layer_units, strategy, exponential_rate=10.0)
+    importance = FGAdaHATImportance(hat_of(mlp).layer_units, strategy, exponential_rate=10.0)
     for task_id in range(1, 26):
         mlp.setup_task_id(task_id)
         optimizer = torch.optim.SGD([*mlp.parameters(), *head.parameters()], lr=0.1)
@@ -216,7 +217,7 @@ def test_training_25_tasks_keeps_the_weights_finite(strategy):
             feature, mask, activations = mlp(
                 x, "train", s_max=400.0, batch_idx=batch_idx, num_batches=2
             )
-            cumulative = mlp.cumulative_mask()
+            cumulative = hat_of(mlp).cumulative_mask()
             loss = nn.functional.cross_entropy(head(feature), y)
             loss = loss + 0.75 * sparsity_regularization(mask, cumulative)
             loss.backward()
@@ -227,8 +228,8 @@ def test_training_25_tasks_keeps_the_weights_finite(strategy):
             compensate_embedding_gradients(mlp, annealed_scale(400.0, batch_idx, 2), 400.0)
             optimizer.step()
             clamp_task_embedding(mlp)
-        mlp.store_mask()
-        importance.end_task(task_id, mlp.stored_mask(task_id))
+        hat_of(mlp).store_mask()
+        importance.end_task(task_id, hat_of(mlp).stored_mask(task_id))
     assert all(torch.isfinite(p).all() for p in mlp.parameters())
     assert torch.isfinite(importance.summed).all()
 
@@ -258,7 +259,7 @@ def test_factor_by_hand(aggregation, scheduler, filter_by_cumulative_mask):
         with torch.no_grad():
             for name, value in values.items():
                 mlp.task_embedding[name].copy_(torch.tensor(value))
-        mlp.store_mask()
+        hat_of(mlp).store_mask()
     mlp.setup_task_id(3)
     importance = importance_for(mlp)
     s0, s1 = [0.6, 0.2], [0.3, 0.9]  # S of fc/0 and fc/1
@@ -346,8 +347,8 @@ def test_fg_adahat_with_masks_as_importance_is_adahat(family):
         )
         store_random_masks(backbone, 3)
     importance = importance_for(backbone, "add_latest", base_importance=0.0)
-    for task_id in backbone.stored_task_ids:
-        importance.add_task(task_id, backbone.stored_mask(task_id))
+    for task_id in hat_of(backbone).stored_task_ids:
+        importance.add_task(task_id, hat_of(backbone).stored_mask(task_id))
     other = copy.deepcopy(backbone)
     random_gradients(backbone)
     random_gradients(other)
@@ -380,8 +381,10 @@ def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler):
     backbone = HATMaskResNet18(small_input=True, bias=True, batch_normalization="shared")
     store_random_masks(backbone, 2)
     importance = importance_for(backbone, "add_all")
-    for task_id in backbone.stored_task_ids:
-        importance.add_task(task_id, {n: torch.rand(u) for n, u in backbone.layer_units.items()})
+    for task_id in hat_of(backbone).stored_task_ids:
+        importance.add_task(
+            task_id, {n: torch.rand(u) for n, u in hat_of(backbone).layer_units.items()}
+        )
     loop = copy.deepcopy(backbone)
     random_gradients(backbone)
     random_gradients(loop)
@@ -399,7 +402,7 @@ def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler):
         layer = loop.get_layer_by_name(name)
         layer.weight.grad.mul_(rate / (weight_part[name] + rate))
         layer.bias.grad.mul_(rate / (unit_part[name] + rate))
-        for parameter in loop.normalization_layer(name).parameters():
+        for parameter in hat_of(loop).normalization_layer(name).parameters():
             parameter.grad.mul_(rate / (unit_part[name] + rate))
     pairs = zip(backbone.named_parameters(), loop.named_parameters(), strict=True)
     for (name, fused), (_, looped) in pairs:
@@ -411,9 +414,11 @@ def test_reduction_through_end_task_with_base_one_and_the_unmasked_filter():
     backbone = HATMaskMLP(input_dim=5, hidden_dims=[6], output_dim=3)
     store_random_masks(backbone, 2)
     importance = importance_for(backbone, base_importance=1.0, step_multiply_training_mask=False)
-    for task_id in backbone.stored_task_ids:
-        importance.add_step({n: torch.full((u,), 3.0) for n, u in backbone.layer_units.items()})
-        importance.end_task(task_id, backbone.stored_mask(task_id))
+    for task_id in hat_of(backbone).stored_task_ids:
+        importance.add_step(
+            {n: torch.full((u,), 3.0) for n, u in hat_of(backbone).layer_units.items()}
+        )
+        importance.end_task(task_id, hat_of(backbone).stored_mask(task_id))
     other = copy.deepcopy(backbone)
     random_gradients(backbone)
     random_gradients(other)
@@ -431,15 +436,21 @@ def test_state_reloads_into_a_fresh_object_with_identical_adjusted_gradients():
     backbone = resnet_with_tasks()
     importance = importance_for(backbone, "exponential_decrease", exponential_rate=2.0)
     generator = torch.Generator().manual_seed(2)
-    for task_id in backbone.stored_task_ids:
+    for task_id in hat_of(backbone).stored_task_ids:
         importance.add_step(
-            {n: torch.rand(u, generator=generator) for n, u in backbone.layer_units.items()},
-            {n: torch.rand(u, generator=generator) for n, u in backbone.layer_units.items()},
+            {
+                n: torch.rand(u, generator=generator)
+                for n, u in hat_of(backbone).layer_units.items()
+            },
+            {
+                n: torch.rand(u, generator=generator)
+                for n, u in hat_of(backbone).layer_units.items()
+            },
         )
-        importance.end_task(task_id, backbone.stored_mask(task_id))
+        importance.end_task(task_id, hat_of(backbone).stored_mask(task_id))
     importance.add_step(  # a task half-way through: the running sum is state too
-        {n: torch.rand(u, generator=generator) for n, u in backbone.layer_units.items()},
-        {n: torch.ones(u) for n, u in backbone.layer_units.items()},
+        {n: torch.rand(u, generator=generator) for n, u in hat_of(backbone).layer_units.items()},
+        {n: torch.ones(u) for n, u in hat_of(backbone).layer_units.items()},
     )
     buffer = io.BytesIO()
     torch.save({"backbone": backbone.state_dict(), "importance": importance.state_dict()}, buffer)
@@ -471,8 +482,8 @@ def test_to_float64_moves_the_state_and_the_factor_follows():
     mlp = tiny_mlp()
     store_random_masks(mlp, 2)
     importance = importance_for(mlp, base_importance=0.0)
-    for task_id in mlp.stored_task_ids:
-        importance.add_task(task_id, mlp.stored_mask(task_id))
+    for task_id in hat_of(mlp).stored_task_ids:
+        importance.add_task(task_id, hat_of(mlp).stored_mask(task_id))
     holder = nn.ModuleDict({"backbone": mlp, "importance": importance}).to(torch.float64)
     assert holder["importance"].summed.dtype == torch.float64
     assert importance.task_importance.dtype == torch.float64
@@ -493,7 +504,7 @@ def test_readme_fg_adahat_recipe_runs_as_written():
     exec(compile(recipe, str(readme), "exec"), namespace)
     importance, backbone = namespace["importance"], namespace["backbone"]
     assert importance.finished_task_ids == [1, 2]
-    assert backbone.stored_task_ids == [1, 2]
+    assert hat_of(backbone).stored_task_ids == [1, 2]
     assert torch.isfinite(importance.summed).all()
     assert importance.summed.max() > 0
 

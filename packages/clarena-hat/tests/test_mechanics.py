@@ -14,16 +14,19 @@ from clarena.hat import (
     HATMaskMLP,
     HATMaskResNet18,
     adahat_condition_gradients,
-    check_optimizer,
     clamp_task_embedding,
     compensate_embedding_gradients,
     condition_gradients,
+    hat_of,
     input_unit_measure,
     layer_sparsity,
     parameter_measures,
     sparsity_regularization,
     uncovered_parameters,
     weight_measure,
+)
+from clarena.hat import (
+    check_optimizer as deprecated_check_optimizer,
 )
 
 
@@ -37,7 +40,7 @@ def store(backbone, task_id, values):
     with torch.no_grad():
         for name, value in values.items():
             backbone.task_embedding[name].copy_(torch.tensor(value, dtype=torch.float32))
-    backbone.store_mask()
+    hat_of(backbone).store_mask()
 
 
 def test_parameter_measures_aggregate_output_and_input_units():
@@ -59,7 +62,7 @@ def test_parameter_measures_aggregate_output_and_input_units():
 
 def test_parameter_measures_shapes_match_every_resnet_parameter():
     resnet = HATMaskResNet18(small_input=True, output_dim=10, bias=True)
-    measure = {name: torch.rand(n) for name, n in resnet.layer_units.items()}
+    measure = {name: torch.rand(n) for name, n in hat_of(resnet).layer_units.items()}
     measures = parameter_measures(resnet, measure)
     for name, (weight, bias) in measures.items():
         layer = resnet.get_layer_by_name(name)
@@ -72,7 +75,7 @@ def test_parameter_measures_shapes_match_every_resnet_parameter():
 
 def test_input_units_of_a_block_are_the_max_over_everything_summed_into_it():
     resnet = HATMaskResNet18(small_input=True)
-    measure = {name: torch.rand(n) for name, n in resnet.layer_units.items()}
+    measure = {name: torch.rand(n) for name, n in hat_of(resnet).layer_units.items()}
     feeders = resnet.input_layer_names("layer2/0/conv1")
     assert set(feeders) == {"layer1/1/conv2", "layer1/0/conv2", "conv1"}
     expected = torch.stack([measure[name] for name in feeders]).amax(dim=0)
@@ -122,13 +125,13 @@ def test_every_parameter_of_units_used_earlier_gets_exactly_zero_gradient(batch_
     )
     assert uncovered_parameters(resnet) == []
     resnet.setup_task_id(1)
-    resnet.store_mask()
+    hat_of(resnet).store_mask()
     resnet.setup_task_id(2)
     for parameter in resnet.parameters():
         parameter.grad = torch.randn_like(parameter)
     condition_gradients(resnet)
 
-    cumulative = resnet.cumulative_mask()
+    cumulative = hat_of(resnet).cumulative_mask()
     hard = parameter_measures(resnet, cumulative, "min")
     checked = {id(p) for p in resnet.task_embedding.values()}
     for name, (weight_used, bias_used) in hard.items():
@@ -138,7 +141,7 @@ def test_every_parameter_of_units_used_earlier_gets_exactly_zero_gradient(batch_
         assert (layer.weight.grad[weight_used == 0] != 0).all(), name
         assert (layer.bias.grad[bias_used == 1] == 0).all(), name
         checked.update({id(layer.weight), id(layer.bias)})
-        norm = resnet.normalization_layer(name)
+        norm = hat_of(resnet).normalization_layer(name)
         if isinstance(norm, TaskBatchNorm):
             for key, task_norm in norm.norms.items():
                 for parameter in task_norm.parameters():
@@ -230,6 +233,7 @@ def test_adahat_scales_gradients_by_summative_mask():
 
 def test_check_optimizer_refuses_weight_decay_and_stale_state():
     mlp = tiny_mlp()
+    check_optimizer = hat_of(mlp).check_optimizer
     check_optimizer(torch.optim.SGD(mlp.parameters(), lr=0.1, momentum=0.9))
     with pytest.raises(ValueError, match=r"weight_decay=0.01.*Set weight_decay=0"):
         check_optimizer(torch.optim.AdamW(mlp.parameters()))
@@ -251,7 +255,20 @@ def test_check_optimizer_refuses_weight_decay_and_stale_state():
         ValueError, match=r"already holds state.*create a new optimiser for each task"
     ):
         check_optimizer(optimizer)
-    check_optimizer(optimizer, require_fresh=False)
+    check_optimizer(optimizer, at_task_start=False)
+
+
+def test_the_old_check_optimizer_is_a_deprecated_alias_of_the_method_contract():
+    mlp = tiny_mlp()
+    with pytest.warns(DeprecationWarning, match=r"mask_method.check_optimizer"):
+        deprecated_check_optimizer(torch.optim.SGD(mlp.parameters(), lr=0.1))
+    with (
+        pytest.warns(DeprecationWarning, match=r"check_optimizer is deprecated"),
+        pytest.raises(ValueError, match=r"^HAT: AdamW parameter group 0 has weight_decay=0.01"),
+    ):
+        deprecated_check_optimizer(torch.optim.AdamW(mlp.parameters()))
+    with pytest.raises(ValueError, match=r"^HAT: AdamW parameter group 0 has weight_decay=0.01"):
+        hat_of(mlp).check_optimizer(torch.optim.AdamW(mlp.parameters()))
 
 
 def test_conditioning_follows_masks_stored_after_earlier_calls():
@@ -295,11 +312,11 @@ def _loop_scale(backbone, weight_factor, unit_factor):
             layer.weight.grad.mul_(weight_factor[name])
         if getattr(layer, "bias", None) is not None and layer.bias.grad is not None:
             layer.bias.grad.mul_(unit_factor[name])
-        norm = backbone.normalization_layer(name)
+        norm = hat_of(backbone).normalization_layer(name)
         if norm is not None and not isinstance(norm, TaskBatchNorm):
             for parameter in norm.parameters():
                 parameter.grad.mul_(unit_factor[name])
-    for module in backbone._task_norms:
+    for module in hat_of(backbone).task_norms:
         for key, norm in module.norms.items():
             if key != str(backbone.task_id):
                 for parameter in norm.parameters():
@@ -307,7 +324,7 @@ def _loop_scale(backbone, weight_factor, unit_factor):
 
 
 def _loop_hat(backbone):
-    cumulative = backbone.cumulative_mask()
+    cumulative = hat_of(backbone).cumulative_mask()
     keep = {
         name: 1 - weight_measure(backbone, cumulative, name, "min")
         for name in backbone.weighted_layer_names
@@ -316,8 +333,8 @@ def _loop_hat(backbone):
 
 
 def _loop_adahat(backbone, sparsity, alpha, epsilon, aggregation):
-    summative = backbone.summative_mask()
-    num_tasks = float(len(backbone.stored_task_ids))
+    summative = hat_of(backbone).summative_mask()
+    num_tasks = float(len(hat_of(backbone).stored_task_ids))
     weight_factor, unit_factor = {}, {}
     for name in backbone.weighted_layer_names:
         rate = alpha / (epsilon + float(sparsity[name]))
@@ -335,7 +352,7 @@ def _twin_resnets(batch_normalization, tasks=2, seed=0):
     )
     for task_id in range(1, tasks + 1):
         first.setup_task_id(task_id)  # a fresh N(0, 1) embedding: a random mask
-        first.store_mask()
+        hat_of(first).store_mask()
     first.setup_task_id(tasks + 1)
     second = copy.deepcopy(first)
     for (_, a), (_, b) in zip(first.named_parameters(), second.named_parameters(), strict=True):
@@ -403,13 +420,13 @@ def test_fused_sparsity_regularization_matches_per_layer_sums_within_float32_rou
     torch.manual_seed(0)
     backbone = HATMaskResNet18(small_input=True, output_dim=10)
     backbone.setup_task_id(1)
-    backbone.store_mask()
+    hat_of(backbone).store_mask()
     backbone.setup_task_id(2)
     embeddings = {
         n: e.detach().clone().requires_grad_() for n, e in backbone.task_embedding.items()
     }
     mask = {n: torch.sigmoid(3.0 * e) for n, e in embeddings.items()}
-    cumulative = backbone.cumulative_mask()
+    cumulative = hat_of(backbone).cumulative_mask()
     value = sparsity_regularization(mask, cumulative)
     used = sum((a.double() * (1 - cumulative[n].double())).sum() for n, a in mask.items())
     free = sum((1 - cumulative[n].double()).sum() for n in mask)

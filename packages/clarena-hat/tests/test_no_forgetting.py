@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from clarena.cl import HeadsTIL
-from clarena.hat import HATMaskMLP, HATMaskResNet18
+from clarena.hat import HATMaskMLP, HATMaskResNet18, hat_of
 
 MLP_SHAPE = (1, 8, 8)
 IMAGE_SHAPE = (3, 8, 8)
@@ -123,7 +123,7 @@ def test_task_one_outputs_are_bit_exact_after_later_tasks(
     backbone, _, _, after_first, after_last, weights = run_sequence(
         make, shape, batch_normalization, task_ids, hat_loop, task_data, test_stage
     )
-    assert backbone.stored_task_ids == list(task_ids)
+    assert hat_of(backbone).stored_task_ids == list(task_ids)
     assert _shared_weights_moved(backbone, weights)
     assert torch.equal(after_first[0], after_last[0])
     assert torch.equal(after_first[1], after_last[1])
@@ -148,9 +148,9 @@ def test_shared_batch_norm_leaks_through_running_statistics(
     backbone, _, _, after_first, after_last, weights = run_sequence(
         make, shape, "shared", (1, 2, 3), hat_loop, task_data, test_stage
     )
-    assert backbone.batch_norm_mode == "shared"
+    assert hat_of(backbone).batch_norm_mode == "shared"
     assert not torch.equal(after_first[0], after_last[0])
-    norm = backbone.normalization_layer(backbone.weighted_layer_names[0])
+    norm = hat_of(backbone).normalization_layer(backbone.weighted_layer_names[0])
     assert not torch.equal(norm.running_mean, weights[_key_of(backbone, norm.running_mean)])
 
 
@@ -175,12 +175,14 @@ def test_save_and_reload_into_fresh_instance_reproduces_every_task(
     fresh.load_state_dict(saved["backbone"])
     fresh_heads.load_state_dict(saved["heads"])
 
-    assert fresh.stored_task_ids == list(task_ids)
+    assert hat_of(fresh).stored_task_ids == list(task_ids)
     assert fresh.processed_task_ids == list(task_ids)
-    for name, mask in backbone.cumulative_mask().items():
-        assert torch.equal(fresh.cumulative_mask()[name], mask)
-        assert torch.equal(fresh.summative_mask()[name], backbone.summative_mask()[name])
-    assert fresh.capacity() == backbone.capacity()
+    for name, mask in hat_of(backbone).cumulative_mask().items():
+        assert torch.equal(hat_of(fresh).cumulative_mask()[name], mask)
+        assert torch.equal(
+            hat_of(fresh).summative_mask()[name], hat_of(backbone).summative_mask()[name]
+        )
+    assert hat_of(fresh).capacity() == hat_of(backbone).capacity()
     for task_id in task_ids:
         expected = test_stage(backbone, heads, task_id, probe)
         got = test_stage(fresh, fresh_heads, task_id, probe)
@@ -194,7 +196,7 @@ def test_adahat_trains_three_tasks_and_protects_less_than_hat(hat_loop, task_dat
     backbone, _, _, after_first, after_last, _ = run_sequence(
         make_mlp, MLP_SHAPE, "independent", (1, 2, 3), hat_loop, task_data, test_stage, "adahat"
     )
-    assert backbone.stored_task_ids == [1, 2, 3]
+    assert hat_of(backbone).stored_task_ids == [1, 2, 3]
     assert torch.isfinite(after_last[1]).all()
     assert not torch.equal(after_first[0], after_last[0])
 
@@ -203,5 +205,5 @@ def test_single_batch_task_uses_s_max(hat_loop, task_data, test_stage):
     backbone, _, _, after_first, after_last, _ = run_sequence(
         make_mlp, MLP_SHAPE, "independent", (1, 2), hat_loop, task_data, test_stage, num_batches=1
     )
-    assert backbone.stored_task_ids == [1, 2]
+    assert hat_of(backbone).stored_task_ids == [1, 2]
     assert torch.equal(after_first[1], after_last[1])

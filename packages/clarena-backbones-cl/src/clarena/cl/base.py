@@ -98,6 +98,14 @@ class CLBackbone(Backbone):
             return hidden
         return self.mask_method.unit_gate(layer_name, hidden)
 
+    def compile(self, *args: Any, **options: Any) -> None:
+        """Compile in place (``torch.compile(**options)``): through the attached method's
+        :meth:`~clarena.cl.MaskMethod.compile` if any, else the backbone's layers."""
+        if self.mask_method is not None:
+            self.mask_method.compile(**options)
+        else:
+            super().compile(*args, **options)
+
     def check_task_id_ready(self, task_id: int | None = None) -> int:
         """Return the task to run: ``task_id`` if given, else the current task.
 

@@ -1,6 +1,10 @@
 """clarena HAT: hard attention to the task (Serra et al., 2018), AdaHAT and FG-AdaHAT, in plain PyTorch.
 
-Backbones here are also reachable as ``clarena.backbones.HATMaskMLP`` ... through the registry.
+HAT is a mask method (:class:`HAT`, entry point ``hat`` of ``clarena.mask_methods``) attached to
+a continual-learning backbone: ``CLMLP(...).attach(HAT())``. The published names
+``HATMaskMLP``, ``HATMaskResNet18`` ... are builders that do just that, also reachable as
+``clarena.backbones.HATMaskMLP`` ... through the registry; :func:`hat_of` returns a backbone's
+HAT method.
 The training-loop functions live in :mod:`clarena.hat.mechanics`; FG-AdaHAT's importance
 measures in :mod:`clarena.hat.importance` and its accumulation and factor in
 :mod:`clarena.hat.fg_adahat`.
@@ -9,13 +13,6 @@ measures in :mod:`clarena.hat.importance` and its accumulation and factor in
 from __future__ import annotations
 
 from clarena.hat._version import __version__
-from clarena.hat.base import (
-    EMBEDDING_INIT_MODES,
-    GATES,
-    HATMaskBackbone,
-    annealed_scale,
-    zero_subnormal_gates,
-)
 from clarena.hat.fg_adahat import (
     SCHEDULERS,
     SUMMING_STRATEGIES,
@@ -40,6 +37,7 @@ from clarena.hat.measures import (
     weight_measure,
 )
 from clarena.hat.mechanics import (
+    HATTarget,
     adahat_condition_gradients,
     check_adahat_optimizer,
     check_optimizer,
@@ -50,9 +48,17 @@ from clarena.hat.mechanics import (
     sparsity_regularization,
     uncovered_parameters,
 )
+from clarena.hat.method import (
+    EMBEDDING_INIT_MODES,
+    GATES,
+    HAT,
+    STEP_ARGUMENTS,
+    annealed_scale,
+    hat_of,
+    zero_subnormal_gates,
+)
 from clarena.hat.mlp import HATMaskMLP
 from clarena.hat.resnet import (
-    HATMaskResNet,
     HATMaskResNet18,
     HATMaskResNet34,
     HATMaskResNet50,
@@ -66,20 +72,21 @@ __all__ = [
     "ATTRIBUTION_IMPORTANCE_TYPES",
     "EMBEDDING_INIT_MODES",
     "GATES",
+    "HAT",
     "IMPORTANCE_TYPES",
     "PLAIN_IMPORTANCE_TYPES",
     "SCHEDULERS",
+    "STEP_ARGUMENTS",
     "SUMMING_STRATEGIES",
     "FGAdaHATImportance",
-    "HATMaskBackbone",
     "HATMaskMLP",
-    "HATMaskResNet",
     "HATMaskResNet18",
     "HATMaskResNet34",
     "HATMaskResNet50",
     "HATMaskResNet52",
     "HATMaskResNet101",
     "HATMaskResNet152",
+    "HATTarget",
     "MaskedBatchNorm1d",
     "MaskedBatchNorm2d",
     "PackedMaskStore",
@@ -92,6 +99,7 @@ __all__ = [
     "compensate_embedding_gradients",
     "condition_gradients",
     "fg_adahat_condition_gradients",
+    "hat_of",
     "input_unit_measure",
     "layer_sparsity",
     "minmax_scale",

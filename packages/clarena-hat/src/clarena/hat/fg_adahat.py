@@ -17,17 +17,18 @@ affine parameters use ``S_{l,i}``.
 
 Where a training loop (a Lightning algorithm is a thin caller) calls what, for task ``t``::
 
-    importance = FGAdaHATImportance(backbone.layer_units, "add_latest")  # once, a submodule
+    hat = hat_of(backbone)  # the backbone's HAT method; every function takes either
+    importance = FGAdaHATImportance(hat.layer_units, "add_latest")  # once, a submodule
     # each training step, after backward() (raw gradients, pre-step weights):
     step = step_importance(backbone, "output_weight_abs_sum", activations, head.weight)
     importance.add_step(step, training_mask=mask)  # mask from the train forward
     # once per optimiser step (Lightning: on_before_optimizer_step), instead of AdaHAT:
-    sparsity = {k: v.detach() for k, v in layer_sparsity(mask, backbone.cumulative_mask()).items()}
+    sparsity = {k: v.detach() for k, v in layer_sparsity(mask, hat.cumulative_mask()).items()}
     fg_adahat_condition_gradients(backbone, importance, sparsity, alpha=0.1)
     compensate_embedding_gradients(backbone, s, s_max)
-    # at the end of the task (Lightning: on_train_end), after backbone.store_mask():
+    # at the end of the task (Lightning: on_train_end), after hat.end_task(t):
     importance.all_reduce_steps()  # DDP: every rank then closes the task alike
-    importance.end_task(t, backbone.stored_mask(t))
+    importance.end_task(t, hat.stored_mask(t))
 
 All state (the running step sum and count, each task's importance, the carried importance) is in
 registered buffers, so ``state_dict``, ``.to()``, checkpoints and DDP broadcast see it; a fresh
@@ -44,9 +45,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clarena.hat.base import HATMaskBackbone
 from clarena.hat.measures import AGGREGATIONS, weight_measure
-from clarena.hat.mechanics import _as_floats, _check_coverage, _scale_gradients, _soft_factors
+from clarena.hat.mechanics import (
+    HATTarget,
+    _as_floats,
+    _check_coverage,
+    _scale_gradients,
+    _soft_factors,
+)
+from clarena.hat.method import hat_of
 
 #: How the per-task importances ``I^1 .. I^T`` are summed into the carried importance ``S``.
 SUMMING_STRATEGIES: tuple[str, ...] = (
@@ -169,7 +176,7 @@ class FGAdaHATImportance(nn.Module):
     ``summed`` ``(units,)`` (``S``). A fresh instance built with the same arguments reloads them.
 
     Args:
-        layer_units: layer name → units, in the backbone's order (``backbone.layer_units``).
+        layer_units: layer name → units, in the backbone's order (``hat_of(backbone).layer_units``).
         summing_strategy: one of :data:`SUMMING_STRATEGIES`.
         base_importance: ``b_I >= 0`` added to every unit's task importance.
         filter_unmasked_importance: multiply ``I^t`` by task ``t``'s stored binary mask, so units
@@ -311,7 +318,7 @@ class FGAdaHATImportance(nn.Module):
 
         Args:
             task_id: the task that finished.
-            stored_mask: the task's stored binary mask (``backbone.stored_mask(task_id)``);
+            stored_mask: the task's stored binary mask (``hat_of(backbone).stored_mask(task_id)``);
                 needed when ``filter_unmasked_importance``.
 
         Returns:
@@ -332,7 +339,7 @@ class FGAdaHATImportance(nn.Module):
             if stored_mask is None:
                 raise ValueError(
                     "FGAdaHATImportance: filter_unmasked_importance is set, so end_task needs "
-                    "the task's stored binary mask (backbone.stored_mask(task_id))."
+                    "the task's stored binary mask (hat_of(backbone).stored_mask(task_id))."
                 )
             task = task * self._flatten(stored_mask, "the stored mask")
         self.add_task(task_id, self.split(task))
@@ -412,7 +419,7 @@ def _check_factor_arguments(
 
 
 def weight_importance(
-    backbone: HATMaskBackbone,
+    backbone: HATTarget,
     importance: FGAdaHATImportance,
     aggregation: str = "min",
     scheduler: str = "sparsity_reg",
@@ -431,10 +438,12 @@ def weight_importance(
         ``(weight part, unit part)``: layer name → ``(out, in)`` or ``(out, in, 1, 1)``, and
         layer name → ``(units,)``, in the layer weights' dtype and device.
     """
-    reference = backbone.get_buffer("_cumulative")
+    hat = hat_of(backbone)
+    network = hat.backbone
+    reference = network.get_buffer("_cumulative")
     key = (
         importance.version,
-        backbone.mask_version,
+        hat.mask_version,
         reference.device,
         reference.dtype,
         aggregation,
@@ -442,7 +451,7 @@ def weight_importance(
         float(base_linear),
         filter_by_cumulative_mask,
     )
-    cache = backbone.__dict__.get("_fg_adahat_cache")
+    cache = network.__dict__.get("_fg_adahat_cache")
     if cache is not None and cache[0] == key and cache[1] is importance:
         return cache[2]
     summed = {
@@ -451,27 +460,27 @@ def weight_importance(
     }
     weight_part = {}
     unit_part = {}
-    summative = backbone.summative_mask()
-    cumulative = backbone.cumulative_mask()
-    for name in backbone.weighted_layer_names:
-        weight = weight_measure(backbone, summed, name, aggregation, raw_input_value=None)
+    summative = hat.summative_mask()
+    cumulative = hat.cumulative_mask()
+    for name in network.weighted_layer_names:
+        weight = weight_measure(network, summed, name, aggregation, raw_input_value=None)
         unit = summed[name]
         if scheduler == "summative_mask_sparsity_reg":
-            count = weight_measure(backbone, summative, name, "min", raw_input_value=None)
+            count = weight_measure(network, summative, name, "min", raw_input_value=None)
             weight = weight * (count + base_linear)
             unit = unit * (summative[name] + base_linear)
         if filter_by_cumulative_mask:
-            weight = weight * weight_measure(backbone, cumulative, name, "min", None)
+            weight = weight * weight_measure(network, cumulative, name, "min", None)
             unit = unit * cumulative[name]
         weight_part[name] = weight
         unit_part[name] = unit
     result = (weight_part, unit_part)
-    backbone.__dict__["_fg_adahat_cache"] = (key, importance, result)
+    network.__dict__["_fg_adahat_cache"] = (key, importance, result)
     return result
 
 
 def fg_adahat_condition_gradients(
-    backbone: HATMaskBackbone,
+    backbone: HATTarget,
     importance: FGAdaHATImportance,
     network_sparsity: Mapping[str, Tensor | float],
     alpha: float,
@@ -489,7 +498,8 @@ def fg_adahat_condition_gradients(
     this is :func:`~clarena.hat.adahat_condition_gradients` with ``epsilon = b_R``.
 
     Args:
-        backbone: the HAT backbone (its current task is ``t`` of ``linear_sparsity_reg``).
+        backbone: the backbone with HAT attached, or the HAT method (its current task is ``t``
+            of ``linear_sparsity_reg``).
         importance: the carried importance ``S`` of the finished tasks.
         network_sparsity: layer name → ``R_l`` (:func:`~clarena.hat.layer_sparsity`, detached).
         alpha: adjustment intensity ``alpha > 0``.
@@ -504,20 +514,21 @@ def fg_adahat_condition_gradients(
         RuntimeError: the backbone has a trainable parameter no mask covers.
     """
     _check_factor_arguments(alpha, scheduler, aggregation, base_mask_sparsity_reg, base_linear)
-    _check_coverage(backbone)
+    hat = hat_of(backbone)
+    _check_coverage(hat)
     if importance.task_ids.numel() == 0:
         return
     weight_part, unit_part = weight_importance(
-        backbone, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
+        hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
     )
     task_term = 1.0
     if scheduler == "linear_sparsity_reg":
-        task_term = backbone.check_task_id_ready() + base_linear
-    names = backbone.weighted_layer_names
+        task_term = hat.backbone.check_task_id_ready() + base_linear
+    names = hat.backbone.weighted_layer_names
     rates = {}
     for name, sparsity in zip(names, _as_floats([network_sparsity[n] for n in names]), strict=True):
         coefficient = sparsity + base_mask_sparsity_reg
         if scheduler == "linear_sparsity_reg":
             coefficient = coefficient * task_term
         rates[name] = alpha / coefficient
-    _scale_gradients(backbone, _soft_factors(weight_part, unit_part, rates, names))
+    _scale_gradients(hat, _soft_factors(weight_part, unit_part, rates, names))

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from clarena.cl import CLBackbone
 from clarena.hat._layers import layer_weight
+from clarena.hat.method import HAT
 
 #: Types computed here from weights, gradients and activations.
 PLAIN_IMPORTANCE_TYPES: tuple[str, ...] = (
@@ -178,7 +179,7 @@ def _layer_graph(backbone: CLBackbone) -> tuple[tuple[str, ...], dict[str, tuple
 
 
 def step_importance(
-    backbone: CLBackbone,
+    backbone: CLBackbone | HAT,
     importance_type: str,
     activations: Mapping[str, Tensor] | None = None,
     head_weight: Tensor | None = None,
@@ -186,7 +187,8 @@ def step_importance(
     """One training step's importance of every unit of every weighted layer.
 
     Args:
-        backbone: the network (its layers' weights, and ``.grad`` for gradient types).
+        backbone: the network (its layers' weights, and ``.grad`` for gradient types), or the
+            HAT method attached to it.
         importance_type: one of :data:`PLAIN_IMPORTANCE_TYPES`.
         activations: layer name → recorded activation ``(batch, units, ...)`` (the third output
             of a HAT forward); needed by activation types.
@@ -200,6 +202,8 @@ def step_importance(
     Raises:
         ValueError: an unknown or attribution type, or a missing input the type needs.
     """
+    if isinstance(backbone, HAT):
+        backbone = backbone.backbone
     check_importance_type(importance_type)
     if importance_type not in PLAIN_IMPORTANCE_TYPES:
         raise ValueError(

@@ -1,12 +1,12 @@
 """HAT and AdaHAT mechanics as plain functions a training loop calls.
 
-A training step of task ``t`` with :class:`~clarena.hat.HATMaskBackbone` ``backbone``::
+A training step of task ``t`` with a backbone ``backbone`` that has :class:`~clarena.hat.HAT`
+``hat`` attached (``hat = hat_of(backbone)``)::
 
-    s = annealed_scale(s_max, batch_idx, num_batches)
-    feature, mask, _ = backbone(x, "train", s_max=s_max, batch_idx=batch_idx,
-                                num_batches=num_batches)
+    s = annealed_scale(s_max, batch_idx, num_batches)   # once per optimiser step
+    feature, mask, _ = backbone(x, "train", scale=s)
     loss = criterion(heads(feature, t), y)
-    loss = loss + reg_factor * sparsity_regularization(mask, backbone.cumulative_mask())
+    loss = loss + reg_factor * sparsity_regularization(mask, hat.cumulative_mask())
     loss.backward()                                # every micro-batch, if accumulating
     # once per optimiser step, on the accumulated (and unscaled) gradient:
     condition_gradients(backbone)                  # HAT; or adahat_condition_gradients(...)
@@ -16,23 +16,27 @@ A training step of task ``t`` with :class:`~clarena.hat.HATMaskBackbone` ``backb
 
 With gradient accumulation, ``batch_idx`` and ``num_batches`` count optimiser steps, so all
 micro-batches of a step share ``s``. Before the task: ``backbone.setup_task_id(t)``, a new
-optimiser, :func:`check_optimizer` (and :func:`check_adahat_optimizer` for AdaHAT).
-After it: ``backbone.store_mask()``.
+optimiser, ``hat.check_optimizer(optimizer)`` (and :func:`check_adahat_optimizer` for AdaHAT).
+After it: ``hat.end_task(t)``. Every function here takes the backbone or the method.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-from clarena.cl import TaskBatchNorm
+from clarena.cl import CLBackbone, TaskBatchNorm
 from clarena.cl.optim import check_optimizer as _check_optimizer
 from clarena.hat._layers import layer_weight
-from clarena.hat.base import HATMaskBackbone, annealed_scale
 from clarena.hat.measures import weight_measure
+from clarena.hat.method import HAT, annealed_scale, hat_of
+
+#: What the functions here take: a backbone with :class:`~clarena.hat.HAT` attached, or the method.
+HATTarget = CLBackbone | HAT
 
 _T = TypeVar("_T")
 
@@ -51,11 +55,12 @@ __all__ = [
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True) -> None:
-    """Refuse optimiser settings that break HAT's no-forgetting guarantee.
+    """Deprecated: use ``HAT.check_optimizer(optimizer, at_task_start=...)`` (the mask-method
+    contract) or :func:`clarena.cl.check_optimizer`.
 
-    :func:`clarena.cl.check_optimizer` for HAT: weight decay moves weights whose gradient was
-    zeroed, and momentum/Adam state carried over from an earlier task moves them too. Call this
-    with a new optimiser at the start of each task.
+    Forwards to :func:`clarena.cl.check_optimizer` with ``owner='HAT'``: weight decay moves
+    weights whose gradient was zeroed, and momentum/Adam state carried over from an earlier task
+    moves them too.
 
     Args:
         optimizer: the optimiser about to train the current task.
@@ -65,6 +70,12 @@ def check_optimizer(optimizer: torch.optim.Optimizer, require_fresh: bool = True
         ValueError: a parameter group has ``weight_decay > 0`` (note that ``AdamW`` defaults to
             0.01), or the optimiser holds state and ``require_fresh``.
     """
+    warnings.warn(
+        "clarena.hat.check_optimizer is deprecated; call backbone.mask_method.check_optimizer("
+        "optimizer, at_task_start=...) or clarena.cl.check_optimizer(optimizer, owner='HAT').",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     _check_optimizer(optimizer, require_fresh=require_fresh, owner="HAT")
 
 
@@ -100,32 +111,35 @@ def check_adahat_optimizer(
         )
 
 
-def _protected_parameters(backbone: HATMaskBackbone) -> set[int]:
-    ids = {id(p) for p in backbone.task_embedding.values()}
+def _protected_parameters(hat: HAT) -> set[int]:
+    backbone = hat.backbone
+    ids = {id(p) for p in hat.task_embedding.values()}
     for name in backbone.weighted_layer_names:
         ids.update(id(p) for p in backbone.get_layer_by_name(name).parameters())
-        norm = backbone.normalization_layer(name)
+        norm = hat.normalization_layer(name)
         if norm is not None:
             ids.update(id(p) for p in norm.parameters())
     return ids
 
 
-def uncovered_parameters(backbone: HATMaskBackbone) -> list[str]:
+def uncovered_parameters(backbone: HATTarget) -> list[str]:
     """Names of trainable parameters no HAT mask protects (empty for a correct backbone)."""
-    covered = _protected_parameters(backbone)
+    hat = hat_of(backbone)
+    covered = _protected_parameters(hat)
     return [
         name
-        for name, parameter in backbone.named_parameters()
+        for name, parameter in hat.backbone.named_parameters()
         if parameter.requires_grad and id(parameter) not in covered
     ]
 
 
-def _cached(backbone: HATMaskBackbone, name: str, compute: Callable[[], _T]) -> _T:
-    """``compute()``, cached on ``backbone`` until its stored masks, device, dtype, current task or
+def _cached(hat: HAT, name: str, compute: Callable[[], _T]) -> _T:
+    """``compute()``, cached on the backbone until its stored masks, device, dtype, current task or
     parameters change (the masks change when a task ends and on ``load_state_dict``)."""
+    backbone = hat.backbone
     reference = backbone.get_buffer("_cumulative")
     version = (
-        backbone.mask_version,
+        hat.mask_version,
         reference.device,
         reference.dtype,
         backbone.task_id,
@@ -140,13 +154,14 @@ def _cached(backbone: HATMaskBackbone, name: str, compute: Callable[[], _T]) -> 
     return cache[1][name]
 
 
-def _check_coverage(backbone: HATMaskBackbone) -> None:
+def _check_coverage(hat: HAT) -> None:
     # Parameters only appear (a task's batch norm, a user's layer), so a changed count is what
     # calls for a new check.
+    backbone = hat.backbone
     count = sum(1 for _ in backbone.parameters())
     if backbone.__dict__.get("_hat_checked_parameter_count") == count:
         return
-    stray = uncovered_parameters(backbone)
+    stray = uncovered_parameters(hat)
     if stray:
         raise RuntimeError(
             f"{type(backbone).__name__}: trainable parameters {stray} belong to no weighted "
@@ -169,7 +184,9 @@ class _GradientPlan(NamedTuple):
     zeroed: list[Tensor]
 
 
-def _gradient_plan(backbone: HATMaskBackbone) -> _GradientPlan:
+def _gradient_plan(hat: HAT) -> _GradientPlan:
+    backbone = hat.backbone
+
     def build() -> _GradientPlan:
         parameters: list[Tensor] = []
         slots: list[int] = []
@@ -181,7 +198,7 @@ def _gradient_plan(backbone: HATMaskBackbone) -> _GradientPlan:
             if isinstance(bias, Tensor):
                 parameters.append(bias)
                 slots.append(2 * index + 1)
-            norm = backbone.normalization_layer(name)
+            norm = hat.normalization_layer(name)
             if norm is not None and not isinstance(norm, TaskBatchNorm):
                 for parameter in norm.parameters():
                     parameters.append(parameter)
@@ -189,20 +206,20 @@ def _gradient_plan(backbone: HATMaskBackbone) -> _GradientPlan:
         current = str(backbone.task_id)
         zeroed: list[Tensor] = [
             parameter
-            for module in backbone._task_norms
+            for module in hat.task_norms
             for key, norm in module.norms.items()
             if key != current
             for parameter in norm.parameters()
         ]
         return _GradientPlan(parameters, slots, zeroed)
 
-    return _cached(backbone, "plan", build)
+    return _cached(hat, "plan", build)
 
 
-def _scale_gradients(backbone: HATMaskBackbone, factors: Sequence[Tensor]) -> None:
+def _scale_gradients(hat: HAT, factors: Sequence[Tensor]) -> None:
     """Multiply every covered gradient by its factor slot (:class:`_GradientPlan`) in one fused
     call; zero other tasks' independent batch norms' gradients in another."""
-    plan = _gradient_plan(backbone)
+    plan = _gradient_plan(hat)
     grads: list[Tensor] = []
     chosen: list[Tensor] = []
     for parameter, slot in zip(plan.parameters, plan.slots, strict=True):
@@ -249,7 +266,7 @@ def _as_floats(values: Sequence[Tensor | float]) -> list[float]:
     return [float(v) for v in values]
 
 
-def condition_gradients(backbone: HATMaskBackbone) -> None:
+def condition_gradients(backbone: HATTarget) -> None:
     """HAT's hard gradient conditioning by the cumulative mask of the earlier tasks.
 
     The gradient of the weight between output unit ``i`` and input unit ``j`` is multiplied by
@@ -264,19 +281,21 @@ def condition_gradients(backbone: HATMaskBackbone) -> None:
     Raises:
         RuntimeError: the backbone has a trainable parameter no mask covers.
     """
-    _check_coverage(backbone)
-    if not backbone.stored_task_ids:
+    hat = hat_of(backbone)
+    _check_coverage(hat)
+    if not hat.stored_task_ids:
         return
+    network = hat.backbone
 
     def factors() -> list[Tensor]:
-        cumulative = backbone.cumulative_mask()
+        cumulative = hat.cumulative_mask()
         slots = []
-        for name in backbone.weighted_layer_names:
-            slots.append(1 - weight_measure(backbone, cumulative, name, "min"))
+        for name in network.weighted_layer_names:
+            slots.append(1 - weight_measure(network, cumulative, name, "min"))
             slots.append(1 - cumulative[name])
         return slots
 
-    _scale_gradients(backbone, _cached(backbone, "hat", factors))
+    _scale_gradients(hat, _cached(hat, "hat", factors))
 
 
 def layer_sparsity(
@@ -309,7 +328,7 @@ def sparsity_regularization(
     Args:
         mask: layer name → ``(units,)`` mask of the current task (from ``forward``).
         cumulative_mask: layer name → ``(units,)`` cumulative mask of the earlier tasks
-            (:meth:`HATMaskBackbone.cumulative_mask`).
+            (:meth:`HAT.cumulative_mask <clarena.hat.HAT.cumulative_mask>`).
 
     Returns:
         A scalar tensor to add to the loss (times a regularisation factor); the sum runs over
@@ -324,7 +343,7 @@ def sparsity_regularization(
 
 
 def adahat_condition_gradients(
-    backbone: HATMaskBackbone,
+    backbone: HATTarget,
     network_sparsity: Mapping[str, Tensor | float],
     alpha: float,
     epsilon: float = 0.1,
@@ -343,7 +362,7 @@ def adahat_condition_gradients(
     (:func:`check_adahat_optimizer`): adaptive optimisers cancel the factor.
 
     Args:
-        backbone: the HAT backbone.
+        backbone: the backbone with HAT attached, or the HAT method.
         network_sparsity: layer name → sparsity of the current task's mask in that layer.
         alpha: adjustment intensity (larger → more plasticity on used parameters).
         epsilon: keeps ``r_l`` finite when a layer's sparsity is 0.
@@ -352,28 +371,30 @@ def adahat_condition_gradients(
     Raises:
         RuntimeError: the backbone has a trainable parameter no mask covers.
     """
-    _check_coverage(backbone)
-    num_tasks = len(backbone.stored_task_ids)
+    hat = hat_of(backbone)
+    _check_coverage(hat)
+    num_tasks = len(hat.stored_task_ids)
     if num_tasks == 0:
         return
-    names = backbone.weighted_layer_names
+    network = hat.backbone
+    names = network.weighted_layer_names
 
     def measures() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        summative = backbone.summative_mask()
+        summative = hat.summative_mask()
         weight = {
-            name: weight_measure(backbone, summative, name, aggregation, float(num_tasks))
+            name: weight_measure(network, summative, name, aggregation, float(num_tasks))
             for name in names
         }
         return weight, summative
 
-    weight_parts, unit_parts = _cached(backbone, f"adahat-{aggregation}", measures)
+    weight_parts, unit_parts = _cached(hat, f"adahat-{aggregation}", measures)
     sparsity = _as_floats([network_sparsity[name] for name in names])
     rates = {name: alpha / (epsilon + value) for name, value in zip(names, sparsity, strict=True)}
-    _scale_gradients(backbone, _soft_factors(weight_parts, unit_parts, rates, names))
+    _scale_gradients(hat, _soft_factors(weight_parts, unit_parts, rates, names))
 
 
 def compensate_embedding_gradients(
-    backbone: HATMaskBackbone, s: float, s_max: float, clamp_threshold: float = 50.0
+    backbone: HATTarget, s: float, s_max: float, clamp_threshold: float = 50.0
 ) -> None:
     """HAT's embedding gradient compensation for the annealed gate scale.
 
@@ -384,12 +405,13 @@ def compensate_embedding_gradients(
     used the same ``s``.
 
     Args:
-        backbone: the HAT backbone.
+        backbone: the backbone with HAT attached, or the HAT method.
         s: the gate scale of this batch (:func:`annealed_scale`).
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    pairs = [(e.detach(), e.grad) for e in backbone.task_embedding.values() if e.grad is not None]
+    embeddings = hat_of(backbone).task_embedding.values()
+    pairs = [(e.detach(), e.grad) for e in embeddings if e.grad is not None]
     if not pairs:
         return
     # The per-layer formula's operations, in its order, on all layers' units at once (fewer,
@@ -401,11 +423,11 @@ def compensate_embedding_gradients(
     torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
 
 
-def clamp_task_embedding(backbone: HATMaskBackbone, threshold: float = 6.0) -> None:
+def clamp_task_embedding(backbone: HATTarget, threshold: float = 6.0) -> None:
     """Clamp the task embedding to ``[-threshold, threshold]`` after ``optimizer.step()``.
 
     HAT does this so that ``sigmoid(s_max e)`` saturates but ``cosh(e)`` stays finite.
     """
     with torch.no_grad():
-        for embedding in backbone.task_embedding.values():
+        for embedding in hat_of(backbone).task_embedding.values():
             embedding.clamp_(-threshold, threshold)

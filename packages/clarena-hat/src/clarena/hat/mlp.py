@@ -1,19 +1,16 @@
-"""HAT-masked MLP."""
+"""``HATMaskMLP``: :class:`~clarena.cl.CLMLP` with :class:`~clarena.hat.HAT` attached."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
-
-from clarena.backbones import MLP, extends_arguments
 from clarena.cl import CLMLP
-from clarena.hat.base import HATMaskBackbone, check_zero_preserving
-from clarena.hat.masked_batch_norm import MaskedBatchNorm1d
+from clarena.hat.builders import hat_builder
 
-
-class HATMaskMLP(HATMaskBackbone, CLMLP):
-    """:class:`~clarena.backbones.MLP` with HAT unit masks on every layer ``fc/0`` ... ``fc/L``.
+HATMaskMLP = hat_builder(
+    "HATMaskMLP",
+    CLMLP,
+    None,
+    """:class:`~clarena.backbones.MLP` with HAT unit masks on every layer ``fc/0`` ... ``fc/L``:
+    ``CLMLP(...).attach(HAT(gate, batch_normalization))``.
 
     Args:
         input_dim, hidden_dims, output_dim, activation_layer, bias, dropout: as for ``MLP``.
@@ -21,25 +18,10 @@ class HATMaskMLP(HATMaskBackbone, CLMLP):
             all tasks; leaks through its running statistics) or ``'independent'`` (one per task).
             Alias ``batch_normalisation``.
         gate: the mask gate; only ``'sigmoid'`` is supported.
-    """
 
-    @extends_arguments(MLP)
-    def __init__(
-        self,
-        *,
-        batch_normalization: str | bool | None = None,
-        gate: str = "sigmoid",
-        **arguments: Any,
-    ) -> None:
-        mode = self._build_family(MLP, batch_normalization, arguments)
-        check_zero_preserving(self.fc_activation[0], type(self).__name__)
-        self._init_hat(gate, mode)
-
-    def _norm_layer(self, num_features: int) -> nn.Module:
-        """Batch norm with the HAT mask folded into its affine transform."""
-        return MaskedBatchNorm1d(num_features)
-
-    def normalization_layer(self, layer_name: str) -> nn.Module | None:
-        """The batch norm after ``fc/i`` (``None`` without batch norm)."""
-        norm = self.fc_bn[self.weighted_layer_names.index(layer_name)]
-        return None if isinstance(norm, nn.Identity) else norm
+    Returns:
+        The ``CLMLP``; its HAT method is ``backbone.mask_method`` (:func:`clarena.hat.hat_of`).
+    """,
+)
+"""Builder: ``CLMLP(...)`` with :class:`~clarena.hat.HAT` attached (``batch_normalization``
+defaults to ``None``)."""

@@ -1,22 +1,12 @@
-"""HAT-masked ResNets: every convolution, shortcut convolution and the projection is masked."""
+"""``HATMaskResNet18`` ...: the CL ResNets with :class:`~clarena.hat.HAT` attached; every
+convolution, shortcut convolution and the projection is masked."""
 
 from __future__ import annotations
 
-from typing import Any
+from clarena.cl.resnet import CLResNet18, CLResNet34, CLResNet50, CLResNet101, CLResNet152
+from clarena.hat.builders import hat_builder
 
-from torch import nn
-
-from clarena.backbones import extends_arguments, make_builder
-from clarena.backbones.resnet import ResNet
-from clarena.cl.resnet import CLResNet
-from clarena.hat.base import HATMaskBackbone, check_zero_preserving
-from clarena.hat.masked_batch_norm import MaskedBatchNorm2d
-
-
-class HATMaskResNet(HATMaskBackbone, CLResNet):
-    """:class:`~clarena.backbones.ResNet` with HAT unit masks on every weighted layer.
-
-    Use a depth class (:class:`HATMaskResNet18` ...).
+_DOC = """HAT-masked ResNet-{depth}: ``CLResNet{depth}(...).attach(HAT(gate, batch_normalization))``.
 
     Args:
         input_channels, output_dim, activation_layer, bias, pretrained_weights, small_input: as
@@ -26,49 +16,26 @@ class HATMaskResNet(HATMaskBackbone, CLResNet):
             ``None``/``False``. Alias ``batch_normalisation``. With ``'independent'``, each task's
             batch norm starts fresh (pretrained batch-norm statistics are not carried over).
         gate: the mask gate; only ``'sigmoid'`` is supported.
+
+    Returns:
+        The ``CLResNet{depth}``; its HAT method is ``backbone.mask_method``
+        (:func:`clarena.hat.hat_of`).
     """
 
-    @extends_arguments(ResNet)
-    def __init__(
-        self,
-        *,
-        batch_normalization: str | bool | None = "independent",
-        gate: str = "sigmoid",
-        **arguments: Any,
-    ) -> None:
-        mode = self._build_family(ResNet, batch_normalization, arguments)
-        check_zero_preserving(self.act1, type(self).__name__)
-        self._init_hat(gate, mode)
-
-    def _norm_layer(self, num_features: int) -> nn.Module:
-        """Batch norm with the HAT mask folded into its affine transform."""
-        return MaskedBatchNorm2d(num_features)
-
-    def normalization_layer(self, layer_name: str) -> nn.Module | None:
-        """The batch norm after convolution ``layer_name`` (``None`` for ``proj`` / no batch norm)."""
-        self._check_layer_name(layer_name)
-        if layer_name == "proj":
-            return None
-        if layer_name == "conv1":
-            norm = self.bn1
-        else:
-            stage, block_index, *rest = layer_name.split("/")
-            block = getattr(self, stage)[int(block_index)]
-            if rest == ["downsample", "0"]:
-                norm = block.downsample[1]
-            else:
-                norm = getattr(block, rest[0].replace("conv", "bn"))
-        return None if isinstance(norm, nn.Identity) else norm
-
-
-# Depth builders over HATMaskResNet(depth=...) (transitional, until #24's builders attach the method).
-HATMaskResNet18 = make_builder(HATMaskResNet, "HATMaskResNet18", "HAT-masked ResNet-18.", depth=18)
-HATMaskResNet34 = make_builder(HATMaskResNet, "HATMaskResNet34", "HAT-masked ResNet-34.", depth=34)
-HATMaskResNet50 = make_builder(HATMaskResNet, "HATMaskResNet50", "HAT-masked ResNet-50.", depth=50)
-HATMaskResNet101 = make_builder(
-    HATMaskResNet, "HATMaskResNet101", "HAT-masked ResNet-101.", depth=101
+HATMaskResNet18 = hat_builder("HATMaskResNet18", CLResNet18, "independent", _DOC.format(depth=18))
+"""Builder: ``CLResNet18(...)`` with :class:`~clarena.hat.HAT` attached."""
+HATMaskResNet34 = hat_builder("HATMaskResNet34", CLResNet34, "independent", _DOC.format(depth=34))
+"""Builder: ``CLResNet34(...)`` with :class:`~clarena.hat.HAT` attached."""
+HATMaskResNet50 = hat_builder("HATMaskResNet50", CLResNet50, "independent", _DOC.format(depth=50))
+"""Builder: ``CLResNet50(...)`` with :class:`~clarena.hat.HAT` attached (the docs'
+``HATMaskResNet52``)."""
+HATMaskResNet101 = hat_builder(
+    "HATMaskResNet101", CLResNet101, "independent", _DOC.format(depth=101)
 )
-HATMaskResNet152 = make_builder(
-    HATMaskResNet, "HATMaskResNet152", "HAT-masked ResNet-152.", depth=152
+"""Builder: ``CLResNet101(...)`` with :class:`~clarena.hat.HAT` attached."""
+HATMaskResNet152 = hat_builder(
+    "HATMaskResNet152", CLResNet152, "independent", _DOC.format(depth=152)
 )
+"""Builder: ``CLResNet152(...)`` with :class:`~clarena.hat.HAT` attached."""
 HATMaskResNet52 = HATMaskResNet50
+"""The published docs call the 50-layer ResNet "HATMaskResNet52": the same builder."""

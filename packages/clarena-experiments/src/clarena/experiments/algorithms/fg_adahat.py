@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import override
 
+from clarena.backbones.resnet import ResNet
 from clarena.cl import HeadDIL
 from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.algorithms.fg_adahat_attribution import (
@@ -45,7 +46,6 @@ from clarena.hat import (
     SCHEDULERS,
     SUMMING_STRATEGIES,
     FGAdaHATImportance,
-    HATMaskResNet,
     fg_adahat_condition_gradients,
     layer_sparsity,
     step_importance,
@@ -237,7 +237,7 @@ class FGAdaHAT(AdaHAT):
             aggregation=neuron_to_weight_importance_aggregation_mode,
             **kwargs,
         )
-        if importance_type == "lrp_abs" and isinstance(self.backbone, HATMaskResNet):
+        if importance_type == "lrp_abs" and isinstance(self.backbone, ResNet):
             raise CLConfigError(
                 f"FGAdaHAT: importance_type 'lrp_abs' works with HATMaskMLP only; captum's LRP "
                 f"cannot propagate relevance through {type(self.backbone).__name__}'s residual "
@@ -249,7 +249,7 @@ class FGAdaHAT(AdaHAT):
         self.base_linear = float(base_linear)
         self.filter_by_cumulative_mask = filter_by_cumulative_mask
         self.importance = FGAdaHATImportance(
-            self.backbone.layer_units,
+            self.hat.layer_units,
             importance_summing_strategy,
             base_importance=base_importance,
             filter_unmasked_importance=filter_unmasked_importance,
@@ -280,7 +280,7 @@ class FGAdaHAT(AdaHAT):
     def regularization(self, extras: dict[str, Any]) -> Tensor | None:
         if self._needs_activations:
             for name, activation in extras["activations"].items():
-                if name not in self.backbone.layer_units:
+                if name not in self.hat.layer_units:
                     continue
                 value = activation_abs(activation)
                 previous = self._activation_sum.get(name)
@@ -313,12 +313,13 @@ class FGAdaHAT(AdaHAT):
                     self.importance_type,
                     torch.cat(self._step_inputs),
                     torch.cat(self._step_targets),
+                    scale=self.step_scale,
                 )
             self._step_inputs, self._step_targets = [], []
         elif callable(self.importance_type):
             step = self.importance_type(self.backbone, activations or {}, head_weight)
         else:
-            step = step_importance(self.backbone, self.importance_type, activations, head_weight)
+            step = step_importance(self.hat, self.importance_type, activations, head_weight)
         self.importance.add_step(step, training_mask=self._mask)
         self._activation_sum = {}
         self._activation_batches = 0
@@ -334,9 +335,9 @@ class FGAdaHAT(AdaHAT):
         if self._mask is None:
             raise RuntimeError("FGAdaHAT: no mask from the training step to measure sparsity.")
         with torch.no_grad():
-            sparsity = layer_sparsity(self._mask, self.backbone.cumulative_mask())
+            sparsity = layer_sparsity(self._mask, self.hat.cumulative_mask())
         fg_adahat_condition_gradients(
-            self.backbone,
+            self.hat,
             self.importance,
             sparsity,
             alpha=self.adjustment_intensity,
@@ -352,4 +353,4 @@ class FGAdaHAT(AdaHAT):
         super().on_train_end()  # stores the task's mask, which the importance filter reads
         task_id = self.backbone.check_task_id_ready()
         self.importance.all_reduce_steps()
-        self.importance.end_task(task_id, self.backbone.stored_mask(task_id))
+        self.importance.end_task(task_id, self.hat.stored_mask(task_id))

@@ -2,7 +2,8 @@
 
 Each method attributes the true-class logit ``f_y`` to the output ``z_l`` of each weighted
 module (the ``Linear`` or ``Conv`` itself: before normalisation and mask) of the backbone, in the
-train stage, with the current task and the annealed gate scale of the step. A unit's importance
+train stage, with the current task and the annealed gate scale of the step (passed in as
+``scale``). A unit's importance
 is ``mean_{batch, spatial} |Phi|``. Baselines are zeros (``deepliftshap_abs``: two zero
 examples, as captum needs a distribution); ``conductance_abs`` and ``integrated_gradients_abs``
 take 50 steps, ``internal_influence_abs`` 5; ``gradcam_abs`` keeps one value per channel (summing
@@ -75,20 +76,16 @@ def require_captum(importance_type: str) -> None:
 class _TrainLogits(nn.Module):
     """The algorithm's train-stage forward of the current step, as a module returning logits."""
 
-    def __init__(self, algorithm: FGAdaHAT) -> None:
+    def __init__(self, algorithm: FGAdaHAT, scale: float) -> None:
         super().__init__()
         # Registered, so that DeepLift and LRP find every layer of the network.
         self.backbone = algorithm.backbone
         self.heads = algorithm.heads
         self.task_id = algorithm.task_id
-        self.options = {
-            "s_max": algorithm.s_max,
-            "batch_idx": algorithm._batch_idx,
-            "num_batches": algorithm._num_batches,
-        }
+        self.scale = scale
 
     def forward(self, input: Tensor) -> Tensor:
-        feature, _, _ = self.backbone(input, "train", **self.options)
+        feature, _, _ = self.backbone(input, "train", scale=self.scale)
         return self.heads(feature, self.task_id)
 
 
@@ -109,15 +106,16 @@ def _feature_ablation_mask(layer: nn.Module, input: Tensor, model: nn.Module) ->
 
 
 def attribution_importance(
-    algorithm: FGAdaHAT, importance_type: str, input: Tensor, target: Tensor
+    algorithm: FGAdaHAT, importance_type: str, input: Tensor, target: Tensor, scale: float
 ) -> dict[str, Tensor]:
     """This step's attribution importance of every unit of every weighted layer.
 
     Args:
-        algorithm: the FG-AdaHAT algorithm (backbone, heads, current task and gate scale).
+        algorithm: the FG-AdaHAT algorithm (backbone, heads, current task).
         importance_type: one of :data:`clarena.hat.ATTRIBUTION_IMPORTANCE_TYPES`.
         input: the step's training inputs ``(batch, ...)``.
         target: their task-local labels ``(batch,)``.
+        scale: the gate scale of the step (the algorithm's ``step_scale``).
 
     Returns:
         Layer name → ``(units,)`` importance, detached.
@@ -126,7 +124,7 @@ def attribution_importance(
     attr = importlib.import_module("captum.attr")
     class_name, takes_module, arguments = _METHODS[importance_type]
     method_class = getattr(attr, class_name)
-    model = _TrainLogits(algorithm)
+    model = _TrainLogits(algorithm, scale)
     modes = {module: module.training for module in model.modules()}
     statistics = {
         name: buffer.detach().clone()

@@ -10,9 +10,14 @@ right points of Lightning's training loop:
 - ``optimizer_step`` (right after the step): clamp the task embedding;
 - ``on_train_end``: store the task's binary mask.
 
-HAT anneals the gate scale over the batches of an epoch. With gradient accumulation a "batch" is
-one optimiser step: all micro-batches of a step share its scale, so accumulating ``k``
+HAT anneals the gate scale over the batches of an epoch. The algorithm computes the scale once per
+optimiser step (:attr:`HAT.step_scale`) and passes it to the backbone's forward (``scale=``), to
+the embedding compensation and to FG-AdaHAT's attribution. With gradient accumulation a "batch"
+is one optimiser step: all micro-batches of a step share its scale, so accumulating ``k``
 micro-batches of ``n`` examples trains as one batch of ``k n`` examples would.
+
+The backbone is any CL backbone with the ``hat`` mask method attached (``HATMaskMLP`` ...);
+everything the algorithm needs from the masks goes through that method (:attr:`HAT.hat`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from typing_extensions import override
 
-from clarena.cl import HeadsCIL, HeadsTIL
+from clarena.backbones import BackboneOutput
+from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.base import (
     CLAlgorithm,
     CLConfigError,
@@ -38,17 +44,14 @@ from clarena.experiments.algorithms.base import (
 from clarena.hat import (
     AGGREGATIONS,
     EMBEDDING_INIT_MODES,
-    HATMaskBackbone,
     adahat_condition_gradients,
     annealed_scale,
     check_adahat_optimizer,
-    check_optimizer,
     clamp_task_embedding,
     compensate_embedding_gradients,
-    condition_gradients,
     layer_sparsity,
-    sparsity_regularization,
 )
+from clarena.hat import HAT as HATMethod
 
 
 class HAT(CLAlgorithm):
@@ -59,8 +62,8 @@ class HAT(CLAlgorithm):
     the masks zeroed.
 
     Args:
-        backbone: a HAT-masked backbone (``clarena.backbones.HATMaskMLP``, ``HATMaskResNet18``
-            ...).
+        backbone: a CL backbone with HAT attached (``clarena.backbones.HATMaskMLP``,
+            ``HATMaskResNet18`` ..., or ``CLMLP(...).attach(clarena.hat.HAT())``).
         heads: ``HeadsTIL``.
         optimizer: partial optimiser (no weight decay).
         lr_scheduler: optional partial learning-rate scheduler.
@@ -78,7 +81,7 @@ class HAT(CLAlgorithm):
 
     def __init__(
         self,
-        backbone: HATMaskBackbone,
+        backbone: CLBackbone,
         heads: HeadsTIL | HeadsCIL,
         optimizer: OptimizerFactory | None = None,
         lr_scheduler: SchedulerFactory | None = None,
@@ -89,11 +92,11 @@ class HAT(CLAlgorithm):
         embedding_clamp: float = 6.0,
     ) -> None:
         name = type(self).__name__
-        if not isinstance(backbone, HATMaskBackbone):
+        if not isinstance(getattr(backbone, "mask_method", None), HATMethod):
             raise CLConfigError(
                 f"{name} needs a HAT-masked backbone (clarena.backbones.HATMaskMLP, "
-                f"HATMaskResNet18 ...); got {type(backbone).__name__}. Pick backbone=hatmaskmlp "
-                f"or another HATMask* config."
+                f"HATMaskResNet18 ...); got {type(backbone).__name__} without HAT attached. Pick "
+                f"backbone=hatmaskmlp or another HATMask* config."
             )
         if optimizer_weight_decay(optimizer) > 0:
             raise CLConfigError(
@@ -111,81 +114,91 @@ class HAT(CLAlgorithm):
             name, "task_embedding_init_mode", task_embedding_init_mode, EMBEDDING_INIT_MODES
         )
         self.embedding_clamp = check_number(name, "embedding_clamp", embedding_clamp, above=0)
-        self._batch_idx = 1
-        self._num_batches = 1
+        #: The gate scale of the current training step (``annealed_scale``), set once per step.
+        self.step_scale: float = float(self.s_max)
         self._mask: dict[str, Tensor] | None = None
+
+    @property
+    def hat(self) -> HATMethod:
+        """The backbone's HAT method: masks, embeddings, regulariser, conditioning."""
+        method = self.backbone.mask_method
+        assert isinstance(method, HATMethod)  # checked in __init__
+        return method
 
     @override
     def setup_task_id(self, task_id: int, num_classes: int) -> None:
         is_new = task_id not in self.backbone.processed_task_ids
         super().setup_task_id(task_id, num_classes)
         if is_new:
-            self.backbone.initialize_task_embedding(self.task_embedding_init_mode)
+            self.hat.initialize_task_embedding(self.task_embedding_init_mode)
+
+    def step_arguments(self, stage: str) -> dict[str, Any]:
+        """The HAT step arguments of a forward in ``stage``: the gate scale of this training
+        step, ``s_max`` for validation, none for test (the task's stored mask)."""
+        if stage == "train":
+            return {"scale": self.step_scale}
+        if stage == "validation":
+            return {"s_max": self.s_max}
+        return {}
 
     @override
     def backbone_forward(
         self, input: Tensor, stage: str, task_id: int
     ) -> tuple[Tensor, dict[str, Any]]:
-        if stage == "train":
-            feature, mask, activations = self.backbone(
-                input,
-                "train",
-                s_max=self.s_max,
-                batch_idx=self._batch_idx,
-                num_batches=self._num_batches,
-            )
-        elif stage == "validation":
-            feature, mask, activations = self.backbone(input, "validation", s_max=self.s_max)
-        else:
-            feature, mask, activations = self.backbone(input, "test", test_task_id=task_id)
-        return feature, {"mask": mask, "activations": activations}
+        output = self.backbone(input, stage, task_id, **self.step_arguments(stage))
+        return output.feature, {
+            "mask": output.get("mask"),
+            "activations": output.activations,
+            "output": output,
+        }
 
     @override
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         # HAT anneals the gate over the optimiser steps of an epoch, counting 1..num_steps; the
         # last step may accumulate fewer micro-batches (Lightning steps at the epoch's end).
         accumulate = self.trainer.accumulate_grad_batches
-        self._batch_idx = batch_idx // accumulate + 1
-        self._num_batches = math.ceil(self.trainer.num_training_batches / accumulate)
+        step = batch_idx // accumulate + 1
+        num_steps = math.ceil(self.trainer.num_training_batches / accumulate)
+        self.step_scale = annealed_scale(self.s_max, step, num_steps)
         return super().training_step(batch, batch_idx)
 
     @override
     def regularization(self, extras: dict[str, Any]) -> Tensor | None:
-        mask = extras["mask"]
-        self._mask = {name: value.detach() for name, value in mask.items()}
-        cumulative = self.backbone.cumulative_mask()
-        return self.mask_sparsity_reg_factor * sparsity_regularization(mask, cumulative)
+        output: BackboneOutput = extras["output"]
+        self._mask = {name: value.detach() for name, value in output.get("mask").items()}
+        sparsity = self.hat.regularization(output)
+        assert sparsity is not None  # HAT always has a regulariser
+        return self.mask_sparsity_reg_factor * sparsity
 
     def condition_gradients(self) -> None:
         """HAT's hard gradient conditioning by the cumulative mask."""
-        condition_gradients(self.backbone)
+        self.hat.condition_gradients()
 
     @override
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Once per step on the accumulated, unscaled gradient: the factors must not compound.
         self.condition_gradients()
-        s = annealed_scale(self.s_max, self._batch_idx, self._num_batches)
-        compensate_embedding_gradients(self.backbone, s, self.s_max, self.clamp_threshold)
+        compensate_embedding_gradients(self.hat, self.step_scale, self.s_max, self.clamp_threshold)
 
     @override
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        clamp_task_embedding(self.backbone, self.embedding_clamp)
+        clamp_task_embedding(self.hat, self.embedding_clamp)
 
     @override
     def on_train_end(self) -> None:
-        self.backbone.store_mask()
+        self.hat.end_task(self.backbone.check_task_id_ready())
 
     @override
     def configure_optimizers(self) -> Any:
         configured = super().configure_optimizers()
         optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-        check_optimizer(optimizer)
+        self.hat.check_optimizer(optimizer, at_task_start=True)
         return configured
 
     @override
     def capacity(self) -> float | None:
-        return self.backbone.capacity()
+        return self.hat.capacity()
 
 
 class AdaHAT(HAT):
@@ -250,9 +263,9 @@ class AdaHAT(HAT):
         if self._mask is None:
             raise RuntimeError("AdaHAT: no mask from the training step to measure sparsity.")
         with torch.no_grad():
-            sparsity = layer_sparsity(self._mask, self.backbone.cumulative_mask())
+            sparsity = layer_sparsity(self._mask, self.hat.cumulative_mask())
         adahat_condition_gradients(
-            self.backbone,
+            self.hat,
             sparsity,
             alpha=self.adjustment_intensity,
             epsilon=self.epsilon,
