@@ -70,7 +70,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_clmain_train",
         ["cl_algorithm=independent", "backbone=wsnmaskmlp"],
-        "Independent trains a plain continual-learning backbone, but WSNMaskMLP",
+        "Independent trains a plain continual-learning backbone, but CLMLP has the 'wsn' mask",
     ),
     (
         "example_stl_train",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
 from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,6 @@ from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
 from clarena.experiments.batch_norm import BatchNormStatistics
 from clarena.experiments.errors import CLConfigError
 from clarena.hat import HATMaskBackbone
-from clarena.wsn import WSNMaskBackbone
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -28,7 +27,6 @@ SchedulerFactory = Callable[..., Any]
 #: Masked backbone families and the algorithms that drive their masks.
 MASK_ALGORITHMS: dict[type[CLBackbone], str] = {
     HATMaskBackbone: "cl_algorithm=hat or cl_algorithm=adahat",
-    WSNMaskBackbone: "cl_algorithm=wsn",
 }
 
 
@@ -72,6 +70,9 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     supports_cil: bool = True
     #: The masked backbone family whose masks the algorithm drives (``None``: plain backbones).
     mask_backbone: type[CLBackbone] | None = None
+    #: The name of the mask method (``backbone.mask_method.name``) whose masks the algorithm
+    #: drives; ``None``: backbones without a mask method.
+    drives_mask_method: ClassVar[str | None] = None
     #: Whether the algorithm works in domain-incremental learning (one shared head).
     supports_dil: bool = True
 
@@ -101,6 +102,19 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
                     f"algorithm drives. Use {algorithms}, or a plain backbone such as "
                     f"clarena.backbones.{plain}."
                 )
+        method = backbone.mask_method
+        if method is not None and method.name != self.drives_mask_method:
+            drivers = " or ".join(
+                f"cl_algorithm={cls.__name__.lower()}"
+                for cls in _subclasses(CLAlgorithm)
+                if cls.drives_mask_method == method.name
+            )
+            raise CLConfigError(
+                f"{name} trains a plain continual-learning backbone, but {type(backbone).__name__}"
+                f" has the '{method.name}' mask method attached, whose masks only its own "
+                f"algorithm drives. Use {drivers or 'its algorithm'}, or a plain backbone such "
+                f"as clarena.backbones.{type(backbone).__name__}."
+            )
         if isinstance(heads, HeadsCIL) and not self.supports_cil:
             raise CLConfigError(
                 f"{name} works only in task-incremental learning (cl_paradigm: TIL); it needs "
@@ -221,7 +235,7 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
         if self.optimizer_factory is None:
             raise CLConfigError(f"{type(self).__name__}: no optimizer configured for training.")
         optimizer = self.optimizer_factory(params=list(self.trainable_parameters()))
-        if self.mask_backbone is not None:
+        if self.mask_backbone is not None or self.drives_mask_method is not None:
             self._check_gradients_arrive_unscaled(optimizer)
         if self.lr_scheduler_factory is None:
             return optimizer
@@ -253,6 +267,11 @@ class CLAlgorithm(BackboneCompilation, BatchNormStatistics, ExactTestAccuracy):
     def capacity(self) -> float | None:
         """Share of the backbone used by the tasks so far (masked algorithms); else ``None``."""
         return None
+
+
+def _subclasses(cls: type[CLAlgorithm]) -> list[type[CLAlgorithm]]:
+    """Every subclass of ``cls``, depth first."""
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
 def optimizer_weight_decay(optimizer: OptimizerFactory | None) -> float:
