@@ -115,12 +115,14 @@ def _markdown(docstring: str) -> str:
     return re.sub(r"``(.+?)``", r"`\1`", text)
 
 
-def _argument_cells(cls: type) -> tuple[str, str]:
-    """Required and optional constructor arguments of ``cls``, as Markdown cells."""
+def _argument_cells(cls: Any) -> tuple[str, str]:
+    """Required and optional constructor arguments of ``cls`` (a class or a builder), as Markdown
+    cells."""
     from clarena.backbones._arguments import ARGUMENT_ALIASES
 
     aliases = {canonical: alias for alias, canonical in ARGUMENT_ALIASES.items()}
-    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    # The class's signature without self, or a registered builder function's.
+    parameters = list(inspect.signature(cls).parameters.values())
 
     def field(name: str) -> str:
         return f"`{name}` (alias `{aliases[name]}`)" if name in aliases else f"`{name}`"
