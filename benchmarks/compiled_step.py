@@ -56,7 +56,7 @@ from wsn_overhead import LEARNING_RATE, MASK_PERCENTAGE, prepared_wsn
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.hat import HATMaskMLP, HATMaskResNet18
-from clarena.wsn import WSNMaskMLP, WSNMaskResNet18
+from clarena.wsn import WSNMaskMLP, WSNMaskResNet18, wsn_of
 
 MLP_ARGS = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64}
 RESNET_ARGS = {"input_channels": 3, "output_dim": 512, "small_input": True}
@@ -116,7 +116,7 @@ def training_step(kind: str, backbone: nn.Module, x: Tensor, precision: str) -> 
             loss = forward().float().square().mean()
         loss.backward()
         if kind == "WSN":
-            backbone.freeze_used_parameter_gradients()
+            wsn_of(backbone).condition_gradients()
         optimizer.step()
 
     return synchronized(step, x.device)
