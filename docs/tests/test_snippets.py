@@ -212,7 +212,7 @@ def run_backbone(backbone: torch.nn.Module, input: torch.Tensor) -> torch.Tensor
 def _forward(backbone: torch.nn.Module, input: torch.Tensor, kinds: set[str]) -> torch.Tensor:
     if "HATMaskBackbone" in kinds:
         outputs = backbone(input, stage="train", s_max=400.0, batch_idx=1, num_batches=1)
-    elif "WSNMaskBackbone" in kinds or _method_name(backbone) == "wsn":
+    elif _method_name(backbone) == "wsn":
         outputs = backbone(input, stage="train", mask_percentage=0.5)
     else:
         outputs = backbone(input, stage="train")
