@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
@@ -56,7 +57,7 @@ from wsn_overhead import LEARNING_RATE, MASK_PERCENTAGE, prepared_wsn
 
 from clarena.cl import CLMLP, CLResNet18
 from clarena.hat import HATMaskMLP, HATMaskResNet18
-from clarena.wsn import WSNMaskMLP, WSNMaskResNet18
+from clarena.wsn import WSNMaskMLP, WSNMaskResNet18, wsn_of
 
 MLP_ARGS = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64}
 RESNET_ARGS = {"input_channels": 3, "output_dim": 512, "small_input": True}
@@ -66,18 +67,18 @@ FAMILIES: dict[str, tuple[str, tuple[int, ...], dict[str, Callable[[], nn.Module
         "MLP (784,[256,100],64)",
         (784,),
         {
-            "CL": lambda: CLMLP(**MLP_ARGS),
-            "HAT": lambda: HATMaskMLP(**MLP_ARGS),
-            "WSN": lambda: WSNMaskMLP(**MLP_ARGS),
+            "CL": functools.partial(CLMLP, **MLP_ARGS),
+            "HAT": functools.partial(HATMaskMLP, **MLP_ARGS),
+            "WSN": functools.partial(WSNMaskMLP, **MLP_ARGS),
         },
     ),
     "ResNet18": (
         "ResNet18 small_input 32x32, shared BN",
         (3, 32, 32),
         {
-            "CL": lambda: CLResNet18(**RESNET_ARGS, batch_normalization=True),
-            "HAT": lambda: HATMaskResNet18(**RESNET_ARGS, batch_normalization="shared"),
-            "WSN": lambda: WSNMaskResNet18(**RESNET_ARGS, batch_normalization="shared"),
+            "CL": functools.partial(CLResNet18, **RESNET_ARGS, batch_normalization=True),
+            "HAT": functools.partial(HATMaskResNet18, **RESNET_ARGS, batch_normalization="shared"),
+            "WSN": functools.partial(WSNMaskResNet18, **RESNET_ARGS, batch_normalization="shared"),
         },
     ),
 }
@@ -116,7 +117,7 @@ def training_step(kind: str, backbone: nn.Module, x: Tensor, precision: str) -> 
             loss = forward().float().square().mean()
         loss.backward()
         if kind == "WSN":
-            backbone.freeze_used_parameter_gradients()
+            wsn_of(backbone).condition_gradients()
         optimizer.step()
 
     return synchronized(step, x.device)
@@ -188,7 +189,8 @@ def measure_family(
     names: dict[str, str] = {}
     for kind in kinds:
         backbone = prepared(kind, builders[kind](), device)
-        names[kind] = type(backbone).__name__
+        # The published name it was built by (a class, or a builder attaching a mask method).
+        names[kind] = getattr(builders[kind], "func", builders[kind]).__name__
         steps[f"{kind} eager"] = training_step(kind, backbone, x, precision)
         twin = copy.deepcopy(backbone)
         graphs = [0]

@@ -61,7 +61,7 @@ def _resume_state_cost(name: str) -> tuple[int, float, float, float]:
     for task in tasks:
         algorithm.setup_task_id(task, datamodule.num_classes(task))
         if "wsn" in name:
-            algorithm.backbone.store_mask(algorithm.mask_percentage)
+            algorithm.wsn.store_mask(algorithm.mask_percentage)
         else:
             algorithm.hat.end_task(task)
     state = {

@@ -5,7 +5,7 @@ followed by a plain SGD update, so the WSN scores change between steps as in tra
 selection's cost depends on it: ``kthvalue`` runs several times faster on data it has just seen).
 The WSN backbone trains task 2 with task 1's mask stored, so every step computes the top-c%
 masks of all layers from the scores and zeroes the gradients of parameters task 1 uses
-(``freeze_used_parameter_gradients``), as a real run does. Steps of the two backbones alternate
+(``WSN.condition_gradients``), as a real run does. Steps of the two backbones alternate
 and the reported ratio is the median over rounds of the per-round ratio, so load from other
 processes affects both alike.
 
@@ -42,8 +42,8 @@ from _timing import (
     synchronized,
 )
 
-from clarena.cl import CLMLP, CLResNet18
-from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, score_mask
+from clarena.cl import CLMLP, CLBackbone, CLResNet18
+from clarena.wsn import WSNMaskMLP, WSNMaskResNet18, score_mask, wsn_of
 
 MASK_PERCENTAGE = 0.5
 LEARNING_RATE = 0.01
@@ -61,14 +61,15 @@ def cl_step(backbone: CLMLP | CLResNet18, x: Tensor) -> Callable[[], None]:
     return step
 
 
-def wsn_step(backbone: WSNMaskBackbone, x: Tensor) -> Callable[[], None]:
+def wsn_step(backbone: CLBackbone, x: Tensor) -> Callable[[], None]:
+    wsn = wsn_of(backbone)
     optimizer = torch.optim.SGD(backbone.parameters(), lr=LEARNING_RATE)
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         feature, *_ = backbone(x, "train", mask_percentage=MASK_PERCENTAGE)
         feature.square().mean().backward()
-        backbone.freeze_used_parameter_gradients()
+        wsn.condition_gradients()
         optimizer.step()
 
     return step
@@ -79,11 +80,11 @@ def wsn_step(backbone: WSNMaskBackbone, x: Tensor) -> Callable[[], None]:
 CLOCK: Callable[[], float] = time.perf_counter
 
 
-def prepared_wsn(backbone: WSNMaskBackbone) -> WSNMaskBackbone:
-    """``backbone`` training task 2, with task 1's mask stored."""
+def prepared_wsn(backbone: CLBackbone) -> CLBackbone:
+    """``backbone`` (WSN attached) training task 2, with task 1's mask stored."""
     backbone.setup_task_id(1)
-    backbone.store_mask(MASK_PERCENTAGE)
-    backbone.initialize_parameter_score("default")
+    wsn_of(backbone).store_mask(MASK_PERCENTAGE)
+    wsn_of(backbone).initialize_parameter_score("default")
     backbone.setup_task_id(2)
     return backbone.train()
 
@@ -91,7 +92,7 @@ def prepared_wsn(backbone: WSNMaskBackbone) -> WSNMaskBackbone:
 def compare(
     name: str,
     cl_backbone: CLMLP | CLResNet18,
-    wsn_backbone: WSNMaskBackbone,
+    wsn_backbone: CLBackbone,
     x: Tensor,
     repeats: int,
     warmup: int,
@@ -151,7 +152,7 @@ def large_layer_mask(repeats: int) -> None:
 def mask_bytes() -> None:
     backbone = WSNMaskMLP(input_dim=784, hidden_dims=[256, 100], output_dim=64)
     backbone.setup_task_id(1)
-    backbone.store_mask(MASK_PERCENTAGE)
+    wsn_of(backbone).store_mask(MASK_PERCENTAGE)
     packed = backbone.task_masks.nbytes(1)
     float32 = 4 * sum(s.numel() for s in backbone.weight_score.values()) + 4 * sum(
         s.numel() for s in backbone.bias_score.values()
@@ -162,7 +163,7 @@ def mask_bytes() -> None:
     )
     resnet = WSNMaskResNet18(input_channels=3, output_dim=512, small_input=True)
     resnet.setup_task_id(1)
-    resnet.store_mask(MASK_PERCENTAGE)
+    wsn_of(resnet).store_mask(MASK_PERCENTAGE)
     numel = sum(s.numel() for s in resnet.weight_score.values())
     print(
         f"ResNet18 mask per task: {resnet.task_masks.nbytes(1):,} bytes packed vs "

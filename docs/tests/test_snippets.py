@@ -212,11 +212,17 @@ def run_backbone(backbone: torch.nn.Module, input: torch.Tensor) -> torch.Tensor
 def _forward(backbone: torch.nn.Module, input: torch.Tensor, kinds: set[str]) -> torch.Tensor:
     if getattr(getattr(backbone, "mask_method", None), "name", None) == "hat":
         outputs = backbone(input, stage="train", s_max=400.0, batch_idx=1, num_batches=1)
-    elif "WSNMaskBackbone" in kinds:
+    elif _method_name(backbone) == "wsn":
         outputs = backbone(input, stage="train", mask_percentage=0.5)
     else:
         outputs = backbone(input, stage="train")
     return outputs[0]
+
+
+def _method_name(backbone: torch.nn.Module) -> str | None:
+    """The name of the mask method attached to ``backbone`` (``None`` without one)."""
+    method = getattr(backbone, "mask_method", None)
+    return None if method is None else method.name
 
 
 def check_backbone_config(config: dict) -> None:

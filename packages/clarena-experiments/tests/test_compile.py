@@ -28,7 +28,6 @@ from clarena.experiments.algorithms.compilation import BackboneCompilation
 from clarena.experiments.pipelines import cl as cl_pipeline
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
-from clarena.wsn import WSNMaskMLP
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 SGD = functools.partial(torch.optim.SGD, lr=0.1)
@@ -265,7 +264,7 @@ PIPELINE_RUNS = [
     pytest.param(("example_clmain_hat",), CLMLP, id="hat"),
     pytest.param(("example_clmain_adahat",), CLMLP, id="adahat"),
     pytest.param(("example_clmain_fgadahat",), CLMLP, id="fgadahat"),
-    pytest.param(("example_clmain_wsn",), WSNMaskMLP, id="wsn"),
+    pytest.param(("example_clmain_wsn",), CLMLP, id="wsn"),
     pytest.param(("example_mtl_train",), MLP, id="mtl"),
     pytest.param(("example_stl_train",), MLP, id="stl"),
 ]

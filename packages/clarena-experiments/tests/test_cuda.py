@@ -34,7 +34,7 @@ from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, Independent
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP, hat_of
-from clarena.wsn import WSNMaskMLP
+from clarena.wsn import WSNMaskMLP, wsn_of
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
@@ -71,7 +71,7 @@ def _with_two_stored_tasks(name: str):
         torch.manual_seed(task_id)
         algorithm.setup_task_id(task_id, NUM_CLASSES)
         if name == "wsn":
-            algorithm.backbone.store_mask(MASK_PERCENTAGE, task_id)
+            wsn_of(algorithm.backbone).store_mask(MASK_PERCENTAGE, task_id)
         else:
             algorithm.hat.end_task(task_id)
     return algorithm
@@ -145,9 +145,10 @@ def test_hat_masks_on_cuda_equal_the_cpu_masks() -> None:
 
 @CUDA
 def test_wsn_masks_on_cuda_equal_the_cpu_masks() -> None:
-    on_cpu = _algorithm("wsn").backbone
-    on_cpu.setup_task_id(1)
-    on_cuda = copy.deepcopy(on_cpu).cuda()
+    cpu_backbone = _algorithm("wsn").backbone
+    cpu_backbone.setup_task_id(1)
+    cuda_backbone = copy.deepcopy(cpu_backbone).cuda()
+    on_cpu, on_cuda = wsn_of(cpu_backbone), wsn_of(cuda_backbone)
     for stage in ("train", "validation"):
         cpu_masks = on_cpu.get_mask(stage, mask_percentage=0.3)
         cuda_masks = on_cuda.get_mask(stage, mask_percentage=0.3)

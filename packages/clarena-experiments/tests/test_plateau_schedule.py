@@ -21,7 +21,7 @@ from clarena.experiments.pipelines import cl
 from clarena.experiments.plateau_schedule import PlateauSchedule
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import HATMaskMLP
-from clarena.wsn import WSNMaskMLP
+from clarena.wsn import WSNMaskMLP, wsn_of
 
 INPUT_DIM, FEATURE_DIM, NUM_CLASSES = 12, 8, 3
 
@@ -229,8 +229,8 @@ def test_no_forgetting_holds_through_a_restore_and_masks_come_from_the_restored_
     assert torch.equal(_test_outputs(model, 1), after_task_1)
     if name == "wsn":
         # The stored task-2 subnetwork is the top half of the restored epoch's scores.
-        stored = model.backbone.stored_mask(2)
-        selected = model.backbone.get_mask("validation", mask_percentage=0.5)
+        stored = wsn_of(model.backbone).stored_mask(2)
+        selected = wsn_of(model.backbone).get_mask("validation", mask_percentage=0.5)
         for kind in range(2):
             for layer, mask in stored[kind].items():
                 assert torch.equal(mask, selected[kind][layer]), layer

@@ -1,4 +1,4 @@
-"""WSNMaskBackbone behaviour: masks per stage, scores, stored masks, freezing, errors."""
+"""WSN attached to a backbone: masks per stage, scores, stored masks, freezing, errors."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import clarena.backbones
-from clarena.cl import TaskBatchNorm, unpack_bits
+from clarena.cl import CLMLP, CLBackbone, TaskBatchNorm, unpack_bits
 from clarena.wsn import (
+    WSN,
     WSNMaskMLP,
     WSNMaskResNet18,
     WSNMaskResNet50,
@@ -21,10 +22,11 @@ from clarena.wsn import (
     check_optimizer,
     parameter_key,
     top_count,
+    wsn_of,
 )
 
 
-def make_mlp(**kwargs: object) -> WSNMaskMLP:
+def make_mlp(**kwargs: object) -> CLBackbone:
     torch.manual_seed(0)
     return WSNMaskMLP(input_dim=784, hidden_dims=[256, 100], output_dim=64, **kwargs)
 
@@ -115,7 +117,7 @@ def test_straight_through_gradient_reaches_every_score() -> None:
             assert bool(score.grad.ne(0).any()), name
     # Weights outside the current subnetwork get no gradient from the masked forward.
     layer = backbone.get_layer_by_name("fc/0")
-    mask = backbone.get_mask("train", mask_percentage=0.5)[0]["fc/0"]
+    mask = wsn_of(backbone).get_mask("train", mask_percentage=0.5)[0]["fc/0"]
     assert bool(layer.weight.grad[mask == 0].eq(0).all())
 
 
@@ -157,7 +159,7 @@ def test_validation_uses_scores_and_test_uses_stored_mask() -> None:
     input = torch.randn(4, 784)
     with torch.no_grad():
         validation = backbone(input, "validation", mask_percentage=0.5)
-        stored_weight, stored_bias = backbone.store_mask()
+        stored_weight, stored_bias = wsn_of(backbone).store_mask()
         nn.init.normal_(backbone.weight_score["fc/0"])  # scores move; the stored mask does not
         test = backbone(input, "test", test_task_id=1)
         moved = backbone(input, "validation", mask_percentage=0.5)
@@ -170,7 +172,7 @@ def test_validation_uses_scores_and_test_uses_stored_mask() -> None:
 @pytest.mark.parametrize("mode", ["default", "N01", "U01"])
 def test_initialize_parameter_score_modes(mode: str) -> None:
     backbone = make_mlp()
-    backbone.initialize_parameter_score(mode)
+    wsn_of(backbone).initialize_parameter_score(mode)
     weight = backbone.weight_score["fc/0"].detach()
     bias = backbone.bias_score["fc/0"].detach()
     if mode == "default":
@@ -190,7 +192,7 @@ def test_initialize_parameter_score_modes(mode: str) -> None:
 def test_store_mask_packs_one_bit_per_parameter_and_unpacks_exactly() -> None:
     backbone = make_mlp()
     backbone.setup_task_id(1)
-    weight_mask, bias_mask = backbone.store_mask(0.5)
+    weight_mask, bias_mask = wsn_of(backbone).store_mask(0.5)
     for name in backbone.weighted_layer_names:
         for kind, mask in (("weight", weight_mask[name]), ("bias", bias_mask[name])):
             packed = backbone.task_masks.tasks["1"].get_buffer(parameter_key(name, kind))
@@ -205,22 +207,23 @@ def test_store_mask_packs_one_bit_per_parameter_and_unpacks_exactly() -> None:
 def test_cumulative_mask_is_the_union_and_freezing_zeroes_exactly_its_gradients() -> None:
     backbone = make_mlp()
     backbone.setup_task_id(1)
-    first = backbone.store_mask(0.2)[0]
-    backbone.initialize_parameter_score("N01")
+    first = wsn_of(backbone).store_mask(0.2)[0]
+    wsn_of(backbone).initialize_parameter_score("N01")
     backbone.setup_task_id(2)
-    second = backbone.store_mask(0.2)[0]
-    cumulative = backbone.cumulative_mask()[0]
+    second = wsn_of(backbone).store_mask(0.2)[0]
+    cumulative = wsn_of(backbone).cumulative_mask()[0]
     for name in backbone.weighted_layer_names:
         assert torch.equal(cumulative[name], first[name] | second[name])
     union = sum(int(m.count_nonzero()) for m in backbone.cumulative_masks.buffers())
-    assert backbone.capacity() == union / 233_124
-    assert 0.2 < backbone.capacity() < 0.4
-    assert set(backbone.layer_capacity()) == set(backbone.weighted_layer_names)
+    assert wsn_of(backbone).capacity() == union / 233_124
+    assert 0.2 < wsn_of(backbone).capacity() < 0.4
+    with pytest.warns(DeprecationWarning, match=r"use capacity_per_layer\(\)"):
+        assert set(wsn_of(backbone).layer_capacity()) == set(backbone.weighted_layer_names)
 
     backbone.setup_task_id(3)
     feature, *_ = backbone(torch.randn(8, 784), "train", mask_percentage=1.0)
     feature.sum().backward()
-    backbone.freeze_used_parameter_gradients()
+    wsn_of(backbone).condition_gradients()
     weight_grad = backbone.get_layer_by_name("fc/1").weight.grad
     assert bool(weight_grad[cumulative["fc/1"]].eq(0).all())
     assert bool(weight_grad[~cumulative["fc/1"]].ne(0).any())
@@ -233,10 +236,10 @@ def test_independent_batch_norm_per_task_and_shared_mode() -> None:
     independent.setup_task_id(2)
     assert sorted(independent.fc_bn[0].norms) == ["1", "2"]
     shared = make_mlp(batch_normalization=True)
-    assert shared.batch_norm_mode == "shared"
+    assert wsn_of(shared).batch_norm_mode == "shared"
     assert isinstance(shared.fc_bn[0], nn.BatchNorm1d)
     resnet = WSNMaskResNet18(input_channels=1, output_dim=512, small_input=True)
-    assert resnet.batch_norm_mode == "independent"
+    assert wsn_of(resnet).batch_norm_mode == "independent"
     assert isinstance(resnet.bn1, TaskBatchNorm)
 
 
@@ -252,8 +255,9 @@ def test_hydra_instantiate() -> None:
         "batch_normalisation: independent\n"
     )
     backbone = instantiate(config)
-    assert type(backbone) is WSNMaskMLP
-    assert backbone.batch_norm_mode == "independent"
+    assert type(backbone) is CLMLP
+    assert type(backbone.mask_method) is WSN
+    assert wsn_of(backbone).batch_norm_mode == "independent"
     backbone.setup_task_id(1)
     feature, *_ = backbone(torch.randn(2, 1, 28, 28), "train", mask_percentage=0.5)
     assert feature.shape == (2, 64)
@@ -283,7 +287,7 @@ def test_bad_mask_percentage(value: object, message: str) -> None:
 def test_test_stage_without_stored_mask() -> None:
     backbone = make_mlp()
     backbone.setup_task_id(1)
-    backbone.store_mask(0.5)
+    wsn_of(backbone).store_mask(0.5)
     backbone.setup_task_id(2)
     with pytest.raises(ValueError, match=r"no mask is stored for task 2 \(stored: \[1\]\)"):
         backbone(torch.randn(2, 784), "test")
@@ -299,9 +303,9 @@ def test_other_errors() -> None:
     with pytest.raises(ValueError, match="stage must be one of 'train', 'validation', 'test'"):
         backbone(torch.randn(2, 784), None, mask_percentage=0.5)
     with pytest.raises(ValueError, match="unknown parameter score init mode 'kaiming'"):
-        backbone.initialize_parameter_score("kaiming")
+        wsn_of(backbone).initialize_parameter_score("kaiming")
     with pytest.raises(ValueError, match="store_mask needs mask_percentage"):
-        backbone.store_mask()
+        wsn_of(backbone).store_mask()
     with pytest.raises(RuntimeError, match="weighted layers run only inside forward"):
         backbone._features(torch.randn(2, 784))
     with pytest.raises(ValueError, match="batch_normalization must be null, 'shared' or"):
@@ -312,19 +316,33 @@ def test_other_errors() -> None:
 
 def test_check_optimizer_refuses_weight_decay_and_carried_state() -> None:
     backbone = make_mlp()
-    check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9))
+    wsn = wsn_of(backbone)
+    wsn.check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9))
     with pytest.raises(ValueError, match=r"weight_decay=0.0001; weight decay moves the parameters"):
-        check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1, weight_decay=1e-4))
+        wsn.check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1, weight_decay=1e-4))
     with pytest.raises(ValueError, match=r"AdamW parameter group 0 has weight_decay=0.01"):
-        check_optimizer(torch.optim.AdamW(backbone.parameters()))
+        wsn.check_optimizer(torch.optim.AdamW(backbone.parameters()))
     optimizer = torch.optim.Adam(backbone.parameters())
     backbone.setup_task_id(1)
     feature, *_ = backbone(torch.randn(2, 784), "train", mask_percentage=0.5)
     feature.sum().backward()
     optimizer.step()
-    check_optimizer(optimizer)
+    wsn.check_optimizer(optimizer, at_task_start=False)
     with pytest.raises(ValueError, match=r"already holds state .* create a fresh optimiser"):
-        check_optimizer(optimizer, fresh=True)
+        wsn.check_optimizer(optimizer, at_task_start=True)
+    with pytest.raises(ValueError, match=r"already holds state .* create a fresh optimiser"):
+        wsn.check_optimizer(optimizer)  # the contract's default: at a task's start
+
+
+def test_deprecated_check_optimizer_warns_and_checks_the_same() -> None:
+    backbone = make_mlp()
+    with pytest.warns(DeprecationWarning, match=r"wsn_of\(backbone\)\.check_optimizer"):
+        check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1))
+    with (
+        pytest.warns(DeprecationWarning, match="is deprecated"),
+        pytest.raises(ValueError, match=r"WSN: SGD parameter group 0 has weight_decay=0.0001"),
+    ):
+        check_optimizer(torch.optim.SGD(backbone.parameters(), lr=0.1, weight_decay=1e-4))
 
 
 def test_mask_percentage_that_keeps_nothing_of_a_parameter_warns_naming_it() -> None:
@@ -332,7 +350,7 @@ def test_mask_percentage_that_keeps_nothing_of_a_parameter_warns_naming_it() -> 
     backbone.setup_task_id(1)
     input = torch.randn(3, 1, 28, 28)
     # round(0.005 * 100) = round(0.5) = 0 and round(0.005 * 64) = 0; fc/0's 256 biases keep 1.
-    assert backbone.empty_mask_parameters(0.005) == {"fc/1/bias": 100, "fc/2/bias": 64}
+    assert wsn_of(backbone).empty_mask_parameters(0.005) == {"fc/1/bias": 100, "fc/2/bias": 64}
     with pytest.warns(
         UserWarning,
         match=r"mask_percentage=0\.005 keeps no parameter of "
@@ -353,7 +371,7 @@ def test_a_weighted_layer_wsn_cannot_mask_is_a_clear_error() -> None:
     backbone.setup_task_id(1)
     layer = backbone.get_layer_by_name("fc/0")
     # The masked parameters a forward pass would hand to the layer, then an unsupported layer.
-    backbone._forward_parameters = {"fc/0": (layer.weight, layer.bias)}
+    wsn_of(backbone)._forward_parameters = {"fc/0": (layer.weight, layer.bias)}
     output = backbone.layer_forward("fc/0", layer, torch.ones(2, 4))
     assert torch.equal(output, layer(torch.ones(2, 4)))
     with pytest.raises(TypeError, match=r"'fc/0' is a Bilinear; WSN masks only Linear and Conv"):

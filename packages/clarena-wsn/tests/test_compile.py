@@ -1,4 +1,4 @@
-"""WSNMaskBackbone.compile: one graph per stage across batches and tasks, equal to eager."""
+"""WSN.compile (``backbone.compile``): one graph per stage across batches and tasks, equal to eager."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18
+from clarena.cl import CLBackbone
+from clarena.wsn import WSNMaskMLP, WSNMaskResNet18, wsn_of
 
 #: mask_percentage per task: a different value for each, which must not recompile.
 FRACTIONS = {1: 0.3, 2: 0.5}
@@ -21,7 +22,7 @@ def fresh_dynamo() -> None:
 
 
 def run_tasks(
-    make: Callable[[], WSNMaskBackbone],
+    make: Callable[[], CLBackbone],
     inputs: list[torch.Tensor],
     counter: CompileCounterWithBackend,
     exact: bool = True,
@@ -68,7 +69,7 @@ def run_tasks(
                         check(parameter.grad, named[1][name].grad)
             graphs[(task, stage)] = counter.frame_count - before
         for backbone in (eager, compiled):
-            backbone.store_mask(fraction)
+            wsn_of(backbone).store_mask(fraction)
             backbone.eval()
         before = counter.frame_count
         for test_task in range(1, task + 1):
@@ -79,7 +80,7 @@ def run_tasks(
     return graphs
 
 
-def make_mlp(**arguments: object) -> WSNMaskMLP:
+def make_mlp(**arguments: object) -> CLBackbone:
     torch.manual_seed(0)
     return WSNMaskMLP(input_dim=20, hidden_dims=[16, 8], output_dim=6, **arguments)
 
@@ -110,9 +111,12 @@ def test_compiled_backbone_keeps_its_state_dict_and_copies_run_eager() -> None:
     assert list(backbone.state_dict()) == keys
     backbone.setup_task_id(1)
     copied = copy.deepcopy(backbone)
-    assert copied._compiled is None
+    assert wsn_of(backbone)._compiled is not None
+    assert wsn_of(copied)._compiled is None
     x = torch.randn(4, 20)
-    assert torch.equal(copied(x, "train", mask_percentage=0.4)[0], backbone(x, "train", 0.4)[0])
+    assert torch.equal(
+        copied(x, "train", mask_percentage=0.4)[0], backbone(x, "train", mask_percentage=0.4)[0]
+    )
 
 
 @pytest.mark.slow
@@ -128,7 +132,7 @@ def test_mlp_inductor_close_to_eager_with_equal_masks() -> None:
 
 @pytest.mark.slow
 def test_resnet18_one_graph_per_stage_and_equal_to_eager() -> None:
-    def make() -> WSNMaskResNet18:
+    def make() -> CLBackbone:
         torch.manual_seed(0)
         return WSNMaskResNet18(input_channels=3, output_dim=16, small_input=True)
 

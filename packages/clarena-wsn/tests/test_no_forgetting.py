@@ -2,7 +2,8 @@
 
 The loop is the recipe of the README: per task, set up the task, build a fresh optimiser without
 weight decay, and after every backward zero the gradients of parameters earlier tasks use; at
-the end of the task store its mask.
+the end of the task store its mask. The backbone is a CL backbone with WSN attached; the loop
+reaches the method through ``wsn_of(backbone)``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clarena.cl import HeadsTIL
-from clarena.wsn import WSNMaskBackbone, WSNMaskMLP, WSNMaskResNet18, check_optimizer
+from clarena.cl import CLBackbone, HeadsTIL
+from clarena.wsn import WSNMaskMLP, WSNMaskResNet18, wsn_of
 
 TASKS = (1, 2, 3)
 NUM_CLASSES = 3
@@ -34,7 +35,7 @@ def synthetic_tasks(input_shape: tuple[int, ...]) -> dict[int, tuple[torch.Tenso
 
 
 def train_task(
-    backbone: WSNMaskBackbone,
+    backbone: CLBackbone,
     heads: HeadsTIL,
     task_id: int,
     data: tuple[torch.Tensor, torch.Tensor],
@@ -43,7 +44,8 @@ def train_task(
     backbone.setup_task_id(task_id)
     heads.setup_task_id(task_id, NUM_CLASSES)
     optimizer = torch.optim.SGD([*backbone.parameters(), *heads.parameters()], lr=0.1, momentum=0.9)
-    check_optimizer(optimizer, fresh=True)
+    wsn = wsn_of(backbone)
+    wsn.check_optimizer(optimizer, at_task_start=True)
     backbone.train()
     input, target = data
     for _ in range(steps):
@@ -51,13 +53,13 @@ def train_task(
         loss = F.cross_entropy(heads(feature, task_id), target)
         optimizer.zero_grad()
         loss.backward()
-        backbone.freeze_used_parameter_gradients()
+        wsn.condition_gradients()
         optimizer.step()
-    backbone.store_mask(MASK_PERCENTAGE)
+    wsn.store_mask(MASK_PERCENTAGE)
 
 
 @torch.no_grad()
-def test_logits(backbone: WSNMaskBackbone, heads: HeadsTIL, task_id: int, input: torch.Tensor):
+def test_logits(backbone: CLBackbone, heads: HeadsTIL, task_id: int, input: torch.Tensor):
     backbone.eval()
     feature, *_ = backbone(input, "test", test_task_id=task_id)
     return heads(feature, task_id)
@@ -67,8 +69,8 @@ test_logits.__test__ = False  # a helper, not a test
 
 
 def run_three_tasks(
-    make: Callable[[], WSNMaskBackbone], input_shape: tuple[int, ...], steps: int
-) -> tuple[WSNMaskBackbone, HeadsTIL, dict, dict]:
+    make: Callable[[], CLBackbone], input_shape: tuple[int, ...], steps: int
+) -> tuple[CLBackbone, HeadsTIL, dict, dict]:
     """Train 3 tasks; return the models, task 1's logits right after task 1, and the data."""
     torch.manual_seed(0)
     backbone = make()
@@ -86,18 +88,18 @@ def run_three_tasks(
     weight_now = backbone.get_layer_by_name(first_layer).weight.detach()
     assert not torch.equal(weight_now, weights_after_task_1)
     # ... but none that task 1's subnetwork uses.
-    task_1_mask = backbone.stored_mask(1)[0][first_layer].bool()
+    task_1_mask = wsn_of(backbone).stored_mask(1)[0][first_layer].bool()
     assert torch.equal(weight_now[task_1_mask], weights_after_task_1[task_1_mask])
     return backbone, heads, after_own_task, data
 
 
-def make_mlp(batch_normalization: str | None) -> Callable[[], WSNMaskMLP]:
+def make_mlp(batch_normalization: str | None) -> Callable[[], CLBackbone]:
     return lambda: WSNMaskMLP(
         input_dim=20, hidden_dims=[32, 16], output_dim=8, batch_normalization=batch_normalization
     )
 
 
-def make_resnet18() -> WSNMaskResNet18:
+def make_resnet18() -> CLBackbone:
     return WSNMaskResNet18(
         input_channels=3, output_dim=16, batch_normalization="independent", small_input=True
     )
@@ -124,7 +126,7 @@ def test_no_forgetting_is_bit_exact(trained) -> None:
 
 def test_tasks_use_different_subnetworks(trained) -> None:
     _, backbone, *_ = trained
-    first, second = backbone.stored_mask(1)[0], backbone.stored_mask(2)[0]
+    first, second = wsn_of(backbone).stored_mask(1)[0], wsn_of(backbone).stored_mask(2)[0]
     assert any(not torch.equal(first[name], second[name]) for name in first)
 
 
@@ -141,7 +143,7 @@ def test_reload_into_fresh_instance_reproduces_every_task(trained) -> None:
     fresh_heads.load_state_dict(state["heads"])
     assert fresh.task_masks.task_ids == [1, 2, 3]
     assert fresh.processed_task_ids == [1, 2, 3]
-    assert fresh.mask_percentage == MASK_PERCENTAGE
+    assert wsn_of(fresh).mask_percentage == MASK_PERCENTAGE
     for task in TASKS:
         assert torch.equal(
             test_logits(fresh, fresh_heads, task, data[task][0]),
@@ -156,8 +158,8 @@ def test_reload_into_fresh_instance_reproduces_every_task(trained) -> None:
     fresh.train()
     feature, *_ = fresh(data[1][0], "train", mask_percentage=1.0)
     feature.square().sum().backward()
-    fresh.freeze_used_parameter_gradients()
-    weight_mask, _ = fresh.cumulative_mask()
+    wsn_of(fresh).condition_gradients()
+    weight_mask, _ = wsn_of(fresh).cumulative_mask()
     for name, used in weight_mask.items():
         grad = fresh.get_layer_by_name(name).weight.grad
         assert bool(grad[used].eq(0).all()), name

@@ -152,6 +152,14 @@ class CLBackbone(Backbone):
         self.check_task_id_ready(task_id)
         return BackboneOutput(*self._run_features(input))
 
+    def compile(self, *args: Any, **options: Any) -> None:
+        """Compile in place; with a mask method attached, the method compiles its own forward
+        (:meth:`MaskMethod.compile <clarena.cl.MaskMethod.compile>`)."""
+        if self.mask_method is not None:
+            self.mask_method.compile(*args, **options)
+            return
+        super().compile(*args, **options)
+
     def output_layer_names(self, layer_name: str) -> tuple[str, ...]:
         """Weighted layers that read the unit outputs of ``layer_name``; empty if only heads do.
 
@@ -167,13 +175,19 @@ class CLBackbone(Backbone):
         return layer_graph.feature_layer_names(self)
 
     def get_extra_state(self) -> dict[str, Any]:
-        """Task bookkeeping saved with ``state_dict()``."""
-        return {"task_id": self.task_id, "processed_task_ids": list(self.processed_task_ids)}
+        """Task bookkeeping (and the attached method's :meth:`~clarena.cl.MaskMethod.extra_state`)
+        saved with ``state_dict()``."""
+        state = {"task_id": self.task_id, "processed_task_ids": list(self.processed_task_ids)}
+        if self.mask_method is not None:
+            state.update(self.mask_method.extra_state())
+        return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         """Restore the task bookkeeping saved by :meth:`get_extra_state`."""
         self.task_id = state["task_id"]
         self.processed_task_ids = list(state["processed_task_ids"])
+        if self.mask_method is not None:
+            self.mask_method.load_extra_state(state)
 
 
 def check_task_id(task_id: object, owner: str) -> int:

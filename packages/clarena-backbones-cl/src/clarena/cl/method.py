@@ -152,10 +152,22 @@ class MaskMethod(ABC):
 
         check_optimizer(optimizer, require_fresh=at_task_start, owner=self.name.upper())
 
+    # ------------------------------------------------------------------ state
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values saved in the backbone's ``_extra_state`` next to its task bookkeeping
+        (keys must not clash with ``task_id`` / ``processed_task_ids``); none by default."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved, from the backbone's whole ``_extra_state``."""
+        return None
+
     # ------------------------------------------------------------------ compile, capacity
 
-    def compile(self, **options: Any) -> None:
-        """Compile the method's tensor computation in place (``torch.compile(**options)``)."""
+    def compile(self, *args: Any, **options: Any) -> None:
+        """Compile the method's tensor computation in place (``torch.compile(**options)``);
+        the backbone's ``compile`` calls this."""
         raise NotImplementedError(f"{type(self).__name__} does not support compile().")
 
     def capacity_per_layer(self) -> dict[str, float]:

@@ -1,17 +1,26 @@
-"""clarena WSN: Winning SubNetworks (Kang et al., ICML 2022) for MLPs and ResNets, in plain torch.
+"""clarena WSN: Winning SubNetworks (Kang et al., ICML 2022) as a mask method, in plain torch.
 
-Backbones here are also reachable as ``clarena.backbones.WSNMaskMLP`` ... through the registry.
+:class:`WSN` attaches to any continual-learning backbone whose weighted layers are linear or
+convolutional (``CLMLP(...).attach(WSN())``). The published names ``WSNMaskMLP``,
+``WSNMaskResNet18`` ... are builders doing exactly that, also reachable as
+``clarena.backbones.WSNMaskMLP`` ... through the registry.
 """
 
 from __future__ import annotations
 
 from clarena.wsn._version import __version__
-from clarena.wsn.backbone import SCORE_INIT_MODES, WSNMaskBackbone, check_mask_percentage
 from clarena.wsn.masks import TaskMaskStore, parameter_key
+from clarena.wsn.method import (
+    FIELDS,
+    SCORE_INIT_MODES,
+    STEP_ARGUMENTS,
+    WSN,
+    check_mask_percentage,
+    wsn_of,
+)
 from clarena.wsn.mlp import WSNMaskMLP
 from clarena.wsn.optim import check_optimizer
 from clarena.wsn.resnet import (
-    WSNMaskResNet,
     WSNMaskResNet18,
     WSNMaskResNet34,
     WSNMaskResNet50,
@@ -29,12 +38,13 @@ from clarena.wsn.topc import (
 )
 
 __all__ = [
+    "FIELDS",
     "SCORE_INIT_MODES",
+    "STEP_ARGUMENTS",
+    "WSN",
     "TaskMaskStore",
     "ThresholdHint",
-    "WSNMaskBackbone",
     "WSNMaskMLP",
-    "WSNMaskResNet",
     "WSNMaskResNet18",
     "WSNMaskResNet34",
     "WSNMaskResNet50",
@@ -50,4 +60,5 @@ __all__ = [
     "score_mask",
     "top_count",
     "top_fraction_mask",
+    "wsn_of",
 ]

@@ -1,6 +1,8 @@
-"""WSN's optimiser check: :func:`clarena.cl.check_optimizer` with WSN's keyword and default."""
+"""Deprecated: WSN's optimiser check is :meth:`clarena.wsn.WSN.check_optimizer`."""
 
 from __future__ import annotations
+
+import warnings
 
 from torch.optim import Optimizer
 
@@ -8,21 +10,16 @@ from clarena.cl.optim import check_optimizer as _check_optimizer
 
 
 def check_optimizer(optimizer: Optimizer, fresh: bool = False) -> None:
-    """Refuse an optimiser that would break WSN's no-forgetting guarantee.
-
-    Weight decay shrinks every parameter in the optimiser, including those frozen for earlier
-    tasks whose gradients :meth:`~clarena.wsn.WSNMaskBackbone.freeze_used_parameter_gradients`
-    zeroed, so a stored task's subnetwork would drift. (``torch.optim.AdamW`` decays by default:
-    pass ``weight_decay=0``.) Momentum or Adam state carried over from an earlier task moves
-    frozen parameters too: create a fresh optimiser for every task.
-
-    Args:
-        optimizer: the optimiser about to train a task.
-        fresh: also require that the optimiser has not stepped yet (no state), as at task start;
-            ``require_fresh`` of :func:`clarena.cl.check_optimizer`.
+    """Deprecated alias of ``WSN.check_optimizer(optimizer, at_task_start=fresh)``.
 
     Raises:
-        ValueError: a parameter group has ``weight_decay > 0``, or ``fresh`` and the optimiser
-            already holds state.
+        ValueError: as :func:`clarena.cl.check_optimizer` with ``require_fresh=fresh``.
     """
+    warnings.warn(
+        "clarena.wsn.check_optimizer(optimizer, fresh=...) is deprecated; use "
+        "wsn_of(backbone).check_optimizer(optimizer, at_task_start=...) (or "
+        "clarena.cl.check_optimizer).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
     _check_optimizer(optimizer, require_fresh=fresh, owner="WSN")

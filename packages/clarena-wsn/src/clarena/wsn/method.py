@@ -1,26 +1,41 @@
-"""The WSN-masked backbone: parameter scores, top-c% subnetworks, stored and accumulated masks."""
+"""WSN as a mask method: parameter scores, top-c% subnetworks, stored and accumulated masks."""
 
 from __future__ import annotations
 
 import math
 import struct
 import warnings
+from collections.abc import Mapping
 from numbers import Real
-from typing import Any, NamedTuple, cast
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clarena.backbones.base import check_stage
-from clarena.cl import BatchNormMode, check_task_id
-from clarena.cl.masked import MaskedBackbone
+from clarena.backbones.output import BackboneOutput
+from clarena.cl import (
+    BatchNormMode,
+    CLBackbone,
+    MaskMethod,
+    TaskBatchNorm,
+    check_task_id,
+    make_batch_norm_task_independent,
+    resolve_batch_norm_mode,
+)
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
 from clarena.wsn.topc_sync_free import masked_parameters_sync_free
 
-#: Score initialisations of :meth:`WSNMaskBackbone.initialize_parameter_score`.
+#: Score initialisations of :meth:`WSN.initialize_parameter_score`.
 SCORE_INIT_MODES: tuple[str, ...] = ("default", "N01", "U01")
+
+#: The step arguments of a WSN forward (SPEC §4): ``backbone(input, stage, **step)``.
+STEP_ARGUMENTS: tuple[str, ...] = ("mask_percentage", "test_task_id")
+
+#: How a WSN forward's output unpacks, the published API's tuple.
+FIELDS: tuple[str, ...] = ("feature", "weight_mask", "bias_mask", "activations")
 
 #: The parameters of a weighted layer that WSN masks.
 _KINDS: tuple[str, ...] = ("weight", "bias")
@@ -28,105 +43,157 @@ _KINDS: tuple[str, ...] = ("weight", "bias")
 #: ``(weight_mask, bias_mask)``: layer name → mask shaped like the layer's weight / bias.
 Masks = tuple[dict[str, Tensor], dict[str, Tensor]]
 
+_OWNER = "WSN"
 
-class WSNMaskBackbone(MaskedBackbone):
-    """A continual-learning backbone whose tasks are Winning SubNetworks (Kang et al., ICML 2022).
 
-    Every weight and bias of every weighted layer has a learnable score, kept in
-    :attr:`weight_score` and :attr:`bias_score` (``nn.ParameterDict`` keyed by layer name, each
-    score shaped like its parameter). A task's subnetwork keeps, per layer, the top ``c``
+class WSN(MaskMethod):
+    """Winning SubNetworks (Kang et al., ICML 2022) as a mask method attached to a backbone.
+
+    Every weight and bias of every weighted layer of the backbone has a learnable score, kept on
+    the backbone in ``weight_score`` and ``bias_score`` (``nn.ParameterDict`` keyed by layer name,
+    each score shaped like its parameter). A task's subnetwork keeps, per layer, the top ``c``
     (``mask_percentage``) of parameters by ``|score|``; the layer runs with ``weight * mask`` and
-    ``bias * mask`` (the core :meth:`layer_forward` hook). Per stage:
+    ``bias * mask`` (the :meth:`layer_forward` hook). Per stage:
 
     - ``train`` / ``validation``: the mask is recomputed from the scores on every forward; a
       straight-through estimator passes the mask's gradient to the scores;
     - ``test``: the stored mask of ``test_task_id``.
 
-    After a task, :meth:`store_mask` keeps its binary mask at one bit per parameter and adds it to
-    the accumulated mask (the union over stored tasks). While a later task trains, parameters in
-    the accumulated mask must not move: call :meth:`freeze_used_parameter_gradients` after every
-    backward (they may still be *used* by the new task's subnetwork, frozen), start a fresh
-    optimiser per task and use no weight decay (:func:`clarena.wsn.check_optimizer`). Scores are
-    shared by all tasks and keep learning; a stored task never reads them again.
+    After a task, :meth:`store_mask` (:meth:`end_task`) keeps its binary mask at one bit per
+    parameter and adds it to the accumulated mask (the union over stored tasks). While a later
+    task trains, parameters in the accumulated mask must not move: call
+    :meth:`condition_gradients` after every backward (they may still be *used* by the new task's
+    subnetwork, frozen), start a fresh optimiser per task and use no weight decay
+    (:meth:`check_optimizer`). Scores are shared by all tasks and keep learning; a stored task
+    never reads them again.
 
-    Batch norm (``batch_normalization``): ``None``; ``'shared'`` (one batch norm for all tasks —
-    WSN does not mask its affine parameters or statistics, so they keep moving and earlier tasks'
-    test outputs change: a leak); ``'independent'`` (one batch norm per task, selected by the task
-    a forward runs on: no leak).
+    Attach it to any continual-learning backbone whose weighted layers are ``nn.Linear`` or
+    convolutions: ``CLMLP(...).attach(WSN())``. ``clarena.backbones.WSNMaskMLP``,
+    ``WSNMaskResNet18`` ... build exactly that.
 
-    Subclasses build their weighted layers (``nn.Linear`` or convolutions) with a core class, then
-    call :meth:`_init_wsn` (:meth:`_build_family` does both); see :class:`~clarena.wsn.WSNMaskMLP`.
+    Args:
+        batch_normalization: what happens to the backbone's batch norms: ``'independent'``
+            (default; one batch norm per task, selected by the task a forward runs on: no leak),
+            ``'shared'``/``True`` (one for all tasks — WSN does not mask its affine parameters or
+            statistics, so they keep moving and earlier tasks' test outputs change: a leak) or
+            ``None``/``False`` (only for a backbone without batch norm).
+
+    Raises:
+        ValueError: an unknown ``batch_normalization`` value.
     """
 
-    weight_score: nn.ParameterDict
-    bias_score: nn.ParameterDict
-    task_masks: TaskMaskStore
-    cumulative_masks: nn.Module
+    name: ClassVar[str] = "wsn"
+    state_names: ClassVar[tuple[str, ...]] = (
+        "weight_score",
+        "bias_score",
+        "cumulative_masks",
+        "task_masks",
+    )
+
     #: The compiled tensor cores once :meth:`compile` has run (not copied or pickled).
     _compiled: _CompiledCores | None = None
 
-    def _init_wsn(self, batch_norm_mode: BatchNormMode) -> None:
-        """Set up WSN state once the weighted layers exist (end of a subclass ``__init__``).
+    def __init__(self, batch_normalization: str | bool | None = "independent") -> None:
+        self._batch_norm: BatchNormMode = resolve_batch_norm_mode(batch_normalization, _OWNER)
+        #: The ``mask_percentage`` of the last train/validation forward (saved with the backbone).
+        self.mask_percentage: float | None = None
+        self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
+
+    # ------------------------------------------------------------------ attach
+
+    def _attach(self, backbone: CLBackbone) -> None:
+        """Register scores, mask stores and per-task batch norms on ``backbone``.
 
         Scores start with the ``'default'`` initialisation.
-
-        Args:
-            batch_norm_mode: the resolved ``batch_normalization`` mode.
 
         Raises:
             TypeError: a weighted layer is neither ``nn.Linear`` nor a (non-transposed)
                 convolution, so its forward cannot run with masked parameters.
+            ValueError: ``batch_normalization=None`` but the backbone has batch norms.
         """
-        owner = type(self).__name__
-        self._init_batch_norm(batch_norm_mode)
-        self.weight_score = nn.ParameterDict()
-        self.bias_score = nn.ParameterDict()
-        self.cumulative_masks = nn.Module()
-        # 1 where a parameter is free (not in the accumulated mask), in the parameter's dtype: the
-        # gradient factor of freeze_used_parameter_gradients (a same-dtype multiply needs no
-        # conversion). Derived from cumulative_masks, not saved.
-        self._free_masks = nn.Module()
-        shapes: dict[str, tuple[int, ...]] = {}
-        for name in self.weighted_layer_names:
-            layer = self.get_layer_by_name(name)
+        for name in backbone.weighted_layer_names:
+            layer = backbone.get_layer_by_name(name)
             if not _is_maskable(layer):
                 raise TypeError(
-                    f"{owner}: weighted layer '{name}' is a {type(layer).__name__}; WSN masks "
-                    f"only nn.Linear and nn.Conv1d/2d/3d layers."
+                    f"{_OWNER}: weighted layer '{name}' of {type(backbone).__name__} is a "
+                    f"{type(layer).__name__}; WSN masks only nn.Linear and nn.Conv1d/2d/3d layers."
                 )
-            for kind, scores in zip(_KINDS, (self.weight_score, self.bias_score), strict=True):
+        has_batch_norm = any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm | TaskBatchNorm)
+            for m in backbone.modules()
+        )
+        if has_batch_norm and self._batch_norm is None:
+            raise ValueError(
+                f"{_OWNER}: {type(backbone).__name__} has batch norms but "
+                f"batch_normalization=None; pass 'independent' (one per task) or 'shared'."
+            )
+        #: The resolved batch-norm mode: ``None`` for a backbone without batch norm.
+        self.batch_norm_mode: BatchNormMode = self._batch_norm if has_batch_norm else None
+        if self.batch_norm_mode == "independent":
+            make_batch_norm_task_independent(backbone)
+        self._task_norms = tuple(m for m in backbone.modules() if isinstance(m, TaskBatchNorm))
+        weight_score, bias_score = nn.ParameterDict(), nn.ParameterDict()
+        cumulative_masks = nn.Module()
+        # 1 where a parameter is free (not in the accumulated mask), in the parameter's dtype: the
+        # gradient factor of condition_gradients (a same-dtype multiply needs no conversion).
+        # Derived from cumulative_masks, not saved.
+        free_masks = nn.Module()
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name in backbone.weighted_layer_names:
+            layer = backbone.get_layer_by_name(name)
+            for kind, scores in zip(_KINDS, (weight_score, bias_score), strict=True):
                 parameter = getattr(layer, kind)
                 if parameter is None:
                     continue
                 scores[name] = nn.Parameter(torch.empty_like(parameter))
                 key = parameter_key(name, kind)
                 shapes[key] = tuple(parameter.shape)
-                self.cumulative_masks.register_buffer(
-                    key, torch.zeros_like(parameter, dtype=torch.bool)
-                )
-                self._free_masks.register_buffer(key, torch.ones_like(parameter), persistent=False)
-        self.task_masks = TaskMaskStore(shapes)
-        self.mask_percentage: float | None = None
+                cumulative_masks.register_buffer(key, torch.zeros_like(parameter, dtype=torch.bool))
+                free_masks.register_buffer(key, torch.ones_like(parameter), persistent=False)
+        task_masks = TaskMaskStore(shapes)
+        # On the backbone, under the names (state-dict keys) WSN backbones have always saved.
+        backbone.weight_score = weight_score
+        backbone.bias_score = bias_score
+        backbone.cumulative_masks = cumulative_masks
+        backbone._free_masks = free_masks
+        backbone.task_masks = task_masks
+        self.weight_score, self.bias_score = weight_score, bias_score
+        self.cumulative_masks, self._free_masks, self.task_masks = (
+            cumulative_masks,
+            free_masks,
+            task_masks,
+        )
         # Every masked parameter, resolved once: a training step walks this, not module paths.
         # Each keeps its previous threshold (a speed-up only: masks never depend on it).
         self._slots: tuple[_Slot, ...] = tuple(
             _Slot(name, index, kind, parameter_key(name, kind), layer, ThresholdHint())
-            for name in self.weighted_layer_names
-            for layer in (self.get_layer_by_name(name),)
+            for name in backbone.weighted_layer_names
+            for layer in (backbone.get_layer_by_name(name),)
             for index, kind in enumerate(_KINDS)
             if getattr(layer, kind) is not None
         )
-        self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
         # The float64 bits of mask_percentage, an input of the compiled core: an integer buffer
         # keeps them exact through .half()/.double() and follows .to(device); filling it needs no
         # host synchronisation.
-        self.register_buffer(
+        backbone.register_buffer(
             "_mask_percentage_bits", torch.zeros((), dtype=torch.int64), persistent=False
         )
         self.initialize_parameter_score("default")
-        self.register_load_state_dict_post_hook(_refresh_free_masks)
+        backbone.register_load_state_dict_post_hook(_refresh_free_masks)
 
     # ------------------------------------------------------------------ tasks and scores
+
+    def setup_task(self, task_id: int, is_new: bool) -> None:
+        """With independent batch norm, give task ``task_id`` its own (create the task's
+        optimiser after ``setup_task_id``, so it holds the new batch norm)."""
+        for norm in self._task_norms:
+            norm.select(task_id, create=True)
+
+    def _select_task_batch_norms(self, task_id: int) -> None:
+        """Run every per-task batch norm with task ``task_id``'s."""
+        for norm in self._task_norms:
+            if norm.active_task != task_id:
+                norm.select(task_id)
 
     def initialize_parameter_score(self, mode: str = "default") -> None:
         """Re-initialise every score in place.
@@ -141,7 +208,7 @@ class WSNMaskBackbone(MaskedBackbone):
         """
         if mode not in SCORE_INIT_MODES:
             raise ValueError(
-                f"{type(self).__name__}: unknown parameter score init mode {mode!r}; use one of "
+                f"{_OWNER}: unknown parameter score init mode {mode!r}; use one of "
                 f"{', '.join(repr(m) for m in SCORE_INIT_MODES)}."
             )
         with torch.no_grad():
@@ -170,7 +237,7 @@ class WSNMaskBackbone(MaskedBackbone):
         mask_percentage: float | None = None,
         test_task_id: int | None = None,
     ) -> Masks:
-        """The masks a forward in ``stage`` uses (arguments as for :meth:`forward`).
+        """The masks a forward in ``stage`` uses (arguments as for :meth:`forward`'s step).
 
         Returns:
             ``(weight_mask, bias_mask)``: layer name → 0/1 mask of the parameter's dtype, shaped
@@ -183,20 +250,37 @@ class WSNMaskBackbone(MaskedBackbone):
             return self._masks_and_parameters(masks)[0]
 
     def _select(
-        self, stage: str, mask_percentage: float | None, test_task_id: int | None
+        self,
+        stage: str | None,
+        mask_percentage: object,
+        test_task_id: int | None,
+        task_id: int | None = None,
     ) -> tuple[Masks | float, int]:
         """Stored masks (test) or the checked ``mask_percentage`` (train/validation), and the task."""
-        owner = type(self).__name__
-        check_stage(stage, owner, required=True)
+        backbone = self.backbone
+        check_stage(stage, _OWNER, required=True)
         if stage == "test":
-            task_id = self.check_task_id_ready() if test_task_id is None else test_task_id
-            return self.stored_mask(task_id), task_id
-        task_id = self.check_task_id_ready()
-        fraction = check_mask_percentage(mask_percentage, stage, owner)
+            if test_task_id is not None and task_id is not None and test_task_id != task_id:
+                raise ValueError(
+                    f"{_OWNER}: forward got task_id={task_id} and test_task_id={test_task_id}; "
+                    f"pass one of them (the task to test on)."
+                )
+            chosen = test_task_id if test_task_id is not None else task_id
+            task = backbone.check_task_id_ready() if chosen is None else chosen
+            return self.stored_mask(task), task
+        assert stage is not None  # check_stage(required=True)
+        task = backbone.check_task_id_ready()
+        if task_id is not None and task_id != task:
+            raise ValueError(
+                f"{_OWNER}: stage {stage!r} runs the current task's subnetwork (task {task}), "
+                f"selected from the scores; got task_id={task_id}. Test a stored task with "
+                f"stage='test'."
+            )
+        fraction = check_mask_percentage(mask_percentage, stage, _OWNER)
         if fraction != self.mask_percentage:
             self._warn_empty_masks(fraction)
         self.mask_percentage = fraction
-        return fraction, task_id
+        return fraction, task
 
     def empty_mask_parameters(self, mask_percentage: float) -> dict[str, int]:
         """Masked parameters of which a top-``mask_percentage`` mask keeps nothing.
@@ -213,11 +297,11 @@ class WSNMaskBackbone(MaskedBackbone):
         if empty:
             needed = 0.5 / min(empty.values())
             warnings.warn(
-                f"{type(self).__name__}: mask_percentage={mask_percentage:g} keeps no parameter "
+                f"{_OWNER}: mask_percentage={mask_percentage:g} keeps no parameter "
                 f"of {', '.join(empty)} (round(c * n) = 0), so their masks are all zero and "
                 f"those parameters take no part in the task. Raise mask_percentage above "
                 f"{needed:.3g}.",
-                stacklevel=4,
+                stacklevel=5,
             )
 
     def _masks_and_parameters(
@@ -228,11 +312,12 @@ class WSNMaskBackbone(MaskedBackbone):
         With a fraction, all parameters go through one :func:`~clarena.wsn.topc.masked_parameters`
         node, so their gradients are masked and their scores get the straight-through gradient.
         """
+        backbone = self.backbone
         masks: Masks = ({}, {})
         if not isinstance(selection, float):
             parameters: dict[str, tuple[Tensor, Tensor | None]] = {}
-            for name in self.weighted_layer_names:
-                layer = self.get_layer_by_name(name)
+            for name in backbone.weighted_layer_names:
+                layer = backbone.get_layer_by_name(name)
                 masked: list[Tensor | None] = []
                 for index, kind in enumerate(_KINDS):
                     parameter = getattr(layer, kind)
@@ -256,7 +341,7 @@ class WSNMaskBackbone(MaskedBackbone):
             private=True,
         )
         pairs: dict[str, list[Tensor | None]] = {
-            name: [None, None] for name in self.weighted_layer_names
+            name: [None, None] for name in backbone.weighted_layer_names
         }
         for slot, value, mask in zip(self._slots, masked_values, selected, strict=True):
             masks[slot.position][slot.name] = mask
@@ -270,17 +355,18 @@ class WSNMaskBackbone(MaskedBackbone):
         Raises:
             ValueError: no mask is stored for ``task_id``.
         """
-        check_task_id(task_id, type(self).__name__)
+        check_task_id(task_id, _OWNER)
         if task_id not in self.task_masks:
             raise ValueError(
-                f"{type(self).__name__}: no mask is stored for task {task_id} (stored: "
+                f"{_OWNER}: no mask is stored for task {task_id} (stored: "
                 f"{self.task_masks.task_ids}). Train the task and call store_mask() at its end "
                 f"before testing on it, or pass a stored test_task_id."
             )
+        backbone = self.backbone
         unpacked = self.task_masks.unpack(task_id)
         masks: Masks = ({}, {})
-        for name in self.weighted_layer_names:
-            layer = self.get_layer_by_name(name)
+        for name in backbone.weighted_layer_names:
+            layer = backbone.get_layer_by_name(name)
             for kind, target in zip(_KINDS, masks, strict=True):
                 parameter = getattr(layer, kind)
                 if parameter is not None:
@@ -290,7 +376,7 @@ class WSNMaskBackbone(MaskedBackbone):
     def store_mask(self, mask_percentage: float | None = None, task_id: int | None = None) -> Masks:
         """Store the subnetwork the scores select now as a task's mask; add it to the accumulated mask.
 
-        Call once at the end of each task, before testing on it.
+        Call once at the end of each task, before testing on it (:meth:`end_task` does).
 
         Args:
             mask_percentage: ``c`` in ``(0, 1]``; ``None`` reuses the value of the last
@@ -303,16 +389,15 @@ class WSNMaskBackbone(MaskedBackbone):
         Raises:
             ValueError: no ``mask_percentage`` given and none used yet, or one out of range.
         """
-        owner = type(self).__name__
-        task_id = self.check_task_id_ready() if task_id is None else task_id
-        check_task_id(task_id, owner)
+        task_id = self.backbone.check_task_id_ready() if task_id is None else task_id
+        check_task_id(task_id, _OWNER)
         if mask_percentage is None and self.mask_percentage is None:
             raise ValueError(
-                f"{owner}: store_mask needs mask_percentage (the c in (0, 1] the task trained "
+                f"{_OWNER}: store_mask needs mask_percentage (the c in (0, 1] the task trained "
                 f"with); no train/validation forward has used one yet."
             )
         fraction = check_mask_percentage(
-            self.mask_percentage if mask_percentage is None else mask_percentage, "store", owner
+            self.mask_percentage if mask_percentage is None else mask_percentage, "store", _OWNER
         )
         masks: Masks = ({}, {})
         flat: dict[str, Tensor] = {}
@@ -329,6 +414,11 @@ class WSNMaskBackbone(MaskedBackbone):
         self._refresh_free_masks()
         return masks
 
+    def end_task(self, task_id: int) -> None:
+        """Store task ``task_id``'s mask at the ``mask_percentage`` it trained with
+        (:meth:`store_mask`)."""
+        self.store_mask(task_id=task_id)
+
     def _refresh_free_masks(self) -> None:
         for key, used in self.cumulative_masks.named_buffers():
             self._free_masks.get_buffer(key).copy_(used.logical_not())
@@ -344,14 +434,14 @@ class WSNMaskBackbone(MaskedBackbone):
                 target[name] = self.cumulative_masks.get_buffer(parameter_key(name, kind))
         return masks
 
-    def freeze_used_parameter_gradients(self) -> None:
+    def condition_gradients(self) -> None:
         """Zero the gradients of the weights and biases that stored tasks use.
 
         Call after ``backward()`` and before ``optimizer.step()``, once per optimiser step (after
-        all micro-batches of an accumulated step, and after unscaling); with a
-        fresh optimiser per task and no weight decay, this keeps every stored task's parameters,
-        hence its test outputs, exactly unchanged (for finite gradients: a NaN or infinite
-        gradient times 0 is NaN, and such a run has diverged anyway).
+        all micro-batches of an accumulated step, and after unscaling); with a fresh optimiser
+        per task and no weight decay, this keeps every stored task's parameters, hence its test
+        outputs, exactly unchanged (for finite gradients: a NaN or infinite gradient times 0 is
+        NaN, and such a run has diverged anyway).
         """
         if not self.task_masks.task_ids:
             return
@@ -361,13 +451,13 @@ class WSNMaskBackbone(MaskedBackbone):
             grad = getattr(slot.layer, slot.kind).grad
             if grad is not None:
                 grads.append(grad)
-                free.append(getattr(self._free_masks, slot.key))
+                free.append(self._free_masks.get_buffer(slot.key))
         if grads:
             # A multiply by the 0/1 free mask is many times faster than masked_fill_ on CPU; a
             # non-finite gradient of a used parameter stays NaN.
             torch._foreach_mul_(grads, free)
 
-    def _layer_usage(self) -> dict[str, tuple[int, int]]:
+    def layer_usage(self) -> dict[str, tuple[int, int]]:
         """Per weighted layer, its weights and biases used by some stored task, and all of them."""
         weight_mask, bias_mask = self.cumulative_mask()
         usage = {}
@@ -379,14 +469,23 @@ class WSNMaskBackbone(MaskedBackbone):
             usage[name] = (used, total)
         return usage
 
+    def layer_capacity(self) -> dict[str, float]:
+        """Deprecated name of :meth:`capacity_per_layer`."""
+        warnings.warn(
+            "layer_capacity() is deprecated; use capacity_per_layer().",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.capacity_per_layer()
+
     # ------------------------------------------------------------------ forward
 
     def layer_forward(self, layer_name: str, layer: nn.Module, input: Tensor) -> Tensor:
         """Run ``layer`` with its weight and bias multiplied by the active masks."""
         if self._forward_parameters is None:
             raise RuntimeError(
-                f"{type(self).__name__}: weighted layers run only inside forward(input, stage, "
-                f"...), which chooses their masks."
+                f"{_OWNER}: weighted layers run only inside forward(input, stage, ...), which "
+                f"chooses their masks."
             )
         weight, bias = self._forward_parameters[layer_name]
         if isinstance(layer, nn.Linear):
@@ -394,74 +493,93 @@ class WSNMaskBackbone(MaskedBackbone):
         if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
             return layer._conv_forward(input, weight, bias)
         raise TypeError(
-            f"{type(self).__name__}: weighted layer '{layer_name}' is a {type(layer).__name__}; "
+            f"{_OWNER}: weighted layer '{layer_name}' is a {type(layer).__name__}; "
             f"WSN masks only Linear and Conv1d/2d/3d layers."
         )
 
-    def forward(  # type: ignore[override]
-        self,
-        input: Tensor,
-        stage: str,
-        mask_percentage: float | None = None,
-        test_task_id: int | None = None,
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    def forward(
+        self, input: Tensor, stage: str | None, task_id: int | None, step: Mapping[str, Any]
+    ) -> BackboneOutput:
         """Extract features through a task's subnetwork.
 
         Args:
             input: a batch of inputs, shaped as the architecture expects.
             stage: ``'train'`` or ``'validation'`` (the current task's subnetwork, selected from
-                the scores) or ``'test'`` (the stored subnetwork of ``test_task_id``).
-            mask_percentage: ``c`` in ``(0, 1]``, the fraction of each layer's parameters a
-                subnetwork keeps; required for train and validation, ignored for test.
-            test_task_id: the task to test on; ``None`` means the current task.
+                the scores) or ``'test'`` (the stored subnetwork of the task tested on).
+            task_id: the task of the batch: in test, the task to test on (as ``test_task_id``);
+                in train/validation, ``None`` or the current task.
+            step: ``mask_percentage``, ``c`` in ``(0, 1]``, the fraction of each layer's
+                parameters a subnetwork keeps (required for train and validation, ignored for
+                test); ``test_task_id``, the task to test on (``None``: ``task_id``, else the
+                current task).
 
         Returns:
-            ``(feature, weight_mask, bias_mask, activations)``: the ``(batch, output_dim)``
-            feature, the masks used (see :meth:`get_mask`) and each weighted layer's hidden output.
+            The feature ``(batch, output_dim)``, the activations, and ``extras`` ``weight_mask``
+            / ``bias_mask`` (see :meth:`get_mask`); it unpacks as ``(feature, weight_mask,
+            bias_mask, activations)``.
 
         Raises:
+            TypeError: a step argument WSN does not take.
             ValueError: an unknown stage, a missing or out-of-range ``mask_percentage`` in
                 train/validation, or a test task without a stored mask.
             RuntimeError: no task has been set up.
         """
-        selection, task_id = self._select(stage, mask_percentage, test_task_id)
-        self._select_task_batch_norms(task_id)
+        unknown = sorted(set(step) - set(STEP_ARGUMENTS))
+        if unknown:
+            raise TypeError(
+                f"{_OWNER}: forward got unknown step arguments {', '.join(unknown)}; WSN takes "
+                f"{', '.join(STEP_ARGUMENTS)}."
+            )
+        selection, task = self._select(
+            stage, step.get("mask_percentage"), step.get("test_task_id"), task_id
+        )
+        self._select_task_batch_norms(task)
         if self._compiled is not None:
-            return self._compiled_forward(self._compiled, input, selection)
-        masks, self._forward_parameters = self._masks_and_parameters(selection)
-        try:
-            feature, activations = self._features(input)
-        finally:
-            self._forward_parameters = None
-        return feature, masks[0], masks[1], activations
+            feature, weight_mask, bias_mask, activations = self._compiled_forward(
+                self._compiled, input, selection
+            )
+        else:
+            masks, self._forward_parameters = self._masks_and_parameters(selection)
+            try:
+                feature, activations = self.backbone._features(input)
+            finally:
+                self._forward_parameters = None
+            weight_mask, bias_mask = masks
+        return BackboneOutput(
+            feature,
+            activations,
+            extras={"weight_mask": weight_mask, "bias_mask": bias_mask},
+            fields=FIELDS,
+        )
 
     # ------------------------------------------------------------------ torch.compile
 
-    def compile(self, **options: Any) -> None:
+    def compile(self, *args: Any, **options: Any) -> None:
         """Compile the forward's tensor core in place with ``torch.compile(**options)``.
 
-        The stage, task and ``mask_percentage`` checks, the task's batch norm and the unpacking
-        of a stored mask stay eager; what is compiled takes only tensors: the input and
-        ``mask_percentage`` as a 0-d tensor (train/validation: the top-c% selection of every
-        parameter, with no host synchronisation, and the masked layers), or the stored masks
-        (test). So a compiled backbone does not recompile across batches, tasks or values of
-        ``mask_percentage``, and ``fullgraph=True`` holds. Results equal the eager forward's
-        (the same masks; features up to the compiler's floating-point reordering).
+        ``backbone.compile(**options)`` calls this. The stage, task and ``mask_percentage``
+        checks, the task's batch norm and the unpacking of a stored mask stay eager; what is
+        compiled takes only tensors: the input and ``mask_percentage`` as a 0-d tensor
+        (train/validation: the top-c% selection of every parameter, with no host
+        synchronisation, and the masked layers), or the stored masks (test). So a compiled
+        backbone does not recompile across batches, tasks or values of ``mask_percentage``, and
+        ``fullgraph=True`` holds. Results equal the eager forward's (the same masks; features up
+        to the compiler's floating-point reordering).
 
         Args:
             options: keyword arguments of ``torch.compile`` (``fullgraph``, ``backend``,
                 ``mode``, ``dynamic`` ...).
         """
         self._compiled = _CompiledCores(
-            selected=torch.compile(self._selected_core, **options),
-            stored=torch.compile(self._stored_core, **options),
+            selected=torch.compile(self._selected_core, *args, **options),
+            stored=torch.compile(self._stored_core, *args, **options),
         )
 
     def _compiled_forward(
         self, compiled: _CompiledCores, input: Tensor, selection: Masks | float
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         if isinstance(selection, float):
-            bits = self.get_buffer("_mask_percentage_bits")
+            bits = self.backbone.get_buffer("_mask_percentage_bits")
             bits.fill_(struct.unpack("<q", struct.pack("<d", selection))[0])
             feature, weight_mask, bias_mask, activations = compiled.selected(input, bits)
             return feature, weight_mask, bias_mask, activations
@@ -497,9 +615,10 @@ class WSNMaskBackbone(MaskedBackbone):
     def _masked_features(
         self, input: Tensor, masked: list[Tensor]
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """``_features`` with each slot's parameter replaced by ``masked`` (in slot order)."""
+        """The backbone's ``_features`` with each slot's parameter replaced by ``masked``."""
+        backbone = self.backbone
         pairs: dict[str, list[Tensor | None]] = {
-            name: [None, None] for name in self.weighted_layer_names
+            name: [None, None] for name in backbone.weighted_layer_names
         }
         for slot, value in zip(self._slots, masked, strict=True):
             pairs[slot.name][slot.position] = value
@@ -507,31 +626,48 @@ class WSNMaskBackbone(MaskedBackbone):
             name: (cast(Tensor, weight), bias) for name, (weight, bias) in pairs.items()
         }
         try:
-            return self._features(input)
+            return backbone._features(input)
         finally:
             self._forward_parameters = None
 
     # ------------------------------------------------------------------ state
 
-    def get_extra_state(self) -> dict[str, Any]:
-        """Task bookkeeping and the last ``mask_percentage``, saved with ``state_dict()``."""
-        return {**super().get_extra_state(), "mask_percentage": self.mask_percentage}
+    def extra_state(self) -> dict[str, Any]:
+        """The last ``mask_percentage``, saved in the backbone's ``_extra_state``."""
+        return {"mask_percentage": self.mask_percentage}
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`get_extra_state` saved."""
-        super().set_extra_state(state)
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`extra_state` saved."""
         self.mask_percentage = state.get("mask_percentage")
 
     def __getstate__(self) -> dict[str, Any]:
         # The compiled cores are bound to this instance: a copy or an unpickled backbone runs
         # eager until compiled again.
-        state = dict(super().__getstate__())
+        state = dict(self.__dict__)
         state.pop("_compiled", None)
         return state
 
 
+def wsn_of(backbone: object) -> WSN:
+    """The :class:`WSN` attached to ``backbone`` (built by ``WSNMaskMLP``, ``WSNMaskResNet18`` ...
+    or ``backbone.attach(WSN())``).
+
+    Raises:
+        TypeError: ``backbone`` carries no WSN.
+    """
+    method = getattr(backbone, "mask_method", None)
+    if not isinstance(method, WSN):
+        attached = "no mask method" if method is None else type(method).__name__
+        raise TypeError(
+            f"{type(backbone).__name__} has {attached} attached, not WSN; build it with "
+            f"clarena.backbones.WSNMaskMLP / WSNMaskResNet18 ... or attach one with "
+            f"backbone.attach(WSN())."
+        )
+    return method
+
+
 class _CompiledCores(NamedTuple):
-    """The compiled tensor cores of a WSN backbone's forward (see ``WSNMaskBackbone.compile``)."""
+    """The compiled tensor cores of a WSN forward (see :meth:`WSN.compile`)."""
 
     selected: Any  # (input, mask_percentage_bits) -> (feature, weight_mask, bias_mask, activations)
     stored: Any  # (input, weight_mask, bias_mask) -> (feature, activations)
@@ -549,8 +685,8 @@ class _Slot(NamedTuple):
 
 
 def _refresh_free_masks(module: nn.Module, incompatible_keys: Any) -> None:
-    assert isinstance(module, WSNMaskBackbone)  # registered by WSNMaskBackbone itself
-    module._refresh_free_masks()
+    # Registered on the backbone by WSN._attach; a module-level function, so it pickles.
+    wsn_of(module)._refresh_free_masks()
 
 
 def check_mask_percentage(value: object, stage: str, owner: str) -> float:
