@@ -152,14 +152,6 @@ class CLBackbone(Backbone):
         self.check_task_id_ready(task_id)
         return BackboneOutput(*self._run_features(input))
 
-    def compile(self, *args: Any, **options: Any) -> None:
-        """Compile in place; with a mask method attached, the method compiles its own forward
-        (:meth:`MaskMethod.compile <clarena.cl.MaskMethod.compile>`)."""
-        if self.mask_method is not None:
-            self.mask_method.compile(*args, **options)
-            return
-        super().compile(*args, **options)
-
     def output_layer_names(self, layer_name: str) -> tuple[str, ...]:
         """Weighted layers that read the unit outputs of ``layer_name``; empty if only heads do.
 
