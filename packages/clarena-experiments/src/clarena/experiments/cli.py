@@ -8,9 +8,13 @@ plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, `
 with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
 
 Boolean keys given on the command line (``trust_model_file``, ``overwrite``, ...) are checked
-here, before Hydra creates the run dir: ``overwrite=no`` is refused, not read as true. Hydra's
-``--experimental-rerun <config.pickle>`` unpickles the file, which runs whatever code a pickle
-holds; clarena refuses it unless ``trust_model_file=true`` is given too, and says so.
+here, before Hydra creates the run dir: ``overwrite=no`` is refused, not read as true. Hydra
+1.3's ``--experimental-rerun <config.pickle>`` unpickles the file, which runs whatever code a
+pickle holds; clarena refuses it unless ``trust_model_file=true`` is given too, and says so
+(Hydra 1.4's takes the run dir and recomposes its config from the saved overrides, no pickle).
+
+Only Hydra's public API is used: the command line is parsed here (so flags may follow the
+overrides, and tests can pass ``argv``), checked, and handed to ``hydra.main``.
 """
 
 from __future__ import annotations
@@ -190,12 +194,27 @@ def _check_booleans(overrides: dict[str, Override]) -> None:
             _exit_with(error)
 
 
+def rerun_unpickles() -> bool:
+    """Whether this Hydra's ``--experimental-rerun`` unpickles a file.
+
+    Hydra 1.3 reads ``<run>/.hydra/config.pickle``; Hydra 1.4 takes the run dir and composes the
+    config again from its saved ``overrides.yaml`` and ``hydra.yaml`` (no pickle).
+    """
+    from hydra import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return (major, minor) < (1, 4)
+
+
 def _check_rerun(path: str, overrides: list[str]) -> None:
     """Hydra's ``--experimental-rerun``: only with ``trust_model_file=true``, printed.
 
-    The file is a pickle (``.hydra/config.pickle``), and unpickling runs whatever it holds.
-    Refused here, before Hydra reads the file; when trusted, Hydra reruns it.
+    Under Hydra 1.3 the file is a pickle (``.hydra/config.pickle``), and unpickling runs whatever
+    it holds. Refused here, before Hydra reads the file; when trusted, Hydra reruns it. Hydra 1.4
+    recomposes the run's config from its saved overrides instead, which this does not refuse.
     """
+    if not rerun_unpickles():
+        return
     parsed = _parsed(overrides) or {}
     trusted = TRUST_KEY in parsed and not parsed[TRUST_KEY].is_delete()
     if trusted:
