@@ -295,7 +295,7 @@ class ExperimentConfig:
             global_seed=int(cfg.get("global_seed", 0)),
             num_threads=None if cfg.get("num_threads") is None else int(cfg.num_threads),
             batch_norm_statistics=statistics,
-            output_dir=_optional_str(cfg, "output_dir"),
+            output_dir=_output_dir(cfg),
             model_file=str(cfg.get("model_file") or DEFAULT_MODEL_FILE),
             resume=_optional_str(cfg, "resume"),
             model_path=_optional_str(cfg, "model_path"),
@@ -328,6 +328,16 @@ def _plain(node: Any) -> Any:
 
 def _optional_str(cfg: DictConfig, key: str) -> str | None:
     value = cfg.get(key)
+    return None if value is None else str(value)
+
+
+def _output_dir(cfg: DictConfig) -> str | None:
+    """``output_dir``, or ``None`` where it cannot be resolved here.
+
+    The shipped value names Hydra's job (``${hydra:runtime.choices.experiment}``), resolvable only
+    inside a Hydra job, where the pipelines take Hydra's run dir instead of this value.
+    """
+    value = OmegaConf.select(cfg, "output_dir", default=None, throw_on_resolution_failure=False)
     return None if value is None else str(value)
 
 
