@@ -150,3 +150,17 @@ def test_the_config_of_a_saved_model_is_read_as_saved(name: str) -> None:
     assert config.pipeline == saved.get("pipeline")
     assert config.components.backbone == saved.backbone
     assert re.fullmatch(r"[A-Z_]+", str(config.pipeline))
+
+
+def test_upstream_timestamp_is_accepted_and_said_to_do_nothing_unless_output_dir_uses_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parse_experiment(composed("example_clmain_train", "+timestamp=t1"))
+    assert capsys.readouterr().err == (
+        "clarena: timestamp='t1' has no effect: output_dir is set and does not use it (the "
+        "shipped output_dir names its folder after expr_name)\n"
+    )
+    cfg = composed("example_clmain_train", "+timestamp=t1")
+    cfg.output_dir = "outputs/${timestamp}"
+    parse_experiment(cfg)
+    assert capsys.readouterr().err == ""

@@ -56,7 +56,10 @@ COMPONENT_KEYS: tuple[str, ...] = (
 )
 
 #: Upstream CLArena keys clarena accepts, and what they do here (see docs/coming-from-clarena.md).
-UPSTREAM_KEYS: tuple[str, ...] = ("expr_name", "misc")
+UPSTREAM_KEYS: tuple[str, ...] = ("expr_name", "misc", "timestamp")
+
+#: Upstream keys whose only effect is naming the output dir through ``output_dir``.
+OUTPUT_DIR_KEYS: tuple[str, ...] = ("expr_name", "timestamp")
 
 #: ``model_file`` when the config names none.
 DEFAULT_MODEL_FILE = "saved_model.pt"
@@ -423,18 +426,19 @@ def announce_without_effect(cfg: DictConfig) -> None:
 
     Called on the composed config before the upstream adapter (which may pin ``output_dir``).
     """
-    lines = []
-    if cfg.get("expr_name") is not None and not _names_output_dir(cfg):
-        lines.append(
-            f"expr_name={cfg.get('expr_name')!r} has no effect: output_dir is set and does not "
-            f"use it (the shipped output_dir names its folder after expr_name)"
-        )
+    given: dict[str, Any] = OmegaConf.to_container(cfg, resolve=False)  # type: ignore[assignment]
+    lines = [
+        f"{key}={given[key]!r} has no effect: output_dir is set and does not use "
+        f"it (the shipped output_dir names its folder after expr_name)"
+        for key in OUTPUT_DIR_KEYS
+        if given.get(key) is not None and not _names_output_dir(given, key)
+    ]
     for line in lines:
         print(f"clarena: {line}", file=sys.stderr)
         log.info(line)
 
 
-def _names_output_dir(cfg: DictConfig) -> bool:
-    """Whether ``output_dir`` is built from ``expr_name`` (unresolved interpolation)."""
-    text = OmegaConf.to_container(cfg, resolve=False).get("output_dir")  # type: ignore[union-attr]
-    return isinstance(text, str) and "expr_name" in text
+def _names_output_dir(given: Mapping[str, Any], key: str) -> bool:
+    """Whether ``output_dir`` is built from ``key`` (an unresolved interpolation naming it)."""
+    text = given.get("output_dir")
+    return isinstance(text, str) and key in text
