@@ -31,6 +31,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from clarena.experiments.cli import shipped_config_dir
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines.cl import _restore, build_algorithm
 from clarena.experiments.resume import load_resume_state, save_resume_state
 
@@ -56,7 +57,8 @@ def _resume_state_cost(name: str) -> tuple[int, float, float, float]:
     """(tasks, file MB, save ms, load + restore ms) of ``name``'s state after its last task."""
     cfg = compose("entrance", [f"experiment={name}", "output_dir=unused"])
     datamodule = instantiate(cfg.cl_dataset)
-    algorithm = build_algorithm(cfg)
+    config = ExperimentConfig.parse(cfg)
+    algorithm = build_algorithm(config)
     tasks = list(range(1, int(cfg.train_tasks) + 1))
     for task in tasks:
         algorithm.setup_task_id(task, datamodule.num_classes(task))
@@ -77,7 +79,7 @@ def _resume_state_cost(name: str) -> tuple[int, float, float, float]:
         save_ms = _median_ms(lambda: save_resume_state(run_dir, cfg, **state))
 
         def load_and_restore() -> None:
-            _restore(build_algorithm(cfg), load_resume_state(run_dir), tasks)
+            _restore(build_algorithm(config), load_resume_state(run_dir), tasks)
 
         load_ms = _median_ms(load_and_restore)
         size = path.stat().st_size / 1e6

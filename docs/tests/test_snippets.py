@@ -284,19 +284,18 @@ def build_like_the_pipeline(composed: dict) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from clarena.experiments import config_checks
-    from clarena.experiments.pipelines import cl, supervised
+    from clarena.experiments.pipelines import cl, parse_experiment, supervised
 
     cfg = OmegaConf.create(composed)
-    config_checks.check_experiment_config(cfg)
+    config = parse_experiment(cfg)
     pipeline = composed["pipeline"]
     if pipeline == "CL_MAIN_EXPR":
         instantiate(cfg.cl_dataset)
-        algorithm = cl.build_algorithm(cfg)
+        algorithm = cl.build_algorithm(config)
     elif pipeline == "MTL_EXPR":
-        algorithm = supervised.build_mtl(cfg, instantiate(cfg.mtl_dataset))
+        algorithm = supervised.build_mtl(config, instantiate(cfg.mtl_dataset))
     elif pipeline == "STL_EXPR":
-        algorithm = supervised.build_stl(cfg, instantiate(cfg.stl_dataset))
+        algorithm = supervised.build_stl(config, instantiate(cfg.stl_dataset))
     else:
         return
     feature = run_backbone(algorithm.backbone, dummy_input(composed["backbone"]))

@@ -347,6 +347,9 @@ class _MakeDir:
         return os.mkdir, (str(self.path),)
 
 
+@pytest.mark.skipif(
+    not cli.rerun_unpickles(), reason="Hydra >= 1.4 reruns from the run dir, no pickle"
+)
 @pytest.mark.parametrize("trust", [None, "trust_model_file=false", "trust_model_file=no"])
 def test_experimental_rerun_is_refused_and_the_pickle_never_loaded(
     tmp_path: Path,
@@ -373,6 +376,9 @@ def test_experimental_rerun_is_refused_and_the_pickle_never_loaded(
         assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(
+    not cli.rerun_unpickles(), reason="Hydra >= 1.4 reruns from the run dir, no pickle"
+)
 def test_experimental_rerun_with_trust_model_file_true_says_it_unpickles(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from clarena.cl import CLMLP, HeadDIL
 from clarena.experiments import cli
 from clarena.experiments.algorithms import HAT, WSN, FGAdaHAT, Independent
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines.cl import build_algorithm
 from clarena.experiments.resume import load_resume_state
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
@@ -122,7 +123,7 @@ def test_build_algorithm_gives_dil_one_shared_head():
             "optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
         }
     )
-    algorithm = build_algorithm(cfg)
+    algorithm = build_algorithm(ExperimentConfig.parse(cfg, strict=False))
     assert isinstance(algorithm.heads, HeadDIL)
     algorithm.setup_task_id(1, 2)
     algorithm.setup_task_id(2, 2)

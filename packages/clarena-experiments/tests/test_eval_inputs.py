@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from clarena.experiments import cli
 from clarena.experiments.data import datamodules, local_sources
 from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines import common
 from clarena.experiments.pipelines.evaluation import evaluation_config
 from clarena.experiments.pipelines.supervised import build_stl
@@ -166,7 +167,9 @@ def test_saved_pretrained_weights_are_never_fetched(
         "pretrained_weights": None,
     }
     built = OmegaConf.create(config)
-    algorithm = build_stl(built, instantiate(built.stl_dataset), train=False)
+    algorithm = build_stl(
+        ExperimentConfig.parse(built, strict=False), instantiate(built.stl_dataset), train=False
+    )
     config["backbone"]["pretrained_weights"] = "resnet18.a1_in1k"
     model = tmp_path / "resnet.pt"
     common.save_checkpoint(model, OmegaConf.create(config), algorithm.state_dict())
@@ -189,7 +192,9 @@ def test_evaluation_config_replaces_exactly_the_users_keys() -> None:
         }
     )
     user = OmegaConf.create({"data_root": "/data", "num_workers": 2, "num_threads": None})
-    assert OmegaConf.to_container(evaluation_config(saved, user)) == {
+    assert OmegaConf.to_container(
+        evaluation_config(saved, ExperimentConfig.parse(user, strict=False))
+    ) == {
         "mtl_dataset": {"source": "cifar10", "root": "/data", "num_workers": 2, "seed": 3},
         "backbone": {"_target_": "clarena.backbones.ResNet18", "pretrained_weights": None},
         "num_threads": None,
@@ -207,7 +212,7 @@ def test_evaluation_config_replaces_exactly_the_users_keys() -> None:
 )
 def test_bad_user_values_are_named(key: str, value: Any, message: str) -> None:
     with pytest.raises(common.PipelineConfigError, match=message):
-        evaluation_config(OmegaConf.create({}), OmegaConf.create({key: value}))
+        ExperimentConfig.parse(OmegaConf.create({key: value}), strict=False)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from clarena.experiments import cli
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.run_lock import (
     LOCK_FILE,
     RunDirBusyError,
@@ -69,7 +70,7 @@ def test_second_run_into_a_locked_dir_fails_naming_the_first(
 def test_the_pipeline_takes_the_lock_too(tmp_path: Path) -> None:
     """The lock the pipeline holds (also for dirs only Hydra resolves, e.g. the default one)."""
     cfg = OmegaConf.create({"output_dir": str(tmp_path), "resume": None})
-    with claim_run_dir(tmp_path, cfg):
+    with claim_run_dir(tmp_path, ExperimentConfig.parse(cfg, strict=False)):
         holder = json.loads((tmp_path / LOCK_FILE).read_text())
         assert holder["pid"] == os.getpid()
         with pytest.raises(RunDirBusyError, match=f"pid {os.getpid()} on "):
@@ -105,7 +106,7 @@ def test_lock_of_another_process_and_its_stale_file_once_it_is_killed(
     # Killed: its lock file stays, the kernel dropped its lock; the next run takes it over.
     assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid
     cfg = OmegaConf.create({"resume": None})
-    with claim_run_dir(tmp_path, cfg):
+    with claim_run_dir(tmp_path, ExperimentConfig.parse(cfg, strict=False)):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
     notice = capsys.readouterr().err
     assert f"took over the lock of {tmp_path} from a run that ended without releasing it" in notice
@@ -121,7 +122,9 @@ def test_ddp_ranks_other_than_zero_take_no_lock(
     monkeypatch.setenv("LOCAL_RANK", "1")
     assert not is_global_zero()
     # Rank 1 of the run that holds the lock goes on.
-    with claim_run_dir(tmp_path, OmegaConf.create({"resume": None})):
+    with claim_run_dir(
+        tmp_path, ExperimentConfig.parse(OmegaConf.create({"resume": None}), strict=False)
+    ):
         pass
     lock.release()
 

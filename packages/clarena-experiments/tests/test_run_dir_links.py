@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from clarena.experiments import cli, results
 from clarena.experiments.errors import RunDirLinkError
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.run_dir import check_run_dir, open_in_run_dir
 from clarena.experiments.run_lock import LOCK_FILE, RunLock, claim_run_dir
 from clarena.experiments.run_log import RunLogHandler
@@ -217,7 +218,9 @@ def test_the_pipeline_checks_the_run_dir_before_taking_the_lock(tmp_path: Path) 
     (run / "results").symlink_to(outside)
     with (
         pytest.raises(RunDirLinkError, match=r"holds a symbolic link out of it"),
-        claim_run_dir(run, OmegaConf.create({"resume": None})),
+        claim_run_dir(
+            run, ExperimentConfig.parse(OmegaConf.create({"resume": None}), strict=False)
+        ),
     ):
         pass
     assert sorted(p.name for p in run.iterdir()) == ["results"]

@@ -8,9 +8,13 @@ plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, `
 with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
 
 Boolean keys given on the command line (``trust_model_file``, ``overwrite``, ...) are checked
-here, before Hydra creates the run dir: ``overwrite=no`` is refused, not read as true. Hydra's
-``--experimental-rerun <config.pickle>`` unpickles the file, which runs whatever code a pickle
-holds; clarena refuses it unless ``trust_model_file=true`` is given too, and says so.
+here, before Hydra creates the run dir: ``overwrite=no`` is refused, not read as true. Hydra
+1.3's ``--experimental-rerun <config.pickle>`` unpickles the file, which runs whatever code a
+pickle holds; clarena refuses it unless ``trust_model_file=true`` is given too, and says so
+(Hydra 1.4's takes the run dir and recomposes its config from the saved overrides, no pickle).
+
+Only Hydra's public API is used: the command line is parsed here (so flags may follow the
+overrides, and tests can pass ``argv``), checked, and handed to ``hydra.main``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -68,12 +72,15 @@ def primary_config_path(cwd: Path | None = None) -> str:
 
 
 def _task(cfg: DictConfig) -> float | None:
-    from clarena.experiments.pipelines import run_pipeline
+    """Hydra's task function: the composed ``cfg`` is parsed here, once, into typed values."""
+    from clarena.experiments.pipelines import parse_experiment, run_pipeline
 
     # Lightning's per-fit INFO lines (accelerator found, tips) repeat once per task; keep warnings.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    config = None
     try:
-        run_pipeline(cfg)
+        config = parse_experiment(cfg)
+        run_pipeline(config)
     except Exception as error:
         if in_sweep():
             # Reported and recorded; the sweep goes on and exits 1 at its end.
@@ -84,7 +91,7 @@ def _task(cfg: DictConfig) -> float | None:
         print(explain(error), file=sys.stderr)
         raise SystemExit(1) from None
     # A sweeper that optimises (Optuna) reads each job's return value.
-    return job_objective(cfg) if in_sweep() else None
+    return job_objective(config) if in_sweep() and config is not None else None
 
 
 #: Overrides that choose what runs: clarena's ``experiment=``, upstream CLArena's ``index=``.
@@ -187,13 +194,27 @@ def _check_booleans(overrides: dict[str, Override]) -> None:
             _exit_with(error)
 
 
-def _rerun(path: str, overrides: list[str]) -> None:
+def rerun_unpickles() -> bool:
+    """Whether this Hydra's ``--experimental-rerun`` unpickles a file.
+
+    Hydra 1.3 reads ``<run>/.hydra/config.pickle``; Hydra 1.4 takes the run dir and composes the
+    config again from its saved ``overrides.yaml`` and ``hydra.yaml`` (no pickle).
+    """
+    from hydra import __version__
+
+    major, minor = (int(part) for part in __version__.split(".")[:2])
+    return (major, minor) < (1, 4)
+
+
+def _check_rerun(path: str, overrides: list[str]) -> None:
     """Hydra's ``--experimental-rerun``: only with ``trust_model_file=true``, printed.
 
-    The file is a pickle (``.hydra/config.pickle``), and unpickling runs whatever it holds.
+    Under Hydra 1.3 the file is a pickle (``.hydra/config.pickle``), and unpickling runs whatever
+    it holds. Refused here, before Hydra reads the file; when trusted, Hydra reruns it. Hydra 1.4
+    recomposes the run's config from its saved overrides instead, which this does not refuse.
     """
-    from hydra.main import _get_rerun_conf
-
+    if not rerun_unpickles():
+        return
     parsed = _parsed(overrides) or {}
     trusted = TRUST_KEY in parsed and not parsed[TRUST_KEY].is_delete()
     if trusted:
@@ -215,7 +236,6 @@ def _rerun(path: str, overrides: list[str]) -> None:
         f"pickle can run any code it holds.",
         file=sys.stderr,
     )
-    _task(_get_rerun_conf(path, overrides))
 
 
 def _check_run_dir(arguments: list[str]) -> None:
@@ -229,38 +249,90 @@ def _check_run_dir(arguments: list[str]) -> None:
         raise SystemExit(1) from None
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Run ``clarena`` with ``argv`` (default: the command line), as ``@hydra.main`` would."""
-    # hydra.main parses sys.argv with this parser and then calls _run_hydra; parsing here lets
-    # tests pass argv, and intermixed parsing lets flags follow the overrides.
-    from hydra import version
-    from hydra._internal.utils import _run_hydra, get_args_parser
+#: Hydra's command-line flags (``hydra.main``'s): (names, argparse keywords).
+HYDRA_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--help", "-h"), {"action": "store_true"}),
+    (("--hydra-help",), {"action": "store_true"}),
+    (("--version",), {"action": "store_true"}),
+    (("--cfg", "-c"), {"choices": ["job", "hydra", "all"]}),
+    (("--resolve",), {"action": "store_true"}),
+    (("--package", "-p"), {}),
+    (("--run", "-r"), {"action": "store_true"}),
+    (("--multirun", "-m"), {"action": "store_true"}),
+    (("--shell-completion", "-sc"), {"action": "store_true"}),
+    (("--config-path", "-cp"), {}),
+    (("--config-name", "-cn"), {}),
+    (("--config-dir", "-cd"), {}),
+    (("--experimental-rerun",), {}),
+    (
+        ("--info", "-i"),
+        {
+            "const": "all",
+            "nargs": "?",
+            "choices": ["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"],
+        },
+    ),
+)
 
-    version.setbase(None)  # hydra.main(version_base=None): this Hydra's defaults (no chdir)
-    parser = get_args_parser()
-    args = parser.parse_intermixed_args(sys.argv[1:] if argv is None else list(argv))
+
+def args_parser() -> argparse.ArgumentParser:
+    """A parser of Hydra's command line (its flags and the overrides), flags anywhere."""
+    parser = argparse.ArgumentParser(prog="clarena", add_help=False)
+    parser.add_argument("overrides", nargs="*")
+    for names, keywords in HYDRA_FLAGS:
+        parser.add_argument(*names, **keywords)
+    return parser
+
+
+def hydra_command_line(args: argparse.Namespace) -> list[str]:
+    """``args`` as the command line ``hydra.main`` parses: its flags first, then the overrides."""
+    line: list[str] = []
+    for names, keywords in HYDRA_FLAGS:
+        value = getattr(args, names[0].lstrip("-").replace("-", "_"))
+        if keywords.get("action") == "store_true":
+            line += [names[0]] if value else []
+        elif value is not None:
+            line += [f"{names[0]}={value}"]
+    return [*line, *args.overrides]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``clarena`` with ``argv`` (default: the command line), through ``hydra.main``.
+
+    The command line is parsed here first (flags may follow the overrides; tests pass ``argv``),
+    checked (booleans, experiment chosen, run dir, ``--experimental-rerun``), and handed to
+    Hydra's public ``hydra.main`` as the command line it reads.
+    """
+    import hydra
+
+    args = args_parser().parse_intermixed_args(sys.argv[1:] if argv is None else list(argv))
     if args.experimental_rerun is not None:
-        _rerun(args.experimental_rerun, args.overrides)
-        return
+        _check_rerun(args.experimental_rerun, args.overrides)
     config_path = args.config_path or primary_config_path()
     # Checked before Hydra runs: Hydra creates the run dir before the job starts. Overrides
     # Hydra cannot parse are left to Hydra, which reports them.
     overrides = _parsed(args.overrides)
-    if not _prints_only(args) and overrides is not None:
+    if args.experimental_rerun is None and not _prints_only(args) and overrides is not None:
         _check_booleans(overrides)
         if args.config_name is None and not _experiment_chosen(overrides, config_path):
             print(NO_EXPERIMENT, file=sys.stderr)
             raise SystemExit(1)
         args.overrides += _resume_overrides(overrides)
         _check_run_dir([*args.overrides, *(["-m"] if args.multirun else [])])
-    with exit_status_of_jobs():
-        _run_hydra(
-            args=args,
-            args_parser=parser,
-            task_function=_task,
-            config_path=config_path,
-            config_name=ENTRANCE,
-        )
+    command_line = sys.argv
+
+    def task(cfg: DictConfig) -> float | None:
+        # Lightning's DDP launcher starts each child process with this process's command line.
+        sys.argv = command_line
+        return _task(cfg)
+
+    run = hydra.main(config_path=config_path, config_name=ENTRANCE, version_base=None)(task)
+    sys.argv = [command_line[0] if command_line else "clarena", *hydra_command_line(args)]
+    try:
+        with exit_status_of_jobs():
+            run()
+    finally:
+        sys.argv = command_line
 
 
 if __name__ == "__main__":

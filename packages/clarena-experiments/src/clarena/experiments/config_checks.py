@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig
 from torch import nn
 
 from clarena.experiments.booleans import check_boolean_keys
-from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.errors import PipelineConfigError
 
 #: Pipelines that train (and so need a finite, positive training length).
 TRAINING_PIPELINES: tuple[str, ...] = ("CL_MAIN_EXPR", "MTL_EXPR", "STL_EXPR")

@@ -25,13 +25,13 @@ import socket
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
-
-from clarena.experiments.booleans import config_bool
 from clarena.experiments.errors import RunDirBusyError, RunDirUsedError
 from clarena.experiments.run_dir import check_output_dir, check_run_dir, open_in_run_dir
+
+if TYPE_CHECKING:
+    from clarena.experiments.experiment_config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -177,12 +177,9 @@ def previous_run_files(run_dir: Path, extra: Iterable[str] = ()) -> list[Path]:
     return [path for path in found if not any(other in path.parents for other in found)]
 
 
-def run_files(cfg: DictConfig) -> list[str]:
-    """The model file and the metric files ``cfg`` writes, relative to the run dir."""
-    metrics = cfg.get("metrics") or {}
-    names = [str(cfg.get("model_file") or "saved_model.pt")]
-    names += [str(path) for path in metrics.values() if isinstance(path, str)]
-    return names
+def run_files(config: ExperimentConfig) -> list[str]:
+    """The model file and the metric files ``config`` writes, relative to the run dir."""
+    return [config.model_file, *config.metrics.paths()]
 
 
 def _listing(run_dir: Path, paths: list[Path]) -> str:
@@ -284,10 +281,10 @@ def check_command_line(arguments: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def claim_run_dir(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
+def claim_run_dir(run_dir: Path, config: ExperimentConfig) -> Iterator[None]:
     """Hold ``run_dir``'s lock while the body runs, after checking it for a previous run.
 
-    A continuation (``cfg.resume`` set) takes the lock but keeps the previous files: they are
+    A continuation (``resume`` set) takes the lock but keeps the previous files: they are
     its own. Processes other than global rank 0 do nothing here.
 
     Raises:
@@ -310,8 +307,8 @@ def claim_run_dir(run_dir: Path, cfg: DictConfig) -> Iterator[None]:
             )
             print(notice, file=sys.stderr)
             log.warning(notice)
-        if cfg.get("resume") is None:
-            check_previous_run(run_dir, run_files(cfg), config_bool(cfg, "overwrite"))
+        if config.resume is None:
+            check_previous_run(run_dir, run_files(config), config.overwrite)
         yield
     finally:
         lock.release()

@@ -15,12 +15,15 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 from typing_extensions import override
 
 from clarena.experiments.run_dir import open_in_run_dir
+
+if TYPE_CHECKING:
+    from clarena.experiments.experiment_config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +60,16 @@ def _describe(value: Any) -> str:
     )
 
 
-def log_config_summary(cfg: DictConfig, run_dir: Path) -> None:
+def log_config_summary(config: ExperimentConfig, run_dir: Path) -> None:
     """Log the pipeline, the run dir, the command-line overrides and the :data:`SUMMARY_KEYS`."""
     from hydra.core.hydra_config import HydraConfig
 
-    log.info("%s in %s", cfg.get("pipeline"), run_dir)
+    log.info("%s in %s", config.pipeline, run_dir)
     if HydraConfig.initialized():
         overrides = list(HydraConfig.get().overrides.task)
         log.info("overrides: %s", " ".join(overrides) or "(none)")
     for key in SUMMARY_KEYS:
-        value = cfg.get(key)
+        value = getattr(config.components, key, None) or getattr(config, key, None)
         if value is not None and not (OmegaConf.is_config(value) and not value):
             log.info("%s: %s", key, _describe(value))
 

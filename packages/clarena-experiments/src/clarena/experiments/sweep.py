@@ -23,7 +23,7 @@ import sys
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +33,9 @@ from omegaconf import DictConfig
 
 from clarena.experiments.errors import FULL_ERROR_ENV, RunDirLinkError, explain
 from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError
+
+if TYPE_CHECKING:
+    from clarena.experiments.experiment_config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def exit_status_of_jobs() -> Iterator[None]:
         _failed_jobs.clear()
 
 
-def job_objective(cfg: DictConfig) -> float | None:
+def job_objective(config: ExperimentConfig) -> float | None:
     """The finished job's :data:`OBJECTIVE_KEY` from its summary.json (``None`` if it has none).
 
     Returned by the ``clarena`` task function in a sweep, so that Hydra's Optuna sweeper gets
@@ -106,8 +109,7 @@ def job_objective(cfg: DictConfig) -> float | None:
     """
     from clarena.experiments.pipelines.common import output_dir
 
-    metrics = cfg.get("metrics") or {}
-    path = output_dir(cfg) / (metrics.get("summary") or "results/summary.json")
+    path = output_dir(config) / (config.metrics.summary or "results/summary.json")
     if not path.is_file():
         return None
     value = json.loads(path.read_text()).get(OBJECTIVE_KEY)

@@ -7,7 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from clarena.experiments.booleans import check_boolean_keys
+from clarena.experiments.experiment_config import ExperimentConfig, announce_without_effect
 from clarena.experiments.pipelines.cl import run_cl_main_evaluation, run_cl_main_experiment
 from clarena.experiments.pipelines.common import PipelineConfigError, output_dir
 from clarena.experiments.pipelines.supervised import (
@@ -22,7 +22,7 @@ from clarena.experiments.run_log import log_config_summary, warnings_to_log
 from clarena.experiments.upstream.adapter import adapt_config
 
 #: Pipeline name (the ``pipeline:`` config key) -> function running it.
-PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
+PIPELINES: dict[str, Callable[[ExperimentConfig], Any]] = {
     "CL_MAIN_EXPR": run_cl_main_experiment,
     "CL_MAIN_EVAL": run_cl_main_evaluation,
     "MTL_EXPR": run_mtl_experiment,
@@ -32,20 +32,19 @@ PIPELINES: dict[str, Callable[[DictConfig], Any]] = {
 }
 
 
-def run_pipeline(cfg: DictConfig) -> Any:
-    """Run the pipeline named by ``cfg.pipeline``, holding its output dir's lock.
-
-    The config summary and every warning go to the run's log.
+def parse_experiment(cfg: DictConfig) -> ExperimentConfig:
+    """The composed config ``cfg`` read once into the typed :class:`ExperimentConfig`.
 
     A config in upstream CLArena's forms is read as clarena's first (see
-    :func:`~clarena.experiments.upstream.adapter.adapt_config`).
+    :func:`~clarena.experiments.upstream.adapter.adapt_config`); then the pipeline name, every
+    key (unknown ones refused with the nearest valid name) and every value the pipelines read
+    are checked, before anything is built or written.
 
     Raises:
-        PipelineConfigError: ``pipeline`` is missing or unknown, a boolean key is not true or
-            false, or the config names an upstream CLArena class or key clarena does not implement.
-        RunDirBusyError: another run is writing into the output dir.
-        RunDirUsedError: the output dir holds a previous run's files and ``overwrite`` is false.
+        PipelineConfigError: ``pipeline`` is missing or unknown, an unknown key, a bad value, or
+            the config names an upstream CLArena class or key clarena does not implement.
     """
+    announce_without_effect(cfg)
     cfg = adapt_config(cfg)
     name = cfg.get("pipeline")
     if name not in PIPELINES:
@@ -53,13 +52,33 @@ def run_pipeline(cfg: DictConfig) -> Any:
             f"pipeline must be one of {', '.join(PIPELINES)}; got {name!r}. Choose an experiment "
             f"with experiment=<name> (e.g. experiment=example_clmain_train)."
         )
-    # Before the run dir is claimed: ``overwrite=no`` must not delete a previous run's files.
-    check_boolean_keys(cfg)
+    return ExperimentConfig.parse(cfg)
+
+
+def run_pipeline(config: ExperimentConfig | DictConfig) -> Any:
+    """Run the pipeline ``config`` names, holding its output dir's lock.
+
+    ``config`` is the typed config, or the composed ``DictConfig`` (read with
+    :func:`parse_experiment`). The config summary and every warning go to the run's log.
+
+    Raises:
+        PipelineConfigError: see :func:`parse_experiment`.
+        RunDirBusyError: another run is writing into the output dir.
+        RunDirUsedError: the output dir holds a previous run's files and ``overwrite`` is false.
+    """
+    if not isinstance(config, ExperimentConfig):
+        config = parse_experiment(config)
     silence_known_warnings()
-    run_dir = output_dir(cfg)
-    with claim_run_dir(run_dir, cfg), warnings_to_log():
-        log_config_summary(cfg, run_dir)
-        return PIPELINES[name](cfg)
+    run_dir = output_dir(config)
+    with claim_run_dir(run_dir, config), warnings_to_log():
+        log_config_summary(config, run_dir)
+        return PIPELINES[str(config.pipeline)](config)
 
 
-__all__ = ["PIPELINES", "PipelineConfigError", "run_pipeline"]
+__all__ = [
+    "PIPELINES",
+    "ExperimentConfig",
+    "PipelineConfigError",
+    "parse_experiment",
+    "run_pipeline",
+]

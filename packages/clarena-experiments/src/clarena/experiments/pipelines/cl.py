@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 from clarena.cl import CLBackbone, HeadDIL, HeadsCIL, HeadsTIL
 from clarena.experiments import config_checks, results
 from clarena.experiments.algorithms.base import CLAlgorithm
-from clarena.experiments.booleans import config_bool
 from clarena.experiments.data import CLDataModule
 from clarena.experiments.data.sequences import PermutedSequence, RotatedSequence, SplitSequence
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines.common import (
     PipelineConfigError,
     choose_batch_norm_statistics,
@@ -25,7 +24,6 @@ from clarena.experiments.pipelines.common import (
     output_dir,
     print_table,
     request_compile,
-    require,
     save_checkpoint,
     seed,
 )
@@ -41,7 +39,7 @@ from clarena.experiments.resume import (
     save_resume_state,
     set_rng_state,
 )
-from clarena.experiments.safe_config import TRUST_KEY, checked_config, config_targets
+from clarena.experiments.safe_config import checked_config, config_targets
 from clarena.experiments.scaleout import check_ranks_agree, full_test_loader
 
 log = logging.getLogger(__name__)
@@ -61,27 +59,29 @@ _HEADS: dict[str, type[HeadsTIL | HeadsCIL | HeadDIL]] = {
 DIL_TEST_TASK_ID = "oracle"
 
 
-def build_algorithm(cfg: DictConfig, with_optimizer: bool = True) -> CLAlgorithm:
-    """Instantiate backbone, heads (by ``cl_paradigm``) and ``cl_algorithm`` from ``cfg``."""
-    paradigm = cfg.get("cl_paradigm")
+def build_algorithm(config: ExperimentConfig, with_optimizer: bool = True) -> CLAlgorithm:
+    """Instantiate backbone, heads (by ``cl_paradigm``) and ``cl_algorithm`` from ``config``."""
+    paradigm = config.cl_paradigm
     if paradigm not in CL_PARADIGMS:
         raise PipelineConfigError(
             f"cl_paradigm must be one of {', '.join(CL_PARADIGMS)}; got {paradigm!r}."
         )
-    backbone = instantiate(cfg.backbone)
+    components = config.components
+    backbone = instantiate(components.backbone)
     if not isinstance(backbone, CLBackbone):
+        target = components.backbone.get("_target_") if components.backbone else None
         raise PipelineConfigError(
             f"The CL pipelines need a continual-learning backbone; backbone "
-            f"'{cfg.backbone._target_}' is a {type(backbone).__name__}. Use its CL variant, e.g. "
+            f"'{target}' is a {type(backbone).__name__}. Use its CL variant, e.g. "
             f"clarena.backbones.CL{type(backbone).__name__}."
         )
     heads = _HEADS[paradigm](input_dim=backbone.output_dim)
-    optimizer = instantiate(cfg.optimizer) if with_optimizer else None
+    optimizer = instantiate(components.optimizer) if with_optimizer else None
     lr_scheduler = (
-        instantiate(cfg.lr_scheduler) if with_optimizer and cfg.get("lr_scheduler") else None
+        instantiate(components.lr_scheduler) if with_optimizer and components.lr_scheduler else None
     )
     return instantiate(
-        cfg.cl_algorithm,
+        components.cl_algorithm,
         backbone=backbone,
         heads=heads,
         optimizer=optimizer,
@@ -116,7 +116,7 @@ def check_dil_dataset(datamodule: CLDataModule, tasks: list[int]) -> None:
         )
 
 
-def _task_list(value: Any, num_tasks: int, key: str) -> list[int]:
+def _task_list(value: int | list[int] | None, num_tasks: int, key: str) -> list[int]:
     """``train_tasks``/``eval_tasks``: an int N means tasks 1..N, a list names the tasks."""
     return config_checks.task_list(value, num_tasks, key)
 
@@ -137,52 +137,52 @@ def test_tasks(
 
 def write_results(
     run_dir: Path,
-    cfg: DictConfig,
+    config: ExperimentConfig,
     rows: dict[int, dict[int, float]],
     task_ids: list[int],
     extra: dict[str, Any],
     loss_rows: dict[int, dict[int, float]] | None = None,
-    model_cfg: DictConfig | None = None,
+    model_config: ExperimentConfig | None = None,
 ) -> None:
-    """Write acc.csv, the two plots and summary.json as named by ``cfg.metrics``.
+    """Write acc.csv, the two plots and summary.json as named by ``metrics``.
 
     ``loss_rows`` (the test-loss matrix) is written where ``metrics`` names ``loss_csv``,
     ``loss_matrix_plot`` or ``average_loss_plot``. The plots are titled with the algorithm, the
-    backbone and the dataset of ``model_cfg``: the config the model was trained with (default
-    ``cfg``; an evaluation passes the saved one, since its own config names no backbone or
-    dataset).
+    backbone and the dataset of ``model_config``: the config the model was trained with
+    (default ``config``; an evaluation passes the saved one, since its own config names no
+    backbone or dataset).
     """
-    metrics = cfg.get("metrics") or {}
-    if metrics.get("accuracy_csv"):
+    metrics = config.metrics
+    if metrics.accuracy_csv:
         results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, task_ids)
-    model_cfg = cfg if model_cfg is None else model_cfg
+    model = (config if model_config is None else model_config).components
     title = results.run_title(
         extra["algorithm"],
-        OmegaConf.select(model_cfg, "backbone._target_", default=""),
-        model_cfg.get("cl_dataset") or {},
+        str(model.backbone.get("_target_", "")) if model.backbone is not None else "",
+        model.cl_dataset or {},
     )
-    if metrics.get("accuracy_matrix_plot"):
+    if metrics.accuracy_matrix_plot:
         results.plot_accuracy_matrix(
             run_dir / metrics.accuracy_matrix_plot, rows, task_ids, title=title
         )
-    if metrics.get("average_accuracy_plot"):
+    if metrics.average_accuracy_plot:
         results.plot_average_accuracy(run_dir / metrics.average_accuracy_plot, rows, title=title)
-    if metrics.get("summary"):
+    if metrics.summary:
         results.write_json(run_dir / metrics.summary, results.summary(rows, extra))
     if loss_rows:
-        if metrics.get("loss_csv"):
+        if metrics.loss_csv:
             results.write_accuracy_csv(run_dir / metrics.loss_csv, loss_rows, task_ids, "loss")
-        if metrics.get("loss_matrix_plot"):
+        if metrics.loss_matrix_plot:
             results.plot_accuracy_matrix(
                 run_dir / metrics.loss_matrix_plot, loss_rows, task_ids, title, "loss"
             )
-        if metrics.get("average_loss_plot"):
+        if metrics.average_loss_plot:
             results.plot_average_accuracy(
                 run_dir / metrics.average_loss_plot, loss_rows, title, "loss"
             )
 
 
-def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
+def run_cl_main_experiment(config: ExperimentConfig) -> dict[int, dict[int, float]]:
     """Train the tasks in turn; after each, test every task trained so far.
 
     After each task the resume state is written (``resume_state: false`` skips it), so that
@@ -192,20 +192,19 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     Returns:
         The accuracy matrix rows (trained task -> {tested task: accuracy}).
     """
-    require(cfg, "cl_dataset", "backbone", "cl_algorithm", "optimizer", "trainer", "cl_paradigm")
-    config_checks.check_experiment_config(cfg)
-    run_dir = output_dir(cfg)
-    state = _resume_state(cfg, run_dir)
-    seed(cfg)
-    datamodule: CLDataModule = instantiate(cfg.cl_dataset)
-    algorithm = build_algorithm(cfg)
+    config.require("cl_dataset", "backbone", "cl_algorithm", "optimizer", "trainer", "cl_paradigm")
+    run_dir = output_dir(config)
+    state = _resume_state(config, run_dir)
+    seed(config)
+    datamodule: CLDataModule = instantiate(config.components.cl_dataset)
+    algorithm = build_algorithm(config)
     config_checks.check_optimizer_builds(
         algorithm.optimizer_factory, algorithm.lr_scheduler_factory
     )
-    request_compile(cfg, algorithm)
-    batch_norm_statistics = choose_batch_norm_statistics(cfg, algorithm)
-    tasks = _task_list(cfg.get("train_tasks"), datamodule.num_tasks, "train_tasks")
-    if cfg.cl_paradigm == "DIL":
+    request_compile(config, algorithm)
+    batch_norm_statistics = choose_batch_norm_statistics(config, algorithm)
+    tasks = _task_list(config.train_tasks, datamodule.num_tasks, "train_tasks")
+    if config.cl_paradigm == "DIL":
         check_dil_dataset(datamodule, tasks)
     rows: dict[int, dict[int, float]] = {}
     # Test losses of the tasks trained by this process (a resumed run's earlier rows are not
@@ -214,17 +213,17 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     capacities: dict[int, float] = {}
     if state is not None:
         rows, capacities = _restore(algorithm, state, tasks)
-        if all(task in rows for task in tasks) and _outputs_written(run_dir, cfg):
+        if all(task in rows for task in tasks) and _outputs_written(run_dir, config):
             _report_finished(run_dir, tasks)
             return rows
-    metrics = cfg.get("metrics") or {}
+    metrics = config.metrics
     is_global_zero = True
     for index, task in enumerate(tasks):
         if task in rows:
             continue
         datamodule.setup_task_id(task)
         algorithm.setup_task_id(task, datamodule.num_classes(task))
-        trainer = make_trainer(cfg, run_dir, version=f"task_{task}")
+        trainer = make_trainer(config, run_dir, version=f"task_{task}")
         log_every_epoch(trainer, len(datamodule.train_dataloader()))
         trainer.fit(algorithm, datamodule=datamodule)
         rows[task] = test_tasks(trainer, algorithm, datamodule, tasks[: index + 1])
@@ -238,13 +237,13 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
             check_ranks_agree(trainer, algorithm, run_dir, task)
         if not is_global_zero:
             continue
-        if metrics.get("accuracy_csv"):
+        if metrics.accuracy_csv:
             results.write_accuracy_csv(run_dir / metrics.accuracy_csv, rows, tasks)
-        if config_bool(cfg, "resume_state"):
+        if config.resume_state:
             trained = tasks[: index + 1]
             save_resume_state(
                 run_dir,
-                cfg,
+                config.record,
                 state_dict=algorithm.state_dict(),
                 trained_tasks=trained,
                 num_classes={t: datamodule.num_classes(t) for t in trained},
@@ -254,21 +253,21 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     if not is_global_zero:
         return rows
     extra: dict[str, Any] = {
-        "cl_paradigm": cfg.cl_paradigm,
+        "cl_paradigm": config.cl_paradigm,
         "algorithm": type(algorithm).__name__,
         "batch_norm_statistics": batch_norm_statistics,
     }
-    if cfg.cl_paradigm == "DIL":
+    if config.cl_paradigm == "DIL":
         extra["task_id_at_test"] = DIL_TEST_TASK_ID
     if capacities:
         extra["capacity_per_task"] = {str(t): c for t, c in capacities.items()}
-    write_results(run_dir, cfg, rows, tasks, extra, loss_rows)
+    write_results(run_dir, config, rows, tasks, extra, loss_rows)
     log.info("results in %s", run_dir)
-    if config_bool(cfg, "save_model"):
-        model_path = run_dir / cfg.get("model_file", "saved_model.pt")
+    if config.save_model:
+        model_path = run_dir / config.model_file
         save_checkpoint(
             model_path,
-            cfg,
+            config.record,
             algorithm.state_dict(),
             trained_tasks=tasks,
             num_classes={task: datamodule.num_classes(task) for task in tasks},
@@ -276,7 +275,7 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
         log.info("saved the model to %s", model_path)
     last = rows[tasks[-1]]
     print_table(
-        f"CL main experiment ({type(algorithm).__name__}, {cfg.cl_paradigm})",
+        f"CL main experiment ({type(algorithm).__name__}, {config.cl_paradigm})",
         ["tasks", "average accuracy", "BWT", "forgetting"],
         [
             str(len(tasks)),
@@ -289,9 +288,9 @@ def run_cl_main_experiment(cfg: DictConfig) -> dict[int, dict[int, float]]:
     return rows
 
 
-def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
-    """The saved state of the run ``cfg.resume`` continues (``None`` when not resuming)."""
-    resume = cfg.get("resume")
+def _resume_state(config: ExperimentConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The saved state of the run ``resume`` continues (``None`` when not resuming)."""
+    resume = config.resume
     if resume is None:
         return None
     if Path(resume).resolve() != run_dir.resolve():
@@ -301,16 +300,16 @@ def _resume_state(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
         )
     with _discarding_refused_resume():
         state = load_resume_state(resume)
-        # Nothing is built from the saved config (the run builds ``cfg``, which must equal it),
+        # Nothing is built from the saved config (the run builds its own, which must equal it),
         # but it is held to the same rule as a model file's: targets the user's config names, or
         # allowed ones.
         checked_config(
             state["config"],
             f"resume file '{resume_file(resume)}'",
-            trust=config_bool(cfg, TRUST_KEY),
-            also_allowed=config_targets(cfg),
+            trust=config.trust_model_file,
+            also_allowed=config_targets(config.record),
         )
-        check_same_experiment(state["config"], cfg)
+        check_same_experiment(state["config"], config.record)
     return state
 
 
@@ -351,11 +350,11 @@ def _restore(
     return rows, capacities
 
 
-def _outputs_written(run_dir: Path, cfg: DictConfig) -> bool:
-    """Whether every file ``cfg`` writes at the end of a run is in ``run_dir``."""
-    names = [str(path) for path in (cfg.get("metrics") or {}).values() if isinstance(path, str)]
-    if cfg.get("save_model"):
-        names.append(str(cfg.get("model_file") or "saved_model.pt"))
+def _outputs_written(run_dir: Path, config: ExperimentConfig) -> bool:
+    """Whether every file ``config`` writes at the end of a run is in ``run_dir``."""
+    names = config.metrics.paths()
+    if config.save_model:
+        names.append(config.model_file)
     return all((run_dir / name).is_file() for name in names)
 
 
@@ -371,7 +370,7 @@ def _report_finished(run_dir: Path, tasks: list[int]) -> None:
     print(f"clarena: {message}")
 
 
-def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
+def run_cl_main_evaluation(config: ExperimentConfig) -> dict[int, float]:
     """Reload a saved CL model (``model_path``) and test it on its trained tasks.
 
     The backbone, algorithm, paradigm and dataset come from the config saved with the model, so
@@ -382,20 +381,19 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
     Returns:
         Accuracy per tested task.
     """
-    require(cfg, "model_path", "trainer")
-    config_checks.check_experiment_config(cfg)
-    run_dir = output_dir(cfg)
-    checkpoint, saved = open_model_file(cfg, "CL_MAIN_EXPR")
-    datamodule: CLDataModule = instantiate(saved.cl_dataset)
+    config.require("model_path", "trainer")
+    run_dir = output_dir(config)
+    checkpoint, saved = open_model_file(config, "CL_MAIN_EXPR")
+    datamodule: CLDataModule = instantiate(saved.components.cl_dataset)
     trained = [int(t) for t in checkpoint["trained_tasks"]]
-    with weights_budget(checkpoint, f"model_path '{cfg.model_path}'"):
+    with weights_budget(checkpoint, f"model_path '{config.model_path}'"):
         algorithm = build_algorithm(saved, with_optimizer=False)
         for task in trained:
             algorithm.setup_task_id(task, int(checkpoint["num_classes"][task]))
     algorithm.load_state_dict(checkpoint["state_dict"])
-    request_compile(cfg, algorithm)
-    tasks = _task_list(cfg.get("eval_tasks"), datamodule.num_tasks, "eval_tasks")
-    if cfg.get("eval_tasks") is None:
+    request_compile(config, algorithm)
+    tasks = _task_list(config.eval_tasks, datamodule.num_tasks, "eval_tasks")
+    if config.eval_tasks is None:
         tasks = trained
     untrained = [t for t in tasks if t not in trained]
     if untrained:
@@ -403,31 +401,31 @@ def run_cl_main_evaluation(cfg: DictConfig) -> dict[int, float]:
             f"eval_tasks names tasks {untrained} that the saved model never trained (it trained "
             f"{trained})."
         )
-    trainer = make_trainer(cfg, run_dir, version="eval")
+    trainer = make_trainer(config, run_dir, version="eval")
     accuracies = test_tasks(trainer, algorithm, datamodule, tasks)
-    log.info("evaluation of %s: %s", cfg.model_path, _accuracies_text(accuracies))
+    log.info("evaluation of %s: %s", config.model_path, _accuracies_text(accuracies))
     if not trainer.is_global_zero:
         return accuracies
     rows = {trained[-1]: accuracies}
     write_results(
         run_dir,
-        cfg,
+        config,
         rows,
         tasks,
         {
             "trained_tasks": trained,
-            "model_path": str(cfg.model_path),
+            "model_path": str(config.model_path),
             "algorithm": type(algorithm).__name__,
             **({"task_id_at_test": DIL_TEST_TASK_ID} if saved.cl_paradigm == "DIL" else {}),
         },
         {trained[-1]: dict(algorithm.test_loss)},
-        model_cfg=saved,
+        model_config=saved,
     )
     print_table(
         "CL main evaluation",
         ["tasks", "average accuracy"],
         [str(len(tasks)), f"{results.average(accuracies):.4f}"],
-        [f"Model {cfg.model_path}", f"Results in {run_dir}"],
+        [f"Model {config.model_path}", f"Results in {run_dir}"],
     )
     return accuracies
 

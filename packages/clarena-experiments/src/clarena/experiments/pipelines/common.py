@@ -15,82 +15,71 @@ from rich.console import Console
 from rich.table import Table
 
 from clarena.experiments import model_file
-from clarena.experiments.booleans import config_bool
 from clarena.experiments.divergence import DivergenceCheck
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.loggers import log_run_config
 
 
-def require(cfg: DictConfig, *keys: str) -> None:
-    """Raise :class:`PipelineConfigError` naming every key of ``keys`` missing from ``cfg``."""
-    missing = [key for key in keys if OmegaConf.select(cfg, key, default=None) is None]
-    if missing:
-        raise PipelineConfigError(
-            f"Pipeline {cfg.get('pipeline')!r} needs the config keys {', '.join(missing)}; add them "
-            f"to the experiment config or pass them as overrides (e.g. {missing[0]}=...)."
-        )
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """The run's output dir: Hydra's job output dir when run by Hydra, else ``cfg.output_dir``."""
+def output_dir(config: ExperimentConfig) -> Path:
+    """The run's output dir: Hydra's job output dir when run by Hydra, else ``output_dir``."""
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    require(cfg, "output_dir")
-    return Path(cfg.output_dir)
+    config.require("output_dir")
+    return Path(str(config.output_dir))
 
 
-def seed(cfg: DictConfig) -> None:
+def seed(config: ExperimentConfig) -> None:
     """Seed Python, NumPy and torch (and dataloader workers) from ``global_seed``.
 
     Also applies ``num_threads`` (torch intra-op threads) when set.
     """
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    seed_everything(int(cfg.get("global_seed", 0)), workers=True, verbose=False)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    seed_everything(config.global_seed, workers=True, verbose=False)
 
 
-def request_compile(cfg: DictConfig, algorithm: Any) -> None:
+def request_compile(config: ExperimentConfig, algorithm: Any) -> None:
     """With ``compile: true``, have ``algorithm`` compile its backbone in its first fit or test."""
-    if config_bool(cfg, "compile"):
+    if config.compile:
         algorithm.compile_backbone(fullgraph=True)
 
 
-def choose_batch_norm_statistics(cfg: DictConfig, algorithm: Any) -> str:
+def choose_batch_norm_statistics(config: ExperimentConfig, algorithm: Any) -> str:
     """Apply ``batch_norm_statistics`` (``recompute``, the default, or ``running``) to
     ``algorithm``; returns the value, for summary.json.
 
     Raises:
         PipelineConfigError: another value.
     """
-    mode = str(cfg.get("batch_norm_statistics") or "recompute")
-    algorithm.use_batch_norm_statistics(mode)
-    return mode
+    algorithm.use_batch_norm_statistics(config.batch_norm_statistics)
+    return config.batch_norm_statistics
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path, version: str | None) -> Trainer:
-    """Instantiate ``cfg.trainer`` with the configured loggers and callbacks.
+def make_trainer(config: ExperimentConfig, run_dir: Path, version: str | None) -> Trainer:
+    """Instantiate the ``trainer`` component with the configured loggers and callbacks.
 
     :class:`~clarena.experiments.divergence.DivergenceCheck` is always added: a nan or infinite
     training loss stops the run.
 
     Args:
-        cfg: the experiment config (``trainer``, optional ``lightning_loggers``, ``callbacks``).
+        config: the experiment config (``trainer``, ``lightning_loggers``, ``callbacks``).
         run_dir: the run's output dir; loggers write under it.
         version: log sub-folder (e.g. ``task_3``) so every fit gets its own log.
     """
-    loggers = []
-    for logger_cfg in (cfg.get("lightning_loggers") or {}).values():
-        if logger_cfg is not None:
-            loggers.append(instantiate(logger_cfg, save_dir=str(run_dir), version=version))
-    log_run_config(loggers, cfg)
-    callbacks = [
-        instantiate(callback_cfg)
-        for callback_cfg in (cfg.get("callbacks") or {}).values()
-        if callback_cfg is not None
+    components = config.components
+    loggers = [
+        instantiate(logger_cfg, save_dir=str(run_dir), version=version)
+        for logger_cfg in components.lightning_loggers.values()
     ]
+    log_run_config(loggers, config.record)
+    callbacks = [instantiate(callback_cfg) for callback_cfg in components.callbacks.values()]
     callbacks.append(DivergenceCheck())
     return instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
+        components.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
     )
 
 

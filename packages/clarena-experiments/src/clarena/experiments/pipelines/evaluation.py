@@ -28,23 +28,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
-from clarena.experiments.booleans import config_bool
-from clarena.experiments.errors import ModelFileError, PipelineConfigError
+from clarena.experiments.errors import ModelFileError
+from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines.common import check_model_kind, load_checkpoint, seed
-from clarena.experiments.safe_config import TRUST_KEY, checked_config
+from clarena.experiments.safe_config import checked_config
 from clarena.experiments.upstream.adapter import adapt_config
 
 #: Config sections holding a dataset (one of them per pipeline).
 DATASET_SECTIONS: tuple[str, ...] = ("cl_dataset", "mtl_dataset", "stl_dataset")
 
-#: ``data_root`` when the user's config has none (the shipped dataset configs' default root).
-DEFAULT_DATA_ROOT = "data"
-
 log = logging.getLogger(__name__)
 
 
-def open_model_file(cfg: DictConfig, pipeline: str) -> tuple[dict[str, Any], DictConfig]:
-    """Load ``cfg.model_path`` for an evaluation of a ``pipeline`` model; seed from its config.
+def open_model_file(
+    config: ExperimentConfig, pipeline: str
+) -> tuple[dict[str, Any], ExperimentConfig]:
+    """Load ``model_path`` for an evaluation of a ``pipeline`` model; seed from its config.
 
     The file's checksum is verified, its kind must be ``pipeline``'s, its config passes the
     allowlist (unless ``trust_model_file=true``), upstream CLArena's names in it become clarena's,
@@ -52,55 +51,45 @@ def open_model_file(cfg: DictConfig, pipeline: str) -> tuple[dict[str, Any], Dic
     prints which data it evaluates on.
 
     Returns:
-        The loaded checkpoint and the config to build the model and its data from.
+        The loaded checkpoint and the config to build the model and its data from (read as
+        saved: :meth:`ExperimentConfig.parse` with ``strict=False``).
     """
-    checkpoint = load_checkpoint(cfg.model_path)
-    check_model_kind(checkpoint["config"], pipeline, cfg.model_path)
-    source = f"model_path '{cfg.model_path}'"
+    model_path = str(config.model_path)
+    checkpoint = load_checkpoint(model_path)
+    check_model_kind(checkpoint["config"], pipeline, model_path)
+    source = f"model_path '{model_path}'"
     saved = adapt_config(
-        checked_config(checkpoint["config"], source, trust=config_bool(cfg, TRUST_KEY))
+        checked_config(checkpoint["config"], source, trust=config.trust_model_file)
     )
-    saved = evaluation_config(saved, cfg)
-    seed(saved)
-    announce_data(saved, str(cfg.model_path))
-    return checkpoint, saved
+    saved = evaluation_config(saved, config)
+    announce_data(saved, model_path)
+    model = ExperimentConfig.parse(saved, strict=False)
+    seed(model)
+    return checkpoint, model
 
 
-def evaluation_config(saved: DictConfig, cfg: DictConfig) -> DictConfig:
+def evaluation_config(saved: DictConfig, config: ExperimentConfig) -> DictConfig:
     """The model file's config ``saved`` with the user's data location and resources.
 
     Args:
         saved: the config read from the model file (already checked by
             :func:`~clarena.experiments.safe_config.checked_config`).
-        cfg: the user's evaluation config (``data_root``, ``num_workers``, ``num_threads``).
+        config: the user's evaluation config (``data_root``, ``num_workers``, ``num_threads``;
+            checked when it was parsed).
 
     Returns:
         A copy of ``saved`` whose dataset ``root`` and ``num_workers``, ``num_threads`` and
         backbone ``pretrained_weights`` (``None``) are the user's.
-
-    Raises:
-        PipelineConfigError: ``num_workers`` is not a count >= 0, or ``data_root`` not a path.
     """
-    data_root = cfg.get("data_root", DEFAULT_DATA_ROOT)
-    if data_root is not None and not isinstance(data_root, str):
-        raise PipelineConfigError(
-            f"data_root must be a directory path; got {data_root!r}. Set data_root=/path/to/data."
-        )
-    num_workers = cfg.get("num_workers", 0)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise PipelineConfigError(
-            f"num_workers must be a number of data loader processes >= 0; got {num_workers!r}. "
-            f"Set num_workers=0 to load in the main process."
-        )
     content: dict[str, Any] = OmegaConf.to_container(saved, resolve=False)  # type: ignore[assignment]
     for section in DATASET_SECTIONS:
         if isinstance(content.get(section), dict):
-            content[section]["root"] = data_root
-            content[section]["num_workers"] = num_workers
+            content[section]["root"] = config.data_root
+            content[section]["num_workers"] = config.num_workers
     backbone = content.get("backbone")
     if isinstance(backbone, dict) and "pretrained_weights" in backbone:
         backbone["pretrained_weights"] = None
-    content["num_threads"] = cfg.get("num_threads")
+    content["num_threads"] = config.num_threads
     return OmegaConf.create(content)
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from clarena.experiments.config_checks import task_list
 from clarena.experiments.errors import PipelineConfigError
 from clarena.experiments.upstream import aliases, config_tree, datasets, weights
 
@@ -184,9 +185,6 @@ def _pipeline(data: dict[str, Any], notices: _Notices) -> None:
 
 
 def _as_tasks(value: Any, key: str) -> list[int]:
-    # Imported here: config_checks imports the pipelines package, which imports this module.
-    from clarena.experiments.config_checks import task_list
-
     return task_list(value, None, key)
 
 
