@@ -16,6 +16,8 @@ from clarena.experiments import cli
 
 BACKBONE = cli.shipped_config_dir() / "backbone"
 MLP = {"input_dim": 784, "hidden_dims": [256, 100], "output_dim": 64, "batch_normalization": True}
+#: The published docs' files, kept verbatim (their British spelling included).
+VERBATIM = {"MLP", "CLMLP"}
 RESNET = {"input_channels": 3, "output_dim": 64, "small_input": True}
 TIMM = {"model_name": "resnet18", "in_chans": 3, "output_dim": 64}
 METHOD = {
@@ -26,6 +28,13 @@ NAMES = sorted(published_names("clarena.backbones"))
 
 
 def expected(name: str) -> dict[str, object]:
+    if name in VERBATIM:
+        return {"_target_": f"clarena.backbones.{name}"} | {
+            "input_dim": 784,
+            "hidden_dims": [256, 100],
+            "output_dim": 64,
+            "batch_normalisation": True,
+        }
     family = MLP if name.endswith("MLP") else TIMM if "Timm" in name else RESNET
     arguments = dict(family)
     for prefix, changes in METHOD.items():
@@ -50,11 +59,13 @@ def test_arguments_are_written_once_per_family_and_method() -> None:
         if set(yaml.safe_load(path.read_text())) - {"defaults", "_target_"}
     )
     assert carrying == [
+        "clmlp.yaml",
         "family/mlp.yaml",
         "family/resnet.yaml",
         "family/timm.yaml",
         "method/hat.yaml",
         "method/wsn.yaml",
+        "mlp.yaml",
     ]
     names = sorted(path.stem for path in BACKBONE.glob("*.yaml"))
     assert names == sorted(name.lower() for name in NAMES)
