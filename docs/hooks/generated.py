@@ -2,9 +2,10 @@
 
 Markers replaced in every page:
 
-- ``<!-- backbone-registry -->``: every backbone name of the registry
-  (``clarena.backbones.registry.KNOWN_BACKBONES`` plus whatever ``available_backbones()`` finds
-  installed), the distribution providing it and the class it resolves to.
+- ``<!-- backbone-registry -->``: every backbone name clarena publishes
+  (``clarena.backbones.registry.KNOWN_BACKBONES``; a third party's plug-ins installed where the
+  docs are built are not clarena's to document), the distribution providing it and what it
+  resolves to.
 - ``<!-- backbone-table: PREFIX -->``: the backbones whose class name is ``PREFIX`` + a family
   (``MLP``, ``ResNet18`` ...; ``PREFIX`` is ``core``, ``CL``, ``HATMask`` or ``WSNMask``), with the
   first line of each class docstring and its constructor arguments read from the signature.
@@ -62,16 +63,15 @@ def _alias_of(name: str, targets: dict[str, str]) -> str | None:
 
 
 def _registry_table(page: str) -> str:
-    from clarena.backbones.registry import KNOWN_BACKBONES, available_backbones
+    from clarena.backbones.registry import KNOWN_BACKBONES
 
-    installed = available_backbones()
     targets = _entry_point_targets()
     rows = [
         "| name (`_target_: clarena.backbones.<name>`) | distribution | resolves to |",
         "|---|---|---|",
     ]
-    for name in sorted(KNOWN_BACKBONES | installed, key=_sort_key):
-        distribution = installed.get(name) or KNOWN_BACKBONES[name]
+    for name in sorted(KNOWN_BACKBONES, key=_sort_key):
+        distribution = KNOWN_BACKBONES[name]
         if name not in targets:
             log.warning(
                 "%s: backbone '%s' is registered for %s, which is not installed where the docs "

@@ -1,45 +1,11 @@
-"""The shared mask machinery: MaskedBackbone, TaskMaskStore and check_optimizer."""
+"""The shared mask machinery: TaskMaskStore and check_optimizer (capacity: test_method_contract)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 import torch
 
-from clarena.backbones import MLP, extends_arguments
-from clarena.cl import MaskedBackbone, TaskBatchNorm, TaskMaskStore, check_optimizer
-
-
-class _FixedUsage(MaskedBackbone, MLP):
-    """An MLP whose layers report fixed usage: fc/0 uses 3 of 8, fc/1 all 4."""
-
-    @extends_arguments(MLP)
-    def __init__(self, *, batch_normalization: str | bool | None = None, **arguments: Any) -> None:
-        self._init_batch_norm(self._build_family(MLP, batch_normalization, arguments))
-
-    def _layer_usage(self) -> dict[str, tuple[int, int]]:
-        return {"fc/0": (3, 8), "fc/1": (4, 4)}
-
-
-def test_capacity_is_the_exact_used_fraction_overall_and_per_layer() -> None:
-    backbone = _FixedUsage(5, [8], 4)
-    assert backbone.capacity_per_layer() == {"fc/0": 3 / 8, "fc/1": 1.0}
-    assert backbone.capacity() == 7 / 12
-    with pytest.warns(DeprecationWarning, match=r"use capacity_per_layer\(\)"):
-        assert backbone.layer_capacity() == backbone.capacity_per_layer()
-
-
-def test_independent_batch_norm_gives_each_set_up_task_its_own() -> None:
-    backbone = _FixedUsage(5, [8], 4, batch_normalization="independent")
-    norm = backbone.fc_bn[0]
-    assert isinstance(norm, TaskBatchNorm)
-    backbone.setup_task_id(2)
-    backbone.setup_task_id(7)
-    assert list(norm.norms) == ["2", "7"]
-    backbone._select_task_batch_norms(2)
-    assert norm.active_task == 2
-    assert _FixedUsage(5, [8], 4, batch_normalization="shared").batch_norm_mode == "shared"
+from clarena.cl import TaskMaskStore, check_optimizer
 
 
 def test_mask_store_reloads_every_task_in_storing_order_into_a_fresh_store() -> None:

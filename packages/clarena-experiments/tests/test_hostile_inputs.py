@@ -82,7 +82,7 @@ CASES: list[tuple[str, list[str], str]] = [
     (
         "example_mtl_train",
         ["backbone=hatmaskmlp"],
-        "JointLearning trains one plain backbone; HATMaskMLP is a continual-learning backbone",
+        "JointLearning trains one plain backbone; CLMLP is a continual-learning backbone",
     ),
     (
         "example_clmain_adahat",

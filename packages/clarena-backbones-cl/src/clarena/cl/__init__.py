@@ -15,7 +15,6 @@ from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
 from clarena.cl.mask_store import TaskMaskStore
-from clarena.cl.masked import MaskedBackbone
 from clarena.cl.method import MaskMethod, available_mask_methods, resolve_mask_method
 from clarena.cl.mlp import CLMLP
 from clarena.cl.optim import check_optimizer
@@ -56,7 +55,6 @@ __all__ = [
     "HeadsMTL",
     "HeadsTIL",
     "MaskMethod",
-    "MaskedBackbone",
     "TaskBatchNorm",
     "TaskMaskStore",
     "__version__",
