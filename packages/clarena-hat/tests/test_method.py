@@ -180,3 +180,20 @@ def test_regularization_and_conditioning_through_the_method():
     hat.condition_gradients()
     for name, parameter in backbone.named_parameters():
         assert torch.equal(parameter.grad, expected[name]), name
+
+
+def test_published_backbone_calls_reach_the_attached_method():
+    # SPEC §4: users' code calls initialize_task_embedding (and the mask accessors) on the backbone.
+    backbone = HATMaskMLP(input_dim=4, hidden_dims=[3], output_dim=2)
+    hat = hat_of(backbone)
+    backbone.setup_task_id(1)
+    backbone.initialize_task_embedding("masked")
+    assert all(bool((e == -1).all()) for e in hat.task_embedding.values())
+    backbone.store_mask()
+    assert hat.stored_task_ids == [1]
+    assert backbone.capacity() == hat.capacity() == 0.0
+    assert all(
+        torch.equal(backbone.stored_mask(1)[name], mask)
+        for name, mask in hat.stored_mask(1).items()
+    )
+    assert set(type(hat).backbone_api) <= set(vars(backbone))

@@ -118,3 +118,16 @@ def test_batch_norm_modes_when_attaching_by_hand() -> None:
 def test_wsn_of_a_backbone_without_wsn_says_how_to_get_one() -> None:
     with pytest.raises(TypeError, match=r"CLMLP has no mask method attached, not WSN; build it"):
         wsn_of(small())
+
+
+def test_published_backbone_calls_reach_the_attached_method():
+    # SPEC §4: users' code calls initialize_parameter_score (and the mask accessors) on the
+    # backbone.
+    backbone = WSNMaskMLP(input_dim=4, hidden_dims=[3], output_dim=2)
+    wsn = wsn_of(backbone)
+    backbone.setup_task_id(1)
+    backbone.initialize_parameter_score("U01")
+    assert all(bool((s >= 0).all() and (s <= 1).all()) for s in backbone.weight_score.values())
+    backbone.store_mask(0.5)
+    assert backbone.capacity() == wsn.capacity()
+    assert set(type(wsn).backbone_api) <= set(vars(backbone))

@@ -84,6 +84,10 @@ class CLBackbone(Backbone):
             )
         method.attach(self)
         self.mask_method = method
+        # The published API calls some method members on the backbone itself (SPEC §4:
+        # ``backbone.initialize_task_embedding('N01')``): exactly the names the method lists.
+        for name in method.backbone_api:
+            self.__dict__[name] = getattr(method, name)
         return self
 
     def layer_forward(self, layer_name: str, layer: nn.Module, input: Tensor) -> Tensor:

@@ -59,6 +59,11 @@ class MaskMethod(ABC):
     #: Names of the attributes the method registers on its backbone (its state-dict keys start
     #: with these); fixed per class so saved models keep loading.
     state_names: ClassVar[tuple[str, ...]] = ()
+    #: Methods the published backbone API calls on the backbone itself (SPEC §4: HAT's
+    #: ``initialize_task_embedding``, WSN's ``initialize_parameter_score`` ...);
+    #: :meth:`CLBackbone.attach <clarena.cl.CLBackbone.attach>` makes exactly these callable on
+    #: the backbone, bound to the method.
+    backbone_api: ClassVar[tuple[str, ...]] = ()
 
     _backbone: CLBackbone | None = None
 

@@ -123,6 +123,16 @@ class HAT(MaskMethod):
 
     name: ClassVar[str] = "hat"
     state_names: ClassVar[tuple[str, ...]] = ("task_embedding", "mask_store")
+    backbone_api: ClassVar[tuple[str, ...]] = (
+        "initialize_task_embedding",
+        "get_mask",
+        "store_mask",
+        "stored_mask",
+        "cumulative_mask",
+        "summative_mask",
+        "capacity",
+        "capacity_per_layer",
+    )
 
     #: The unit masks of the forward pass in progress (read by the masked batch norms).
     active_mask: dict[str, Tensor] | None = None

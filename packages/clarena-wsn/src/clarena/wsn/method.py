@@ -89,6 +89,15 @@ class WSN(MaskMethod):
         "cumulative_masks",
         "task_masks",
     )
+    backbone_api: ClassVar[tuple[str, ...]] = (
+        "initialize_parameter_score",
+        "get_mask",
+        "store_mask",
+        "stored_mask",
+        "cumulative_mask",
+        "capacity",
+        "capacity_per_layer",
+    )
 
     #: The compiled tensor cores once :meth:`compile` has run (not copied or pickled).
     _compiled: _CompiledCores | None = None
