@@ -71,6 +71,7 @@ def test_core_backbones_work_and_are_listed() -> None:
             "ResNet34",
             "ResNet50",
             "ResNet52",
+            "TimmBackbone",
         )
     }
     feature, _ = clarena.backbones.MLP(784, [32], 16)(torch.randn(4, 1, 28, 28))
