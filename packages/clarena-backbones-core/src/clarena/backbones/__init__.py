@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from clarena.backbones._arguments import extends_arguments, make_builder
+from clarena.backbones._arguments import checked_keywords, extends_arguments, make_builder
 from clarena.backbones._version import __version__
 from clarena.backbones.base import Backbone
 from clarena.backbones.mlp import MLP
@@ -48,6 +48,7 @@ __all__ = [
     "ResNet152",
     "__version__",
     "available_backbones",
+    "checked_keywords",
     "extends_arguments",
     "make_builder",
     "resolve_backbone",

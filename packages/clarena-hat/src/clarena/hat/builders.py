@@ -7,32 +7,15 @@ and defaults; ``HATMaskResNet18`` ... likewise over ``CLResNet18`` ... Each is r
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
+from clarena.backbones import checked_keywords
 from clarena.cl import CLBackbone, resolve_batch_norm_mode
 from clarena.hat.method import HAT
 
 _Builder = Callable[..., CLBackbone]
-
-#: The published docs' spelling, accepted for the same argument (as the core backbones do).
-ARGUMENT_ALIASES: dict[str, str] = {"batch_normalisation": "batch_normalization"}
-
-
-def _unknown_argument_message(name: str, argument: str, parameters: list[str]) -> str:
-    candidates = parameters + [a for a, c in ARGUMENT_ALIASES.items() if c in parameters]
-    nearest = difflib.get_close_matches(argument, candidates, n=1, cutoff=0.5)
-    hint = f" Did you mean '{nearest[0]}'?" if nearest else ""
-    described = ", ".join(
-        f"{p} (alias {alias})" if (alias := _alias_of(p)) else p for p in parameters
-    )
-    return f"{name}() got an unknown argument '{argument}'.{hint} {name} takes: {described}."
-
-
-def _alias_of(parameter: str) -> str | None:
-    return next((a for a, c in ARGUMENT_ALIASES.items() if c == parameter), None)
 
 
 def hat_builder(
@@ -61,17 +44,7 @@ def hat_builder(
     names = list(signature.parameters)
 
     def build(*args: Any, **kwargs: Any) -> CLBackbone:
-        for alias, canonical in ARGUMENT_ALIASES.items():
-            if alias in kwargs:
-                if canonical in kwargs:
-                    raise TypeError(
-                        f"{name}() got both '{alias}' and '{canonical}', two spellings of the "
-                        f"same argument; keep one of them."
-                    )
-                kwargs[canonical] = kwargs.pop(alias)
-        for key in kwargs:
-            if key not in names:
-                raise TypeError(_unknown_argument_message(name, key, names))
+        kwargs = checked_keywords(name, kwargs, names)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)

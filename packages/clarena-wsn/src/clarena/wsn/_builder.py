@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
 
+from clarena.backbones import checked_keywords
 from clarena.cl import CLBackbone, resolve_batch_norm_mode
 from clarena.wsn.method import WSN
 
 Builder = Callable[..., CLBackbone]
-
-#: The published docs' spelling, accepted for ``batch_normalization`` as by every backbone.
-_ALIASES = {"batch_normalisation": "batch_normalization"}
-
-
-def _unknown_argument(name: str, key: str, names: list[str]) -> TypeError:
-    nearest = difflib.get_close_matches(key, [*names, *_ALIASES], n=1, cutoff=0.5)
-    hint = f" Did you mean '{nearest[0]}'?" if nearest else ""
-    described = ", ".join(
-        f"{n} (alias batch_normalisation)" if n == "batch_normalization" else n for n in names
-    )
-    return TypeError(f"{name}() got an unknown argument '{key}'.{hint} {name} takes: {described}.")
 
 
 def wsn_builder(
@@ -53,17 +41,7 @@ def wsn_builder(
     names = list(signature.parameters)
 
     def build(*args: Any, **kwargs: Any) -> CLBackbone:
-        for alias, canonical in _ALIASES.items():
-            if alias in kwargs and canonical in names:
-                if canonical in kwargs:
-                    raise TypeError(
-                        f"{name}() got both '{alias}' and '{canonical}', two spellings of the "
-                        f"same argument; keep one of them."
-                    )
-                kwargs[canonical] = kwargs.pop(alias)
-        for key in kwargs:
-            if key not in names:
-                raise _unknown_argument(name, key, names)
+        kwargs = checked_keywords(name, kwargs, names)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
