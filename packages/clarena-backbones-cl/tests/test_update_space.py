@@ -156,8 +156,57 @@ def test_adamw_decoupled_weight_decay_does_not_move_fully_protected_entries():
 
 def test_extra_memory_is_one_copy_of_the_protected_parameters():
     a, b = nn.Parameter(torch.zeros(10, 4)), nn.Parameter(torch.zeros(3, dtype=torch.float64))
-    protection = UpdateSpaceProtection({a: torch.ones(10, 4), b: torch.zeros(3)})
+    c = nn.Parameter(torch.zeros(7))
+    free = torch.ones(10, 4)
+    free[0, 0] = 0.5
+    protection = UpdateSpaceProtection({a: free, b: torch.zeros(3), c: torch.ones(7)})
+    # c is free everywhere: not protected, no copy.
+    assert protection.parameters == [a, b]
     assert protection.extra_bytes() == 10 * 4 * 4 + 3 * 8
+    protection.before_step()
+    assert sum(t.numel() * t.element_size() for t in protection._before) == 10 * 4 * 4 + 3 * 8
+
+
+def test_per_step_factors_scale_each_step_by_that_steps_factor():
+    # Dyadic values: each step moves by exactly its own factor times the SGD step.
+    parameter = nn.Parameter(torch.tensor([1.0, 2.0, 4.0], dtype=torch.float64))
+    optimizer = torch.optim.SGD([parameter], lr=0.5)
+    protection = UpdateSpaceProtection.per_step([parameter])
+    expected = parameter.detach().clone()
+    for factor in ([0.0, 0.25, 1.0], [0.5, 0.75, 0.125]):
+        f = torch.tensor(factor, dtype=torch.float64)
+        optimizer.zero_grad()
+        parameter.sum().backward()  # gradient 1 everywhere: the SGD step is -0.5
+        protection.before_step()
+        optimizer.step()
+        protection.after_step([f])
+        expected = expected - 0.5 * f
+        assert torch.equal(parameter.detach(), expected)
+
+
+def test_per_step_protection_refuses_a_missing_or_miscounted_factor_list():
+    parameter = nn.Parameter(torch.zeros(2))
+    per_step = UpdateSpaceProtection.per_step([parameter])
+    per_step.before_step()
+    with pytest.raises(ValueError, match="per-step protection needs this step's factors"):
+        per_step.after_step()
+    per_step.before_step()
+    with pytest.raises(ValueError, match="got 2 factors for 1 parameters"):
+        per_step.after_step([torch.ones(2), torch.ones(2)])
+    constant = UpdateSpaceProtection({parameter: torch.zeros(2)})
+    constant.before_step()
+    with pytest.raises(ValueError, match="has constant factors"):
+        constant.after_step([torch.ones(2)])
+
+
+def test_a_bool_factor_keeps_protected_entries_even_through_a_non_finite_step():
+    parameter = nn.Parameter(torch.tensor([1.0, 2.0]))
+    protection = UpdateSpaceProtection({parameter: torch.tensor([True, False])})
+    protection.before_step()
+    with torch.no_grad():
+        parameter.fill_(float("nan"))  # a diverged optimiser step
+    protection.after_step()
+    assert parameter[1].item() == 2.0 and parameter[0].isnan()
 
 
 def test_a_factor_that_does_not_fit_its_parameter_is_refused():

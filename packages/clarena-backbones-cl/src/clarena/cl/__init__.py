@@ -26,6 +26,7 @@ from clarena.cl.task_batch_norm import (
     resolve_batch_norm_mode,
     select_task_batch_norm,
 )
+from clarena.cl.update_space import UpdateSpaceProtection
 
 if TYPE_CHECKING:
     from clarena.cl.resnet import (
@@ -57,6 +58,7 @@ __all__ = [
     "MaskMethod",
     "TaskBatchNorm",
     "TaskMaskStore",
+    "UpdateSpaceProtection",
     "__version__",
     "available_mask_methods",
     "check_optimizer",

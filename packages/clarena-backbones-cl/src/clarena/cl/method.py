@@ -16,7 +16,8 @@ what a step needs             ``forward(input, stage, task_id, **step)``: the st
                               (HAT's annealed ``scale``, WSN's ``mask_percentage``) are
                               computed by the algorithm and passed through
 regulariser                   :meth:`MaskMethod.regularization`
-gradient / update conditioning :meth:`MaskMethod.condition_gradients`
+gradient conditioning          :meth:`MaskMethod.condition_gradients`
+update-space protection        :meth:`MaskMethod.protection_factors`
 end of a task                 :meth:`MaskMethod.end_task`
 compilation                   :meth:`MaskMethod.compile`
 state-dict layout             the method registers its parameters, buffers and modules on the
@@ -148,14 +149,34 @@ class MaskMethod(ABC):
         before clipping and the optimiser step)."""
         return None
 
-    def check_optimizer(self, optimizer: Optimizer, *, at_task_start: bool = True) -> None:
+    def protection_factors(self) -> dict[nn.Parameter, Tensor]:
+        """The current task's protection factor ``f`` of every parameter the method protects.
+
+        For update-space protection (SPEC §9, :class:`clarena.cl.UpdateSpaceProtection`): each
+        parameter mapped to ``f`` in ``[0, 1]`` (0: kept for earlier tasks, 1: free),
+        broadcastable to the parameter, or a ``bool`` tensor (``True`` = free). Constant within a
+        task: build the protection once per task, after ``setup_task_id`` (and after loading a
+        state dict). Parameters not listed are free. The default protects nothing.
+        """
+        return {}
+
+    def check_optimizer(
+        self, optimizer: Optimizer, *, at_task_start: bool = True, update_space: bool = False
+    ) -> None:
         """Refuse optimiser settings that would move what the method protects.
 
-        The default is :func:`clarena.cl.check_optimizer` with the method's name.
+        The default is :func:`clarena.cl.check_optimizer` with the method's name;
+        ``update_space``: the protection acts on the update (:meth:`protection_factors`), so
+        weight decay is allowed.
         """
         from clarena.cl.optim import check_optimizer
 
-        check_optimizer(optimizer, require_fresh=at_task_start, owner=self.name.upper())
+        check_optimizer(
+            optimizer,
+            require_fresh=at_task_start,
+            owner=self.name.upper(),
+            update_space=update_space,
+        )
 
     # ------------------------------------------------------------------ state
 

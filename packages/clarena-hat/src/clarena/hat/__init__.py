@@ -58,6 +58,12 @@ from clarena.hat.method import (
     zero_subnormal_gates,
 )
 from clarena.hat.mlp import HATMaskMLP
+from clarena.hat.protection import (
+    adahat_update_factors,
+    fg_adahat_update_factors,
+    protection_factors,
+    update_parameters,
+)
 from clarena.hat.resnet import (
     HATMaskResNet18,
     HATMaskResNet34,
@@ -92,6 +98,7 @@ __all__ = [
     "PackedMaskStore",
     "__version__",
     "adahat_condition_gradients",
+    "adahat_update_factors",
     "annealed_scale",
     "check_adahat_optimizer",
     "check_optimizer",
@@ -99,15 +106,18 @@ __all__ = [
     "compensate_embedding_gradients",
     "condition_gradients",
     "fg_adahat_condition_gradients",
+    "fg_adahat_update_factors",
     "hat_of",
     "input_unit_measure",
     "layer_sparsity",
     "minmax_scale",
     "parameter_measures",
+    "protection_factors",
     "sparsity_regularization",
     "step_importance",
     "summing_weights",
     "uncovered_parameters",
+    "update_parameters",
     "weight_importance",
     "weight_measure",
     "zero_subnormal_gates",

@@ -285,6 +285,13 @@ def condition_gradients(backbone: HATTarget) -> None:
     _check_coverage(hat)
     if not hat.stored_task_ids:
         return
+    _scale_gradients(hat, hat_factor_slots(hat))
+
+
+def hat_factor_slots(hat: HAT) -> list[Tensor]:
+    """HAT's per-task factors in :class:`_GradientPlan` slot order, cached for the task: slot
+    ``2 l`` is ``1 - min(a^{<t}_i, a^{<t}_j)`` (broadcastable to layer ``l``'s weight), slot
+    ``2 l + 1`` is ``1 - a^{<t}_i`` (its bias, shared batch norm)."""
     network = hat.backbone
 
     def factors() -> list[Tensor]:
@@ -295,7 +302,7 @@ def condition_gradients(backbone: HATTarget) -> None:
             slots.append(1 - cumulative[name])
         return slots
 
-    _scale_gradients(hat, _cached(hat, "hat", factors))
+    return _cached(hat, "hat", factors)
 
 
 def layer_sparsity(

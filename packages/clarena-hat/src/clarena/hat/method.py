@@ -573,6 +573,13 @@ class HAT(MaskMethod):
 
         condition_gradients(self)
 
+    def protection_factors(self) -> dict[nn.Parameter, Tensor]:
+        """HAT's per-task factors for update-space protection
+        (:func:`clarena.hat.protection.protection_factors`)."""
+        from clarena.hat.protection import protection_factors
+
+        return protection_factors(self)
+
 
 def _gated_features(
     backbone: CLBackbone, input: Tensor, scale: float | Tensor | None, stored: dict[str, Tensor]

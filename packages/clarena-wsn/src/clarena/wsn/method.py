@@ -466,6 +466,26 @@ class WSN(MaskMethod):
             # non-finite gradient of a used parameter stays NaN.
             torch._foreach_mul_(grads, free)
 
+    def protection_factors(self) -> dict[nn.Parameter, Tensor]:
+        """WSN's factors for update-space protection: per masked weight and bias, 1 where it is
+        free and 0 where a stored task uses it (the free masks :meth:`condition_gradients`
+        multiplies by, shared, in the parameter's dtype), and 0 for every parameter of another
+        task's independent batch norm. Empty before any stored task.
+        """
+        if not self.task_masks.task_ids:
+            return {}
+        factors: dict[nn.Parameter, Tensor] = {}
+        for slot in self._slots:
+            parameter = getattr(slot.layer, slot.kind)
+            factors[parameter] = self._free_masks.get_buffer(slot.key)
+        current = str(self.backbone.task_id)
+        for module in self._task_norms:
+            for key, norm in module.norms.items():
+                if key != current:
+                    for parameter in norm.parameters():
+                        factors[parameter] = parameter.new_zeros(())
+        return factors
+
     def layer_usage(self) -> dict[str, tuple[int, int]]:
         """Per weighted layer, its weights and biases used by some stored task, and all of them."""
         weight_mask, bias_mask = self.cumulative_mask()
