@@ -206,7 +206,8 @@ def test_a_bool_factor_keeps_protected_entries_even_through_a_non_finite_step():
     with torch.no_grad():
         parameter.fill_(float("nan"))  # a diverged optimiser step
     protection.after_step()
-    assert parameter[1].item() == 2.0 and parameter[0].isnan()
+    assert parameter[1].item() == 2.0
+    assert parameter[0].isnan()
 
 
 def test_a_factor_that_does_not_fit_its_parameter_is_refused():

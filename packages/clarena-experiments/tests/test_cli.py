@@ -43,8 +43,16 @@ Run = Callable[..., Path]
             ["WSN works only in task-incremental learning"],
         ),
         (
-            ["experiment=example_clmain_hat", "optimizer.weight_decay=0.01"],
-            ["refuses weight_decay=0.01", "optimizer.weight_decay=0"],
+            [
+                "experiment=example_clmain_hat",
+                "optimizer.weight_decay=0.01",
+                "cl_algorithm.protection=gradient",
+            ],
+            [
+                "refuses weight_decay=0.01 with protection=gradient",
+                "cl_algorithm.protection=update",
+                "optimizer.weight_decay=0",
+            ],
         ),
         (
             ["cl_dataset=permuted_mnist", "cl_dataset.root=/nonexistent/mnist"],
@@ -52,8 +60,11 @@ Run = Callable[..., Path]
         ),
         (["cl_paradigm=DOMAIN"], ["cl_paradigm must be one of TIL, CIL, DIL; got 'DOMAIN'"]),
         (
-            ["experiment=example_clmain_fgadahat", "optimizer=adam"],
-            ["FGAdaHAT cannot protect earlier tasks with Adam", "optimizer=sgd"],
+            ["experiment=example_clmain_fgadahat", "cl_algorithm.protection=weights"],
+            [
+                "FGAdaHAT: protection must be one of 'update', 'gradient'; got 'weights'",
+                "Set cl_algorithm.protection",
+            ],
         ),
         (
             [

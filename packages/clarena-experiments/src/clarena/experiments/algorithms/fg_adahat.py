@@ -49,8 +49,10 @@ from clarena.hat import (
     fg_adahat_condition_gradients,
     layer_sparsity,
     step_importance,
+    update_parameters,
 )
 from clarena.hat.importance import activation_abs
+from clarena.hat.protection import fg_adahat_update_factors
 
 #: A custom importance: ``(backbone, activations, head_weight) -> layer name -> (units,)``.
 ImportanceFunction = Callable[[nn.Module, Mapping[str, Tensor], Tensor], Mapping[str, Tensor]]
@@ -144,13 +146,14 @@ class FGAdaHAT(AdaHAT):
     For weight ``ij`` of layer ``l`` while task ``t`` trains, ``g <- g * alpha / (c_l I_ij +
     alpha)``, with ``I_ij = Agg(S_i, S^in_j)`` the importance carried from earlier tasks and
     ``c_l`` the scheduler (see :mod:`clarena.hat.fg_adahat`). Task-incremental or
-    domain-incremental (the test stage needs the task's stored mask). Trains with SGD only, as
-    AdaHAT: adaptive optimisers cancel the soft factor and are refused before training. Every
-    hyperparameter is checked at construction.
+    domain-incremental (the test stage needs the task's stored mask). As AdaHAT: with
+    ``protection='update'`` (the default) the factor scales the optimiser's step, under any
+    optimiser; with ``protection='gradient'`` it scales the gradient, and an adaptive optimiser,
+    which cancels it, gets a warning. Every hyperparameter is checked at construction.
 
     HAT's arguments (``backbone``, ``heads``, ``optimizer``, ``lr_scheduler``, ``s_max``,
     ``clamp_threshold``, ``mask_sparsity_reg_factor``, ``task_embedding_init_mode``,
-    ``embedding_clamp``) pass through, plus:
+    ``embedding_clamp``, ``protection``) pass through, plus:
 
     Args:
         adjustment_intensity: ``alpha > 0``; larger keeps more plasticity on important weights.
@@ -186,8 +189,8 @@ class FGAdaHAT(AdaHAT):
             ``log_decrease``.
 
     Raises:
-        CLConfigError: an invalid hyperparameter, an adaptive optimiser, weight decay, a backbone
-            without HAT masks, or class-incremental heads.
+        CLConfigError: an invalid hyperparameter, weight decay with ``protection='gradient'``, a
+            backbone without HAT masks, or class-incremental heads.
     """
 
     def __init__(
@@ -340,6 +343,26 @@ class FGAdaHAT(AdaHAT):
             self.hat,
             self.importance,
             sparsity,
+            alpha=self.adjustment_intensity,
+            scheduler=self.importance_scheduler_type,
+            aggregation=self.aggregation,
+            base_mask_sparsity_reg=self.base_mask_sparsity_reg,
+            base_linear=self.base_linear,
+            filter_by_cumulative_mask=self.filter_by_cumulative_mask,
+        )
+
+    @override
+    def per_step_parameters(self) -> list[Any] | None:
+        if self.importance.task_ids.numel() == 0:
+            return None
+        return list(update_parameters(self.hat))
+
+    @override
+    def step_factors(self) -> list[Tensor]:
+        return fg_adahat_update_factors(
+            self.hat,
+            self.importance,
+            self.step_sparsity(),
             alpha=self.adjustment_intensity,
             scheduler=self.importance_scheduler_type,
             aggregation=self.aggregation,

@@ -7,7 +7,9 @@ right points of Lightning's training loop:
 - ``on_before_optimizer_step`` (once per optimiser step, after gradient accumulation and
   mixed-precision unscaling): gradient conditioning (hard for HAT, soft for AdaHAT), then
   embedding gradient compensation;
-- ``optimizer_step`` (right after the step): clamp the task embedding;
+- ``optimizer_step`` (right after the step): clamp the task embedding; with ``protection=update``
+  (the default) the step itself is wrapped by :class:`clarena.cl.UpdateSpaceProtection`
+  (:mod:`clarena.experiments.algorithms.protection`);
 - ``on_train_end``: store the task's binary mask.
 
 HAT anneals the gate scale over the batches of an epoch. The algorithm computes the scale once per
@@ -23,6 +25,7 @@ everything the algorithm needs from the masks goes through that method (:attr:`H
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -33,7 +36,6 @@ from typing_extensions import override
 from clarena.backbones import BackboneOutput
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.base import (
-    CLAlgorithm,
     CLConfigError,
     OptimizerFactory,
     SchedulerFactory,
@@ -41,6 +43,7 @@ from clarena.experiments.algorithms.base import (
     check_number,
     optimizer_weight_decay,
 )
+from clarena.experiments.algorithms.protection import PROTECTION_MODES, ProtectedAlgorithm
 from clarena.hat import (
     AGGREGATIONS,
     EMBEDDING_INIT_MODES,
@@ -50,22 +53,26 @@ from clarena.hat import (
     clamp_task_embedding,
     compensate_embedding_gradients,
     layer_sparsity,
+    update_parameters,
 )
 from clarena.hat import HAT as HATMethod
+from clarena.hat.protection import adahat_update_factors
 
 
-class HAT(CLAlgorithm):
+class HAT(ProtectedAlgorithm):
     """Hard attention to the task: per-task unit masks that protect earlier tasks exactly.
 
     Task-incremental only (the test stage needs the task's stored mask). Every task starts a
-    fresh optimiser, and ``weight_decay > 0`` is refused: decay would move weights whose gradient
-    the masks zeroed.
+    fresh optimiser. With ``protection='update'`` (the default) the parameters earlier tasks use
+    end every step bit-identical under any optimiser, weight decay included; with
+    ``protection='gradient'`` (the paper's conditioning only) ``weight_decay > 0`` is refused:
+    decay would move weights whose gradient the masks zeroed.
 
     Args:
         backbone: a CL backbone with HAT attached (``clarena.backbones.HATMaskMLP``,
             ``HATMaskResNet18`` ..., or ``CLMLP(...).attach(clarena.hat.HAT())``).
         heads: ``HeadsTIL``.
-        optimizer: partial optimiser (no weight decay).
+        optimizer: partial optimiser (no weight decay with ``protection='gradient'``).
         lr_scheduler: optional partial learning-rate scheduler.
         s_max: the largest gate scale ``s_max``.
         clamp_threshold: ``cosh`` clamp of the embedding gradient compensation.
@@ -74,6 +81,8 @@ class HAT(CLAlgorithm):
             ``U01``, ``U-10``, ``masked``, ``unmasked``).
         embedding_clamp: the task embedding is clamped to ``[-embedding_clamp, embedding_clamp]``
             after each step.
+        protection: ``'update'`` (the step the optimiser takes is scaled by the protection
+            factor, SPEC §9) or ``'gradient'`` (the gradient is, as in the paper).
     """
 
     supports_cil = False
@@ -90,21 +99,25 @@ class HAT(CLAlgorithm):
         mask_sparsity_reg_factor: float = 0.75,
         task_embedding_init_mode: str = "N01",
         embedding_clamp: float = 6.0,
+        protection: str = "update",
     ) -> None:
         name = type(self).__name__
+        protection = check_choice(name, "protection", protection, PROTECTION_MODES)
         if not isinstance(getattr(backbone, "mask_method", None), HATMethod):
             raise CLConfigError(
                 f"{name} needs a HAT-masked backbone (clarena.backbones.HATMaskMLP, "
                 f"HATMaskResNet18 ...); got {type(backbone).__name__} without HAT attached. Pick "
                 f"backbone=hatmaskmlp or another HATMask* config."
             )
-        if optimizer_weight_decay(optimizer) > 0:
+        if protection == "gradient" and optimizer_weight_decay(optimizer) > 0:
             raise CLConfigError(
-                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)}: weight decay "
-                f"moves the weights whose gradients the masks zeroed, so earlier tasks would be "
-                f"forgotten. Set optimizer.weight_decay=0."
+                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)} with "
+                f"protection=gradient: weight decay moves the weights whose gradients the masks "
+                f"zeroed, so earlier tasks would be forgotten. Set cl_algorithm.protection=update "
+                f"(the step is protected, decay included) or optimizer.weight_decay=0."
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
+        self.init_protection(protection)
         self.s_max = check_number(name, "s_max", s_max, above=0, why="It scales the mask gates.")
         self.clamp_threshold = check_number(name, "clamp_threshold", clamp_threshold, above=0)
         self.mask_sparsity_reg_factor = check_number(
@@ -174,10 +187,18 @@ class HAT(CLAlgorithm):
         """HAT's hard gradient conditioning by the cumulative mask."""
         self.hat.condition_gradients()
 
+    def scales_gradients(self) -> bool:
+        """Whether the protection factor multiplies the gradient in this mode. HAT's hard factor
+        does in both: zeroing what the protected step keeps anyway leaves every step as the
+        paper's under SGD (bit for bit) and keeps gradient clipping's norm that of the trained
+        entries."""
+        return True
+
     @override
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         # Once per step on the accumulated, unscaled gradient: the factors must not compound.
-        self.condition_gradients()
+        if self.scales_gradients():
+            self.condition_gradients()
         compensate_embedding_gradients(self.hat, self.step_scale, self.s_max, self.clamp_threshold)
 
     @override
@@ -193,7 +214,7 @@ class HAT(CLAlgorithm):
     def configure_optimizers(self) -> Any:
         configured = super().configure_optimizers()
         optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-        self.hat.check_optimizer(optimizer, at_task_start=True)
+        self.hat.check_optimizer(optimizer, at_task_start=True, update_space=self.update_space)
         return configured
 
     @override
@@ -202,11 +223,14 @@ class HAT(CLAlgorithm):
 
 
 class AdaHAT(HAT):
-    """AdaHAT: HAT with soft, adaptive gradient adjustment of parameters used by earlier tasks.
+    """AdaHAT: HAT with soft, adaptive adjustment of the parameters used by earlier tasks.
 
-    Trains with SGD only: an adaptive optimiser (Adam, RMSprop, Adagrad ...) divides each update
-    by the gradient's running scale, which cancels AdaHAT's soft factor, so it is refused here,
-    before training (:func:`clarena.hat.check_adahat_optimizer`).
+    With ``protection='update'`` (the default) the soft factor scales the step the optimiser takes
+    (:func:`clarena.hat.adahat_update_factors`), so it holds under any optimiser; under SGD that
+    is the paper's gradient scaling. With ``protection='gradient'`` (the paper's) it scales the
+    gradient, which an adaptive optimiser (Adam, RMSprop, Adagrad ...) cancels by dividing each
+    update by the gradient's running scale: such an optimiser gets a warning naming
+    ``protection=update`` (:func:`clarena.hat.check_adahat_optimizer`).
 
     Arguments as for :class:`HAT`, plus:
 
@@ -245,10 +269,58 @@ class AdaHAT(HAT):
     def _check_optimizer(
         self, optimizer: type[torch.optim.Optimizer] | torch.optim.Optimizer
     ) -> None:
+        if self.update_space:
+            return
         try:
             check_adahat_optimizer(optimizer, type(self).__name__)
         except ValueError as error:
-            raise CLConfigError(str(error)) from None
+            kind = optimizer if isinstance(optimizer, type) else type(optimizer)
+            # Once per algorithm (it is checked when built and at every task's start).
+            if not getattr(self, "_warned_optimizer", False):
+                self._warned_optimizer = True
+                warnings.warn(
+                    f"{type(self).__name__} with {kind.__name__} and protection=gradient: the "
+                    f"optimiser cancels the soft gradient factor, so earlier tasks are barely "
+                    f"protected. Set cl_algorithm.protection=update to scale the update instead.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            del error
+
+    @override
+    def scales_gradients(self) -> bool:
+        # In update space the soft factor scales the step; scaling the gradient too would apply
+        # it twice under SGD.
+        return not self.update_space
+
+    @override
+    def protection_factors(self) -> dict[Any, Tensor]:
+        return {}  # the factors are per step
+
+    @override
+    def per_step_parameters(self) -> list[Any] | None:
+        if not self.hat.stored_task_ids:
+            return None
+        return list(update_parameters(self.hat))
+
+    def step_sparsity(self) -> dict[str, Tensor]:
+        """The network sparsity of this step's mask, per layer (AdaHAT's ``R_l``)."""
+        if self._mask is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: no mask from the training step to measure sparsity."
+            )
+        with torch.no_grad():
+            return layer_sparsity(self._mask, self.hat.cumulative_mask())
+
+    @override
+    def step_factors(self) -> list[Tensor]:
+        return adahat_update_factors(
+            self.hat,
+            self.step_sparsity(),
+            alpha=self.adjustment_intensity,
+            epsilon=self.epsilon,
+            aggregation=self.aggregation,
+        )
 
     @override
     def configure_optimizers(self) -> Any:

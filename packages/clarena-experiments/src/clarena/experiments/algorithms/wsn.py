@@ -18,32 +18,36 @@ from typing_extensions import override
 
 from clarena.cl import CLBackbone, HeadsCIL, HeadsTIL
 from clarena.experiments.algorithms.base import (
-    CLAlgorithm,
     CLConfigError,
     OptimizerFactory,
     SchedulerFactory,
     check_choice,
     optimizer_weight_decay,
 )
+from clarena.experiments.algorithms.protection import PROTECTION_MODES, ProtectedAlgorithm
 from clarena.wsn import SCORE_INIT_MODES, check_mask_percentage
 from clarena.wsn import WSN as WSNMethod
 
 
-class WSN(CLAlgorithm):
+class WSN(ProtectedAlgorithm):
     """Each task learns a top-``c`` subnetwork of the backbone; earlier tasks' weights stay frozen.
 
     Task-incremental only (the test stage needs the task's stored mask). Every task starts a
-    fresh optimiser, and ``weight_decay > 0`` is refused.
+    fresh optimiser. With ``protection='update'`` (the default) the frozen weights end every step
+    bit-identical under any optimiser, weight decay included; with ``protection='gradient'``
+    (the paper's gradient freezing only) ``weight_decay > 0`` is refused.
 
     Args:
         backbone: a backbone with the WSN mask method attached (``clarena.backbones.WSNMaskMLP``,
             ``WSNMaskResNet18`` ..., or ``CLMLP(...).attach(clarena.wsn.WSN())``).
         heads: ``HeadsTIL``.
-        optimizer: partial optimiser (no weight decay).
+        optimizer: partial optimiser (no weight decay with ``protection='gradient'``).
         lr_scheduler: optional partial learning-rate scheduler.
         mask_percentage: ``c`` in ``(0, 1]``, the share of each layer's parameters a task keeps.
         parameter_score_init_mode: score initialisation at the start of each new task
             (``default``, ``N01``, ``U01``).
+        protection: ``'update'`` (the step the optimiser takes leaves frozen weights as they
+            were, SPEC §9) or ``'gradient'`` (their gradient is zeroed, as in the paper).
     """
 
     supports_cil = False
@@ -57,21 +61,25 @@ class WSN(CLAlgorithm):
         lr_scheduler: SchedulerFactory | None = None,
         mask_percentage: float = 0.5,
         parameter_score_init_mode: str = "default",
+        protection: str = "update",
     ) -> None:
         name = type(self).__name__
+        protection = check_choice(name, "protection", protection, PROTECTION_MODES)
         if not isinstance(getattr(backbone, "mask_method", None), WSNMethod):
             raise CLConfigError(
                 f"{name} needs a backbone with the WSN mask method attached "
                 f"(clarena.backbones.WSNMaskMLP, WSNMaskResNet18 ...); got "
                 f"{type(backbone).__name__}. Pick backbone=wsnmaskmlp or another WSNMask* config."
             )
-        if optimizer_weight_decay(optimizer) > 0:
+        if protection == "gradient" and optimizer_weight_decay(optimizer) > 0:
             raise CLConfigError(
-                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)}: weight decay "
-                f"moves the parameters frozen for earlier tasks, so they would be forgotten. Set "
-                f"optimizer.weight_decay=0."
+                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)} with "
+                f"protection=gradient: weight decay moves the parameters frozen for earlier "
+                f"tasks, so they would be forgotten. Set cl_algorithm.protection=update (the step "
+                f"is protected, decay included) or optimizer.weight_decay=0."
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
+        self.init_protection(protection)
         self.mask_percentage = check_mask_percentage(mask_percentage, "train", name)
         self.parameter_score_init_mode = check_choice(
             name, "parameter_score_init_mode", parameter_score_init_mode, SCORE_INIT_MODES
@@ -115,7 +123,7 @@ class WSN(CLAlgorithm):
     def configure_optimizers(self) -> Any:
         configured = super().configure_optimizers()
         optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
-        self.wsn.check_optimizer(optimizer, at_task_start=True)
+        self.wsn.check_optimizer(optimizer, at_task_start=True, update_space=self.update_space)
         return configured
 
     @override
