@@ -185,9 +185,10 @@ def test_an_attribution_type_trains_and_closes_the_task():
     assert bool((model.importance.summed > 0).any())
 
 
-def test_adaptive_optimisers_are_refused_naming_sgd():
-    with pytest.raises(CLConfigError, match=r"FGAdaHAT cannot protect .* with Adam.*optim.SGD"):
-        _model(optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+def test_adaptive_optimisers_warn_in_gradient_space_naming_protection_update():
+    adam = functools.partial(torch.optim.Adam, lr=1e-3)
+    with pytest.warns(UserWarning, match=r"FGAdaHAT with Adam and protection=gradient.*=update"):
+        _model(optimizer=adam, protection="gradient")
 
 
 class RecordingFGAdaHAT(FGAdaHAT):
@@ -211,7 +212,8 @@ class RecordingFGAdaHAT(FGAdaHAT):
 
 
 def test_importance_reads_the_raw_gradients_once_per_optimiser_step():
-    model = _model(model_class=RecordingFGAdaHAT)
+    # Gradient space: the factor rewrites the gradients after the importance read them.
+    model = _model(model_class=RecordingFGAdaHAT, protection="gradient")
     _fit(model, 1, _data(1))
     # Task 2 accumulates 2 micro-batches per step: 4 micro-batches, 2 optimiser steps.
     model.seen_by_importance.clear(), model.before_factor.clear(), model.after_factor.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import warnings
 
 import pytest
 import torch
@@ -12,7 +13,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments.algorithms import HAT, WSN, AdaHAT, Finetuning
-from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP
@@ -27,18 +27,18 @@ def _data(seed: int, size: int = 32) -> TensorDataset:
     return TensorDataset(inputs, torch.randint(0, NUM_CLASSES, (size,), generator=generator))
 
 
-def _model(name: str, batch_normalization: str | None = None, optimizer=SGD):
+def _model(name: str, batch_normalization: str | None = None, optimizer=SGD, **options):
     torch.manual_seed(0)
     heads = HeadsTIL(FEATURE_DIM)
     if name == "wsn":
         backbone = WSNMaskMLP(
             INPUT_DIM, [16, 10], FEATURE_DIM, batch_normalization=batch_normalization
         )
-        return WSN(backbone, heads, optimizer, mask_percentage=0.5)
+        return WSN(backbone, heads, optimizer, mask_percentage=0.5, **options)
     backbone = HATMaskMLP(INPUT_DIM, [16, 10], FEATURE_DIM, batch_normalization=batch_normalization)
     if name == "adahat":
-        return AdaHAT(backbone, heads, optimizer)
-    return HAT(backbone, heads, optimizer)
+        return AdaHAT(backbone, heads, optimizer, **options)
+    return HAT(backbone, heads, optimizer, **options)
 
 
 def _fit(model, task_id: int, data: TensorDataset, batch_size: int, **trainer_options) -> None:
@@ -126,9 +126,22 @@ def test_new_task_state_follows_a_model_converted_to_double(name):
     "optimizer",
     [torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop, torch.optim.Adagrad],
 )
-def test_adahat_refuses_adaptive_optimisers_before_training(optimizer):
-    with pytest.raises(CLConfigError, match=r"AdaHAT cannot protect .* with .*Use torch.optim.SGD"):
-        _model("adahat", optimizer=functools.partial(optimizer, lr=1e-3))
+def test_adahat_warns_about_adaptive_optimisers_in_gradient_space_only(optimizer):
+    partial = functools.partial(optimizer, lr=1e-3, weight_decay=0.0)
+    expected = (
+        rf"AdaHAT with {optimizer.__name__} and protection=gradient: the optimiser cancels "
+        r"the soft gradient factor.*Set cl_algorithm.protection=update"
+    )
+    with pytest.warns(UserWarning, match=expected):
+        model = _model("adahat", optimizer=partial, protection="gradient")
+    if optimizer is torch.optim.Adam:
+        model.setup_task_id(1, NUM_CLASSES)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            model.configure_optimizers()  # the same algorithm warns once, not once per task
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _model("adahat", optimizer=partial)  # update space, the default: the factor holds
 
 
 def test_adahat_accepts_sgd_with_momentum():
@@ -137,10 +150,12 @@ def test_adahat_accepts_sgd_with_momentum():
     assert isinstance(model.configure_optimizers(), torch.optim.SGD)
 
 
-def test_adahat_refuses_an_adaptive_optimiser_a_plain_factory_builds():
-    model = _model("adahat", optimizer=lambda params: torch.optim.Adam(params, lr=1e-3))
+def test_adahat_warns_about_an_adaptive_optimiser_a_plain_factory_builds():
+    model = _model(
+        "adahat", optimizer=lambda params: torch.optim.Adam(params, lr=1e-3), protection="gradient"
+    )
     model.setup_task_id(1, NUM_CLASSES)
-    with pytest.raises(CLConfigError, match="AdaHAT cannot protect earlier tasks with Adam"):
+    with pytest.warns(UserWarning, match="AdaHAT with Adam and protection=gradient"):
         model.configure_optimizers()
 
 
