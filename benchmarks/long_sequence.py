@@ -5,7 +5,11 @@ Run from the repository root: ``python benchmarks/long_sequence.py [--tasks 20] 
 Every method trains the same 20 tasks (task-incremental, SGD lr 0.05, same seed) through a small
 masked MLP (784 -> 32 -> 16 -> 16 features, per-task batch norm), each as its own ``clarena``
 process: HAT, AdaHAT, FG-AdaHAT with three plain-torch importance types (input-weight gradient,
-output-weight gradient, activation), WSN, and Finetuning on the CL MLP of the same shape. For
+output-weight gradient, activation), WSN, and Finetuning on the CL MLP of the same shape.
+The mask methods protect in update space (``cl_algorithm.protection=update``, the default);
+AdaHAT also runs in gradient space (the paper's) and with Adam (lr 0.001) in both spaces, which
+shows Adam cancelling the gradient factor but not the update factor
+(``--only AdaHAT "AdaHAT (gradient space)" "AdaHAT (Adam)" "AdaHAT (Adam, gradient space)"``). For
 each it prints the average accuracy after the last task, forgetting, the capacity used after the
 first, middle and last task (HAT family and WSN), and the wall time; it writes the table
 (``long_sequence.csv``) and a plot of the average accuracy after each task
@@ -29,12 +33,18 @@ from pathlib import Path
 
 SMALL = ["backbone.hidden_dims=[32,16]", "backbone.output_dim=16"]
 SGD = ["optimizer=sgd", "optimizer.lr=0.05"]
+ADAM = ["optimizer=adam", "optimizer.lr=0.001"]
+GRADIENT = ["cl_algorithm.protection=gradient"]
+ADAHAT = ["experiment=example_clmain_adahat"]
 FGADAHAT = ["experiment=example_clmain_fgadahat"]
 #: Method label -> overrides (on top of the shared ones).
 METHODS: dict[str, list[str]] = {
     "Finetuning": ["experiment=example_clmain_train", "backbone=clmlp", *SGD],
     "HAT": ["experiment=example_clmain_hat", *SGD],
-    "AdaHAT": ["experiment=example_clmain_adahat"],
+    "AdaHAT": ADAHAT,
+    "AdaHAT (gradient space)": [*ADAHAT, *GRADIENT],
+    "AdaHAT (Adam)": [*ADAHAT, *ADAM],
+    "AdaHAT (Adam, gradient space)": [*ADAHAT, *ADAM, *GRADIENT],
     "FG-AdaHAT (IG)": [*FGADAHAT, "cl_algorithm.importance_type=input_weight_gradient_abs_sum"],
     "FG-AdaHAT (OG)": [*FGADAHAT, "cl_algorithm.importance_type=output_weight_gradient_abs_sum"],
     "FG-AdaHAT (activation)": [*FGADAHAT, "cl_algorithm.importance_type=activation_abs"],
