@@ -54,7 +54,7 @@ METHODS: dict[str, list[str]] = {
 
 def run(label: str, overrides: list[str], tasks: int, epochs: int, work: Path) -> dict[str, object]:
     """Train one method; its summary, accuracy rows and wall time."""
-    run_dir = work / label.replace(" ", "_").replace("(", "").replace(")", "")
+    run_dir = work / "".join(c if c.isalnum() else "_" for c in label)
     command = [
         str(Path(sys.executable).with_name("clarena")),
         *overrides,
