@@ -46,7 +46,7 @@ def _data(task_id, shape, num_batches=3, batch_size=8):
     return batches
 
 
-def train_task(backbone, heads, task_id, make_optimizer, mode, shape, check=True):
+def train_task(backbone, heads, task_id, make_optimizer, mode, shape, check=True, num_batches=3):
     """One task of HAT's recipe; ``mode``: ``'update'`` (the step protected) or ``'gradient'``
     (``check=False``: without the optimiser check, to show what it prevents)."""
     backbone.setup_task_id(task_id)
@@ -58,7 +58,7 @@ def train_task(backbone, heads, task_id, make_optimizer, mode, shape, check=True
         hat.check_optimizer(optimizer, update_space=mode == "update")
     factors = hat.protection_factors() if mode == "update" else {}
     protection = UpdateSpaceProtection(factors) if factors else None
-    batches = _data(task_id, shape)
+    batches = _data(task_id, shape, num_batches, batch_size=8 if num_batches == 3 else 4)
     for index, (x, y) in enumerate(batches, start=1):
         s = annealed_scale(S_MAX, index, len(batches))
         optimizer.zero_grad()
@@ -77,7 +77,7 @@ def train_task(backbone, heads, task_id, make_optimizer, mode, shape, check=True
     hat.end_task(task_id)
 
 
-def run_three_tasks(make_backbone, shape, make_optimizer, mode, check=True):
+def run_three_tasks(make_backbone, shape, make_optimizer, mode, check=True, num_batches=3):
     torch.manual_seed(0)
     backbone = make_backbone()
     heads = HeadsTIL(backbone.output_dim)
@@ -89,12 +89,12 @@ def run_three_tasks(make_backbone, shape, make_optimizer, mode, check=True):
             feature, _, _ = backbone(probe, "test", test_task_id=1)
             return feature.clone(), heads(feature, 1).clone()
 
-    train_task(backbone, heads, 1, make_optimizer, mode, shape, check)
+    train_task(backbone, heads, 1, make_optimizer, mode, shape, check, num_batches)
     after_first = test_outputs()
     shared = backbone.get_layer_by_name(backbone.weighted_layer_names[1]).weight
     shared_after_first = shared.detach().clone()
     for task_id in (2, 3):
-        train_task(backbone, heads, task_id, make_optimizer, mode, shape, check)
+        train_task(backbone, heads, task_id, make_optimizer, mode, shape, check, num_batches)
     return after_first, test_outputs(), not torch.equal(shared, shared_after_first)
 
 
@@ -118,7 +118,7 @@ def test_task_one_stays_bit_exact_in_update_space_under_any_optimiser(optimizer)
 
 def test_task_one_stays_bit_exact_on_a_resnet_under_adamw_with_weight_decay():
     (feature, _), (feature_after, _), moved = run_three_tasks(
-        make_resnet, (3, 8, 8), OPTIMIZERS["adamw-decay"], "update"
+        make_resnet, (3, 8, 8), OPTIMIZERS["adamw-decay"], "update", num_batches=2
     )
     assert moved
     assert torch.equal(feature_after, feature)
@@ -137,10 +137,7 @@ def test_weight_decay_in_gradient_space_forgets_which_is_why_it_is_refused(name)
 
 
 def test_protection_factors_are_the_gradient_conditioning_factors():
-    torch.manual_seed(0)
-    backbone = make_resnet()
-    train_task(backbone, HeadsTIL(8), 1, OPTIMIZERS["adam"], "update", (3, 8, 8))
-    backbone.setup_task_id(2)
+    backbone = _resnet_with_task_one_stored()
     for parameter in backbone.parameters():
         parameter.grad = torch.ones_like(parameter)
     condition_gradients(backbone)
@@ -154,6 +151,16 @@ def test_protection_factors_are_the_gradient_conditioning_factors():
     hat = hat_of(backbone)
     first_norm = hat.task_norms[0].norms["1"].weight
     assert torch.equal(factors[first_norm], torch.zeros(()))
+
+
+def _resnet_with_task_one_stored():
+    """A HATMaskResNet18 training task 2, task 1's mask (of its N(0, 1) embedding) stored."""
+    torch.manual_seed(0)
+    backbone = make_resnet()
+    backbone.setup_task_id(1)
+    hat_of(backbone).end_task(1)
+    backbone.setup_task_id(2)
+    return backbone
 
 
 def _stored_mlp():
@@ -238,10 +245,7 @@ def test_adahat_under_adam_moves_protected_entries_by_the_factor_times_adams_ste
 
 
 def test_adahat_update_factors_are_the_gradient_factors():
-    torch.manual_seed(0)
-    backbone = make_resnet()
-    train_task(backbone, HeadsTIL(8), 1, OPTIMIZERS["adam"], "update", (3, 8, 8))
-    backbone.setup_task_id(2)
+    backbone = _resnet_with_task_one_stored()
     hat = hat_of(backbone)
     x = torch.randn(2, 3, 8, 8)
     _, mask, _ = backbone(x, "train", scale=2.0)
