@@ -36,16 +36,19 @@ class TimmBackbone(Backbone):
     (attention ``qkv`` and ``proj``, MLP ``fc1``/``fc2``, patch-embedding, depthwise and
     squeeze-excitation convolutions ...), in forward order, plus ``proj`` when ``output_dim``
     differs from timm's feature width. Each layer's unit outputs are gated after the
-    normalisation that directly consumes them when there is one (convolution → batch norm:
+    batch norm that directly consumes them when there is one (convolution → batch norm:
     between the norm and its activation, also inside timm's ``BatchNormAct2d``), otherwise on the
-    layer's output. ``unit_gate`` always receives the units in dimension 1: ``(batch, units)``,
+    layer's output (also before a layer or group norm, whose statistics mix the channels). ``unit_gate`` always receives the units in dimension 1: ``(batch, units)``,
     ``(batch, units, height, width)`` or, for a linear layer on tokens, ``(batch, units,
     tokens)``. The activations the forward pass returns are the tensors the gates return, in
     that layout; an in-place activation that follows (timm's ``ReLU(inplace=True)``) shows in
     them, so they are post-activation there and pre-activation elsewhere.
 
     The layer graph (:meth:`input_layer_names`, where each gate goes) comes from a ``torch.fx``
-    trace of the timm model; :attr:`trace_error` says why when a model cannot be traced (its
+    trace of the timm model. A layer's input layers are those whose gated units zero its input
+    channels: a layer norm, attention, an activation with ``f(0) != 0`` or an added parameter
+    (position embedding, class token) on the way leaves them empty (every input channel counts
+    as used, as the raw input does), which keeps a mask method's input-unit conditioning sound; :attr:`trace_error` says why when a model cannot be traced (its
     weighted layers are then listed in module order, with no input layers, and every gate sits on
     its layer's output) and :meth:`layer_graph_notes` lists the layers whose inputs the trace
     could not map.
@@ -112,7 +115,9 @@ class TimmBackbone(Backbone):
         self._feature_inputs = tuple(p.replace(".", "/") for p in graph.feature_inputs)
         if self.output_dim != width:
             self.proj = nn.Linear(width, self.output_dim)
-            self._add_weighted_layer("proj", self._feature_inputs)
+            self._add_weighted_layer(
+                "proj", tuple(p.replace(".", "/") for p in graph.feature_sources)
+            )
         self.normalization_layer_names: list[str] = [
             path.replace(".", "/")
             for path, m in modules.items()
