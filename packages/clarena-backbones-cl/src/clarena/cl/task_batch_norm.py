@@ -7,6 +7,7 @@ so a task's normalisation is frozen once the task is done.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -47,25 +48,25 @@ def resolve_batch_norm_mode(value: object, owner: str) -> BatchNormMode:
 
 
 class TaskBatchNorm(nn.Module):
-    """One batch norm per task, of the same kind and width as the one it replaces.
+    """One batch norm per task, each a copy of the one it replaces.
 
-    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``
-    on the module's current device and in its current dtype (after ``.to()``, ``.double()`` ...).
+    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``:
+    a deep copy of ``template`` as it was when the ``TaskBatchNorm`` was made (its class, options,
+    affine parameters and running statistics, so a pretrained network's statistics are every
+    task's starting point; a module holding more than the norm, such as timm's
+    ``BatchNormAct2d`` with its activation, is copied whole), on the module's current device and
+    in its current dtype (after ``.to()``, ``.double()`` ...).
 
     Args:
-        template: the batch-norm module being made per task (``BatchNorm1d`` or ``BatchNorm2d``).
+        template: the batch-norm module being made per task (a ``BatchNorm1d``/``BatchNorm2d``
+            or a subclass of them).
     """
 
     def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
         super().__init__()
         self._kind = type(template)
-        self._options: dict[str, Any] = {
-            "num_features": template.num_features,
-            "eps": template.eps,
-            "momentum": template.momentum,
-            "affine": template.affine,
-            "track_running_stats": template.track_running_stats,
-        }
+        # Not a registered child: it is not in the state dict and no task trains it.
+        self.__dict__["_template"] = copy.deepcopy(template)
         self.norms = nn.ModuleDict()
         self.active_task: int | None = None
         # The active task's batch norm, held in a plain list (not a registered child): a compiled
@@ -95,9 +96,15 @@ class TaskBatchNorm(nn.Module):
         self.active_task = task_id
         self._active[:] = [self.norms[key]]
 
-    def _new_norm(self) -> nn.modules.batchnorm._BatchNorm:
+    def _new_norm(self) -> nn.Module:
         placement = self.get_buffer("_placement")
-        return self._kind(**self._options, device=placement.device, dtype=placement.dtype)
+        template = self.__dict__.get("_template")
+        if template is None:  # unpickled from clarena-backbones-cl 0.1, which kept the options
+            options = self.__dict__["_options"]
+            return self._kind(**options, device=placement.device, dtype=placement.dtype)
+        norm: nn.Module = copy.deepcopy(template)
+        norm.train(self.training)
+        return norm.to(device=placement.device, dtype=placement.dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalise with the active task's batch norm; shape unchanged."""
