@@ -18,6 +18,7 @@ from clarena.cl.mask_store import TaskMaskStore
 from clarena.cl.method import MaskMethod, available_mask_methods, resolve_mask_method
 from clarena.cl.mlp import CLMLP
 from clarena.cl.optim import check_optimizer
+from clarena.cl.shared_parameters import UNCOVERED_MODES, check_uncovered_mode, shared_parameters
 from clarena.cl.state import create_saved_children
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
@@ -57,10 +58,12 @@ __all__ = [
     "MaskMethod",
     "TaskBatchNorm",
     "TaskMaskStore",
+    "UNCOVERED_MODES",
     "__version__",
     "available_mask_methods",
     "check_optimizer",
     "check_task_id",
+    "check_uncovered_mode",
     "create_saved_children",
     "feature_layer_names",
     "make_batch_norm_task_independent",
@@ -69,6 +72,7 @@ __all__ = [
     "resolve_batch_norm_mode",
     "resolve_mask_method",
     "select_task_batch_norm",
+    "shared_parameters",
     "unpack_bits",
 ]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from torch import nn
+
 from clarena.backbones.timm_backbone import TimmBackbone
 from clarena.cl.base import CLBackbone
 
@@ -33,6 +35,14 @@ class CLTimmBackbone(CLBackbone, TimmBackbone):
             in_chans=in_chans,
             **timm_kwargs,
         )
+
+    def normalization_layer(self, layer_name: str) -> nn.Module | None:
+        """The batch norm right after weighted layer ``layer_name`` (its unit gate follows it),
+        or ``None``: the module now at that path (a per-task batch norm once a method made it
+        one)."""
+        self._check_layer_name(layer_name)
+        path = self.gate_norm_paths.get(layer_name)
+        return None if path is None else self.get_submodule(path)
 
     def feature_layer_names(self) -> tuple[str, ...]:
         """Weighted layers whose unit outputs reach the feature (from the trace): ``proj`` when

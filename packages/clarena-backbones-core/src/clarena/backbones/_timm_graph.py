@@ -400,13 +400,16 @@ class _ZeroSources:
                 return frozenset({self.gating[target]})
             if isinstance(module, normalization_types()):
                 self._dense(
-                    node, f"fed through normalisation '{target}', which makes masked channels "
-                    f"non-zero"
+                    node,
+                    f"fed through normalisation '{target}', which makes masked channels non-zero",
                 )
                 return None
             if not _maps_zero_to_zero(module) or len(inputs) != 1:
-                self._dense(node, f"fed through '{target}' ({type(module).__name__}), which "
-                            f"does not keep masked channels at 0")
+                self._dense(
+                    node,
+                    f"fed through '{target}' ({type(module).__name__}), which "
+                    f"does not keep masked channels at 0",
+                )
                 return None
             self._inherit(node, inputs[0])
             return values[inputs[0]]
@@ -432,8 +435,10 @@ class _ZeroSources:
                 self._inherit(node, first)
                 return values[first]
             return None
-        if target is torch.cat or target in _ZERO_PRESERVING_FUNCTIONS or (
-            node.op == "call_method" and target in _ZERO_PRESERVING_METHODS
+        if (
+            target is torch.cat
+            or target in _ZERO_PRESERVING_FUNCTIONS
+            or (node.op == "call_method" and target in _ZERO_PRESERVING_METHODS)
         ):
             return self._union(node, inputs)
         self._dense(node, f"fed through '{name}', which can make masked channels non-zero")

@@ -71,6 +71,11 @@ class TimmBackbone(Backbone):
             ``global_pool`` ...).
     """
 
+    #: The layer graph leaves a layer's input layers empty wherever an operation on the way can
+    #: turn a gated (zero) channel non-zero (see :class:`_timm_graph._ZeroSources`), so a mask
+    #: method need not require every activation to map 0 to 0.
+    zero_preserving_graph: bool = True
+
     def __init__(
         self,
         model_name: str,
@@ -104,6 +109,10 @@ class TimmBackbone(Backbone):
         self.trace_error: str | None = graph.error
         self._graph_notes = {path.replace(".", "/"): note for path, note in graph.notes.items()}
         modules = dict(model.named_modules())
+        #: Weighted layer → module path (with ``.``) of the batch norm its gate follows.
+        self.gate_norm_paths: dict[str, str] = {
+            path.replace(".", "/"): norm for path, norm in graph.gate_norms.items()
+        }
         for path in graph.order:
             name = path.replace(".", "/")
             self._add_weighted_layer(name, tuple(p.replace(".", "/") for p in graph.inputs[path]))
