@@ -183,10 +183,12 @@ def test_parameters_outside_layers_are_refused_by_name_unless_the_user_chooses()
             CLTimmBackbone("vit_tiny_patch16_224", img_size=32, depth=1).attach(method())
         frozen = CLTimmBackbone("vit_tiny_patch16_224", img_size=32, depth=1)
         frozen.attach(method(uncovered_parameters="freeze"))
-        assert not frozen.cls_token.requires_grad and not frozen.pos_embed.requires_grad
+        assert not frozen.cls_token.requires_grad
+        assert not frozen.pos_embed.requires_grad
         assert frozen.mask_method is not None
         shared = frozen.mask_method.shared_parameters()
-        assert "norm.weight" in shared and "blocks.0.norm1.bias" in shared
+        assert "norm.weight" in shared
+        assert "blocks.0.norm1.bias" in shared
         assert "cls_token" not in shared
 
 
@@ -212,7 +214,8 @@ def test_a_custom_module_with_a_parameter_outside_any_layer_is_refused_by_name()
         )
         assert "\n" not in str(error.value)
         # Refused before anything changed: no per-task batch norm, no method state.
-        assert backbone.mask_method is None and not hasattr(backbone, "task_embedding")
+        assert backbone.mask_method is None
+        assert not hasattr(backbone, "task_embedding")
         assert type(backbone.bn1).__name__.startswith("Gated")
 
 

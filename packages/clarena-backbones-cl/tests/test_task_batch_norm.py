@@ -242,7 +242,9 @@ def test_each_task_copies_the_template_whole_with_its_state():
     norm.select(1, create=True)
     norm.select(2, create=True)
     first, second = norm.norms["1"], norm.norms["2"]
-    assert type(first) is BatchNormAct2d and first is not second and first is not template
+    assert type(first) is BatchNormAct2d
+    assert first is not second
+    assert first is not template
     assert first.weight is not second.weight
     assert torch.equal(second.running_mean, torch.full((3,), 2.0, dtype=torch.float64))
     norm.eval()

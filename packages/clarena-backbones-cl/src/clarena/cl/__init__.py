@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from clarena.cl._version import __version__
 from clarena.cl.base import CLBackbone, check_task_id
 from clarena.cl.bits import pack_bits, unpack_bits
+from clarena.cl.builders import method_builder, method_of
 from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLMLP",
+    "UNCOVERED_MODES",
     "BatchNormMode",
     "CLBackbone",
     "CLResNet",
@@ -58,7 +60,6 @@ __all__ = [
     "MaskMethod",
     "TaskBatchNorm",
     "TaskMaskStore",
-    "UNCOVERED_MODES",
     "__version__",
     "available_mask_methods",
     "check_optimizer",
@@ -67,6 +68,8 @@ __all__ = [
     "create_saved_children",
     "feature_layer_names",
     "make_batch_norm_task_independent",
+    "method_builder",
+    "method_of",
     "output_layer_names",
     "pack_bits",
     "resolve_batch_norm_mode",

@@ -20,6 +20,7 @@ from clarena.cl import (
     TaskBatchNorm,
     check_uncovered_mode,
     make_batch_norm_task_independent,
+    method_of,
     resolve_batch_norm_mode,
     shared_parameters,
 )
@@ -671,17 +672,7 @@ def hat_of(target: CLBackbone | HAT) -> HAT:
     Raises:
         TypeError: ``target`` has no HAT method attached.
     """
-    if isinstance(target, HAT):
-        return target
-    method = getattr(target, "mask_method", None)
-    if not isinstance(method, HAT):
-        what = "no mask method" if method is None else type(method).__name__
-        raise TypeError(
-            f"{type(target).__name__} has {what} attached, not HAT; build it with "
-            f"clarena.backbones.HATMaskMLP / HATMaskResNet18 ... or attach one with "
-            f"backbone.attach(HAT())."
-        )
-    return method
+    return method_of(target, HAT, "clarena.backbones.HATMaskMLP / HATMaskResNet18 ...")
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:

@@ -24,6 +24,7 @@ from clarena.cl import (
     check_task_id,
     check_uncovered_mode,
     make_batch_norm_task_independent,
+    method_of,
     resolve_batch_norm_mode,
     shared_parameters,
 )
@@ -702,20 +703,12 @@ class WSN(MaskMethod):
 
 def wsn_of(backbone: object) -> WSN:
     """The :class:`WSN` attached to ``backbone`` (built by ``WSNMaskMLP``, ``WSNMaskResNet18`` ...
-    or ``backbone.attach(WSN())``).
+    or ``backbone.attach(WSN())``), or the method itself.
 
     Raises:
         TypeError: ``backbone`` carries no WSN.
     """
-    method = getattr(backbone, "mask_method", None)
-    if not isinstance(method, WSN):
-        attached = "no mask method" if method is None else type(method).__name__
-        raise TypeError(
-            f"{type(backbone).__name__} has {attached} attached, not WSN; build it with "
-            f"clarena.backbones.WSNMaskMLP / WSNMaskResNet18 ... or attach one with "
-            f"backbone.attach(WSN())."
-        )
-    return method
+    return method_of(backbone, WSN, "clarena.backbones.WSNMaskMLP / WSNMaskResNet18 ...")
 
 
 class _CompiledCores(NamedTuple):
