@@ -231,14 +231,20 @@ def test_reloaded_task_batch_norms_follow_the_modules_dtype():
 
 def test_each_task_copies_the_template_whole_with_its_state():
     """A per-task norm is a copy of the replaced module: timm's BatchNormAct2d keeps its
-    activation, and a pretrained norm's statistics are every new task's starting point."""
+    activation; with keep_state a pretrained norm's statistics are every task's starting point,
+    by default each task starts fresh."""
     from timm.layers import BatchNormAct2d
 
     template = BatchNormAct2d(3, act_layer=nn.ReLU)
     with torch.no_grad():
         template.running_mean.fill_(2.0)
         template.weight.fill_(-1.0)
-    norm = TaskBatchNorm(template).double()
+    fresh = TaskBatchNorm(template)
+    fresh.select(1, create=True)
+    assert type(fresh.norms["1"]) is BatchNormAct2d
+    assert torch.equal(fresh.norms["1"].running_mean, torch.zeros(3))
+    assert torch.equal(fresh.norms["1"].weight, torch.ones(3))
+    norm = TaskBatchNorm(template, keep_state=True).double()
     norm.select(1, create=True)
     norm.select(2, create=True)
     first, second = norm.norms["1"], norm.norms["2"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -42,6 +43,10 @@ def method_of(target: object, cls: type[_Method], builders: str | None = None) -
     return method
 
 
+def _near(key: str, names: list[str]) -> bool:
+    return bool(difflib.get_close_matches(key, names, n=1, cutoff=0.8))
+
+
 def method_builder(
     name: str,
     family: Callable[..., CLBackbone],
@@ -59,7 +64,8 @@ def method_builder(
     ``method_parameters`` (keyword-only, passed to ``method``). Unknown arguments raise
     ``TypeError`` naming the nearest valid one. The method is made first, so its argument errors
     come before the backbone is built; the family gets ``batch_normalization=True`` unless the
-    mode is ``None``.
+    mode is ``None`` (a family without that argument, such as ``CLTimmBackbone``, keeps its own
+    batch norms and the argument goes to the method alone; its ``**kwargs`` stay last).
     """
     parameters = [
         parameter.replace(default=batch_normalization_default, annotation="str | bool | None")
@@ -67,21 +73,47 @@ def method_builder(
         else parameter
         for parameter in inspect.signature(family).parameters.values()
     ]
+    family_has_batch_norm_argument = any(p.name == "batch_normalization" for p in parameters)
+    if not family_has_batch_norm_argument:
+        # A family that finds its batch norms itself (timm): the argument is the method's only.
+        parameters.append(
+            inspect.Parameter(
+                "batch_normalization",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=batch_normalization_default,
+                annotation="str | bool | None",
+            )
+        )
+    variadic = [p for p in parameters if p.kind is p.VAR_KEYWORD]
+    fixed = [p for p in parameters if p.kind is not p.VAR_KEYWORD]
     signature = inspect.Signature(
-        [*parameters, *method_parameters], return_annotation=return_annotation
+        [*fixed, *method_parameters, *variadic], return_annotation=return_annotation
     )
     names = list(signature.parameters)
     own = [parameter.name for parameter in method_parameters]
 
+    named = [p.name for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+
     def build(*args: Any, **kwargs: Any) -> CLBackbone:
-        kwargs = checked_keywords(name, kwargs, names)
+        if variadic:
+            # Further keywords go to the family (timm's model arguments), which checks them; a
+            # near miss of a named argument is still caught here.
+            near = {k: v for k, v in kwargs.items() if k not in named and _near(k, named)}
+            checked_keywords(name, near, named)
+            kwargs = checked_keywords(name, kwargs, [*named, *kwargs])
+        else:
+            kwargs = checked_keywords(name, kwargs, names)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
+        for parameter in variadic:
+            arguments.update(arguments.pop(parameter.name, {}))
         options = {key: arguments.pop(key) for key in own}
         mode = resolve_batch_norm_mode(arguments.pop("batch_normalization"), name)
         attached = method(batch_normalization=mode, **options)
-        return family(batch_normalization=mode is not None, **arguments).attach(attached)
+        if family_has_batch_norm_argument:
+            arguments["batch_normalization"] = mode is not None
+        return family(**arguments).attach(attached)
 
     build.__name__ = build.__qualname__ = name
     build.__signature__ = signature  # type: ignore[attr-defined]

@@ -51,19 +51,22 @@ class TaskBatchNorm(nn.Module):
     """One batch norm per task, each a copy of the one it replaces.
 
     Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``:
-    a deep copy of ``template`` as it was when the ``TaskBatchNorm`` was made (its class, options,
-    affine parameters and running statistics, so a pretrained network's statistics are every
-    task's starting point; a module holding more than the norm, such as timm's
+    a deep copy of ``template`` (a module holding more than the norm, such as timm's
     ``BatchNormAct2d`` with its activation, is copied whole), on the module's current device and
-    in its current dtype (after ``.to()``, ``.double()`` ...).
+    in its current dtype (after ``.to()``, ``.double()`` ...), its statistics and affine
+    parameters reset unless ``keep_state``.
 
     Args:
         template: the batch-norm module being made per task (a ``BatchNorm1d``/``BatchNorm2d``
             or a subclass of them).
+        keep_state: start every task from ``template``'s affine parameters and running
+            statistics as they are now (a pretrained timm model's); by default each task's
+            batch norm starts fresh, as clarena's own backbones always have.
     """
 
-    def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
+    def __init__(self, template: nn.modules.batchnorm._BatchNorm, keep_state: bool = False) -> None:
         super().__init__()
+        self.keep_state = keep_state
         self._kind = type(template)
         # Not a registered child: it is not in the state dict and no task trains it.
         self.__dict__["_template"] = copy.deepcopy(template)
@@ -103,6 +106,8 @@ class TaskBatchNorm(nn.Module):
             options = self.__dict__["_options"]
             return self._kind(**options, device=placement.device, dtype=placement.dtype)
         norm: nn.Module = copy.deepcopy(template)
+        if not self.__dict__.get("keep_state", False):
+            norm.reset_parameters()  # type: ignore[operator]
         norm.train(self.training)
         return norm.to(device=placement.device, dtype=placement.dtype)
 
@@ -119,13 +124,14 @@ class TaskBatchNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def make_batch_norm_task_independent(module: nn.Module) -> None:
-    """Replace every ``BatchNorm1d``/``BatchNorm2d`` inside ``module`` by a :class:`TaskBatchNorm`."""
+def make_batch_norm_task_independent(module: nn.Module, keep_state: bool = False) -> None:
+    """Replace every ``BatchNorm1d``/``BatchNorm2d`` (or subclass) inside ``module`` by a
+    :class:`TaskBatchNorm` (``keep_state`` as there)."""
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
-            setattr(module, name, TaskBatchNorm(child))
+            setattr(module, name, TaskBatchNorm(child, keep_state))
         else:
-            make_batch_norm_task_independent(child)
+            make_batch_norm_task_independent(child, keep_state)
 
 
 def select_task_batch_norm(module: nn.Module, task_id: int, create: bool = False) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,8 @@ class TimmBackbone(Backbone):
     #: turn a gated (zero) channel non-zero (see :class:`_timm_graph._ZeroSources`), so a mask
     #: method need not require every activation to map 0 to 0.
     zero_preserving_graph: bool = True
+    #: Per-task batch norms a mask method makes start from this backbone's (pretrained) ones.
+    per_task_norms_keep_state: bool = True
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class TimmBackbone(Backbone):
     ) -> None:
         owner = type(self).__name__
         _check_own_argument_spelling(owner, timm_kwargs)
+        timm_kwargs = {key: _plain(value) for key, value in timm_kwargs.items()}
         tag = _pretrained_tag(model_name, pretrained_weights)
         model = _create_model(owner, model_name, tag, img_size, in_chans, timm_kwargs)
         feature_width: Any = getattr(model, "head_hidden_size", None) or model.num_features
@@ -235,6 +239,16 @@ class TimmBackbone(Backbone):
             + (" and img_size" if size is not None else "")
             + " to your images'."
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with config containers (Hydra's ``ListConfig``/``DictConfig``) made plain lists
+    and dicts: timm's constructors index and split them as Python sequences."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _check_own_argument_spelling(owner: str, timm_kwargs: dict[str, Any]) -> None:

@@ -236,6 +236,8 @@ class HAT(MaskMethod):
             )
         self._shared = shared_parameters(backbone, covered, "HAT", self.uncovered_parameters)
         self._fused = set()
+        # A timm backbone's per-task batch norms start from its (pretrained) ones.
+        keep_state = bool(getattr(backbone, "per_task_norms_keep_state", False))
         for name, path in self._norm_paths.items():
             if path is None:
                 continue
@@ -246,13 +248,13 @@ class HAT(MaskMethod):
                 replacement = masked_copy(norm)
                 self._fused.add(name)
             if independent and isinstance(replacement, nn.modules.batchnorm._BatchNorm):
-                replacement = TaskBatchNorm(replacement)
+                replacement = TaskBatchNorm(replacement, keep_state)
             if replacement is not norm:
                 parent, _, child = path.rpartition(".")
                 setattr(backbone.get_submodule(parent), child, replacement)
         if independent:
             # Batch norms no gate follows (on a residual sum ...) get per-task copies as well.
-            make_batch_norm_task_independent(backbone)
+            make_batch_norm_task_independent(backbone, keep_state)
         self.task_norms: tuple[TaskBatchNorm, ...] = tuple(
             m for m in backbone.modules() if isinstance(m, TaskBatchNorm)
         )

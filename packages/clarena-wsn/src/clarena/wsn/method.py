@@ -168,7 +168,9 @@ class WSN(MaskMethod):
         #: The resolved batch-norm mode: ``None`` for a backbone without batch norm.
         self.batch_norm_mode: BatchNormMode = self._batch_norm if has_batch_norm else None
         if self.batch_norm_mode == "independent":
-            make_batch_norm_task_independent(backbone)
+            # A timm backbone's per-task batch norms start from its (pretrained) ones.
+            keep_state = bool(getattr(backbone, "per_task_norms_keep_state", False))
+            make_batch_norm_task_independent(backbone, keep_state)
         self._task_norms = tuple(m for m in backbone.modules() if isinstance(m, TaskBatchNorm))
         weight_score, bias_score = nn.ParameterDict(), nn.ParameterDict()
         cumulative_masks = nn.Module()
