@@ -415,30 +415,36 @@ class _ZeroSources:
             return values[inputs[0]]
         if node.op not in ("call_function", "call_method"):
             return None
-        target = node.target
-        name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+        function = node.target
+        name = (
+            function if isinstance(function, str) else getattr(function, "__name__", str(function))
+        )
         constants = [a for a in node.args if isinstance(a, int | float) and not isinstance(a, bool)]
-        if target in _SUMS:
+        if function in _SUMS:
             if any(c != 0 for c in constants):
                 self._dense(node, f"fed through the addition of a constant ({name})")
                 return None
             return self._union(node, inputs)
-        if target in _PRODUCTS:
+        if function in _PRODUCTS:
             # A product is 0 where any factor is: one factor with known sources suffices.
-            known = [values[i] for i in inputs if values[i] is not None]
+            known: list[frozenset[str]] = []
+            for argument in inputs:
+                value = values[argument]
+                if value is not None:
+                    known.append(value)
             if known:
                 return min(known, key=len)
             return self._union(node, inputs)
-        if target in _QUOTIENTS:
+        if function in _QUOTIENTS:
             first = node.args[0] if node.args else None
             if isinstance(first, fx.Node):
                 self._inherit(node, first)
                 return values[first]
             return None
         if (
-            target is torch.cat
-            or target in _ZERO_PRESERVING_FUNCTIONS
-            or (node.op == "call_method" and target in _ZERO_PRESERVING_METHODS)
+            function is torch.cat
+            or function in _ZERO_PRESERVING_FUNCTIONS
+            or (node.op == "call_method" and function in _ZERO_PRESERVING_METHODS)
         ):
             return self._union(node, inputs)
         self._dense(node, f"fed through '{name}', which can make masked channels non-zero")
