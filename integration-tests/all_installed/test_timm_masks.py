@@ -150,6 +150,11 @@ def test_three_tasks_keep_task_one_bit_identical(name: str, method: str, optimiz
         other = backbone(images, "test", test_task_id=TASKS).feature
     assert not torch.equal(other, expected[0])
     assert mask_bytes_per_task(backbone, 1) == expected_mask_bytes(backbone, method)
+    # A checkpoint restores it: a fresh backbone loading the state dict (timm's parameter names
+    # plus the method's state) gives task 1's outputs bit for bit.
+    restored = build(name, method)
+    restored.load_state_dict(backbone.state_dict())
+    assert torch.equal(task_one_outputs(restored, heads)[0], expected[0])
 
 
 def test_grouped_convolution_weight_measure_reads_each_output_units_group():
