@@ -64,7 +64,7 @@ def test_conversion_replaces_every_batch_norm_1d():
     mlp = make_converted_mlp()
     assert not any(isinstance(m, nn.BatchNorm1d) for m in mlp.modules())
     assert all(isinstance(bn, TaskBatchNorm) for bn in mlp.fc_bn)
-    assert [n._options["num_features"] for n in task_norms(mlp)] == [8, 4]
+    assert [n._template.num_features for n in task_norms(mlp)] == [8, 4]
 
 
 def test_conversion_replaces_batch_norm_2d_in_a_resnet():
@@ -227,3 +227,34 @@ def test_reloaded_task_batch_norms_follow_the_modules_dtype():
     for norm in task_norms(fresh):
         assert norm.norms["1"].weight.dtype == torch.float64
         assert "_placement" not in norm.state_dict()
+
+
+def test_each_task_copies_the_template_whole_with_its_state():
+    """A per-task norm is a copy of the replaced module: timm's BatchNormAct2d keeps its
+    activation; with keep_state a pretrained norm's statistics are every task's starting point,
+    by default each task starts fresh."""
+    from timm.layers import BatchNormAct2d
+
+    template = BatchNormAct2d(3, act_layer=nn.ReLU)
+    with torch.no_grad():
+        template.running_mean.fill_(2.0)
+        template.weight.fill_(-1.0)
+    fresh = TaskBatchNorm(template)
+    fresh.select(1, create=True)
+    assert type(fresh.norms["1"]) is BatchNormAct2d
+    assert torch.equal(fresh.norms["1"].running_mean, torch.zeros(3))
+    assert torch.equal(fresh.norms["1"].weight, torch.ones(3))
+    norm = TaskBatchNorm(template, keep_state=True).double()
+    norm.select(1, create=True)
+    norm.select(2, create=True)
+    first, second = norm.norms["1"], norm.norms["2"]
+    assert type(first) is BatchNormAct2d
+    assert first is not second
+    assert first is not template
+    assert first.weight is not second.weight
+    assert torch.equal(second.running_mean, torch.full((3,), 2.0, dtype=torch.float64))
+    norm.eval()
+    x = torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    expected = torch.relu(-(x - 2.0) / torch.sqrt(torch.tensor(1.0 + template.eps)))
+    assert torch.allclose(norm(x), expected)
+    assert (norm(x) >= 0).all()

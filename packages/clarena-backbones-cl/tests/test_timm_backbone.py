@@ -172,3 +172,18 @@ def test_attach_after_a_task_is_refused():
     backbone.setup_task_id(1)
     with pytest.raises(RuntimeError, match="before the first setup_task_id"):
         backbone.attach(ToyMask({}, {}))
+
+
+def test_signature_is_timm_backbones_and_timm_arguments_pass_through():
+    import inspect
+
+    from clarena.backbones import TimmBackbone
+
+    own = inspect.signature(CLTimmBackbone.__init__).parameters
+    assert own == inspect.signature(TimmBackbone.__init__).parameters
+    backbone = CLTimmBackbone("vit_tiny_patch16_224", 8, None, 32, 1, depth=1)
+    assert backbone.output_dim == 8
+    assert backbone.input_channels == 1
+    assert len(backbone.timm_model.blocks) == 1
+    with pytest.raises(TypeError, match="Did you mean 'img_size'"):
+        CLTimmBackbone("vit_tiny_patch16_224", img_sise=32)

@@ -132,24 +132,24 @@ def test_layer_graph_of_residual_and_attention_networks(built):
     inputs = backbone.input_layer_names
     if name == "vit_tiny_patch16_224":
         assert inputs("patch_embed/proj") == ()
-        assert inputs("blocks/0/attn/qkv") == ("patch_embed/proj",)
         assert inputs("blocks/0/mlp/fc2") == ("blocks/0/mlp/fc1",)
-        assert inputs("blocks/1/attn/qkv") == (
-            "patch_embed/proj",
-            "blocks/0/attn/proj",
-            "blocks/0/mlp/fc2",
-        )
-        # Attention mixes qkv's 576 units into proj's 192 input channels: not one-to-one.
+        # A layer norm makes every channel non-zero whatever the units feeding it: no input
+        # layers (a mask method treats the input channels as always used).
+        notes = backbone.layer_graph_notes()
+        assert inputs("blocks/0/attn/qkv") == inputs("blocks/1/attn/qkv") == ()
+        assert "normalisation 'blocks.0.norm1'" in notes["blocks/0/attn/qkv"]
+        # Attention mixes qkv's 576 units across tokens into proj's 192 input channels.
         assert inputs("blocks/0/attn/proj") == ()
-        assert "one-to-one" in backbone.layer_graph_notes()["blocks/0/attn/proj"]
+        assert "scaled_dot_product_attention" in notes["blocks/0/attn/proj"]
     elif name == "resnet50d":
         assert inputs("conv1/3") == ("conv1/0",)
         assert inputs("layer1/0/downsample/1") == ("conv1/6",)
         assert inputs("layer1/1/conv1") == ("layer1/0/conv3", "layer1/0/downsample/1")
         assert backbone.layer_graph_notes() == {}
     elif name == "efficientnet_b0":
-        # Squeeze-excitation multiplies conv_dw's units by conv_expand's.
-        assert inputs("blocks/0/0/conv_pw") == ("blocks/0/0/conv_dw", "blocks/0/0/se/conv_expand")
+        # Squeeze-excitation multiplies conv_dw's units by sigmoid(conv_expand): the product is
+        # 0 where conv_dw's unit is gated (sigmoid(0) is not 0, so conv_expand's gate is not).
+        assert inputs("blocks/0/0/conv_pw") == ("blocks/0/0/conv_dw",)
         assert inputs("blocks/0/0/se/conv_reduce") == ("blocks/0/0/conv_dw",)
     elif name == "edgenext_xx_small":
         # Fourier position encoding is a module timm marks untraceable.
@@ -157,8 +157,12 @@ def test_layer_graph_of_residual_and_attention_networks(built):
         assert "cannot enter" in notes["stages/1/blocks/1/pos_embd/token_projection"]
         assert inputs("stages/1/blocks/1/pos_embd/token_projection") == ()
     elif name == "convnext_atto":
-        assert inputs("stages/0/blocks/0/mlp/fc1") == ("stages/0/blocks/0/conv_dw",)
-        assert inputs("stages/0/blocks/0/conv_dw") == ("stem/0",)
+        assert inputs("stages/0/blocks/0/mlp/fc2") == ("stages/0/blocks/0/mlp/fc1",)
+        # conv_dw feeds a LayerNorm: its gate sits before it, and fc1 after it sees every
+        # channel in use.
+        assert inputs("stages/0/blocks/0/mlp/fc1") == ()
+        assert "normalisation" in backbone.layer_graph_notes()["stages/0/blocks/0/mlp/fc1"]
+        assert inputs("stages/0/blocks/0/conv_dw") == ()
     assert backbone.trace_error is None
 
 
@@ -177,8 +181,9 @@ def test_gates_sit_after_the_normalisation_consuming_a_layer(built):
         assert gated["conv_stem"].startswith("GatedDrop")
         assert "blocks/0/0/se/conv_reduce" not in gated
     elif name == "convnext_atto":
-        # Depthwise convolution, then a channels-first LayerNorm2d.
-        assert gated["stages/0/blocks/0/conv_dw"] == "GatedNorm[LayerNorm2d]"
+        # Depthwise convolution, then a LayerNorm2d: a layer norm mixes channels, so the gate
+        # sits on the convolution's output, before it.
+        assert "stages/0/blocks/0/conv_dw" not in gated
     elif name == "vit_tiny_patch16_224":
         assert gated == {}
 
@@ -229,7 +234,8 @@ def test_projection_is_the_last_weighted_layer_and_extra_state_key():
         if n == "patch_embed/proj" or n.endswith(("attn/proj", "mlp/fc2"))
     )
     assert len(residual) == 5
-    assert backbone.input_layer_names("proj") == residual
+    # ... through the final layer norm, which makes every channel non-zero: no input layers.
+    assert backbone.input_layer_names("proj") == ()
     assert backbone.feature_layer_names() == ("proj",)
     feature, activations = backbone(torch.randn(2, 3, 32, 32), stage="test")
     assert feature.shape == (2, 16)

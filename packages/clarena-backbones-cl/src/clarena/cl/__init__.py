@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from clarena.cl._version import __version__
 from clarena.cl.base import CLBackbone, check_task_id
 from clarena.cl.bits import pack_bits, unpack_bits
+from clarena.cl.builders import method_builder, method_of
 from clarena.cl.head_dil import HeadDIL
 from clarena.cl.heads import HeadsCIL, HeadsMTL, HeadsTIL, HeadSTL
 from clarena.cl.layer_graph import feature_layer_names, output_layer_names
@@ -18,6 +19,7 @@ from clarena.cl.mask_store import TaskMaskStore
 from clarena.cl.method import MaskMethod, available_mask_methods, resolve_mask_method
 from clarena.cl.mlp import CLMLP
 from clarena.cl.optim import check_optimizer
+from clarena.cl.shared_parameters import UNCOVERED_MODES, check_uncovered_mode, shared_parameters
 from clarena.cl.state import create_saved_children
 from clarena.cl.task_batch_norm import (
     BatchNormMode,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLMLP",
+    "UNCOVERED_MODES",
     "BatchNormMode",
     "CLBackbone",
     "CLResNet",
@@ -63,14 +66,18 @@ __all__ = [
     "available_mask_methods",
     "check_optimizer",
     "check_task_id",
+    "check_uncovered_mode",
     "create_saved_children",
     "feature_layer_names",
     "make_batch_norm_task_independent",
+    "method_builder",
+    "method_of",
     "output_layer_names",
     "pack_bits",
     "resolve_batch_norm_mode",
     "resolve_mask_method",
     "select_task_batch_norm",
+    "shared_parameters",
     "unpack_bits",
 ]
 

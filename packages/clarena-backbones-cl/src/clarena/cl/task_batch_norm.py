@@ -7,6 +7,7 @@ so a task's normalisation is frozen once the task is done.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 import torch
@@ -47,25 +48,28 @@ def resolve_batch_norm_mode(value: object, owner: str) -> BatchNormMode:
 
 
 class TaskBatchNorm(nn.Module):
-    """One batch norm per task, of the same kind and width as the one it replaces.
+    """One batch norm per task, each a copy of the one it replaces.
 
-    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``
-    on the module's current device and in its current dtype (after ``.to()``, ``.double()`` ...).
+    Task ``t``'s batch norm is ``norms[str(t)]``, created by :meth:`select` with ``create=True``:
+    a deep copy of ``template`` (a module holding more than the norm, such as timm's
+    ``BatchNormAct2d`` with its activation, is copied whole), on the module's current device and
+    in its current dtype (after ``.to()``, ``.double()`` ...), its statistics and affine
+    parameters reset unless ``keep_state``.
 
     Args:
-        template: the batch-norm module being made per task (``BatchNorm1d`` or ``BatchNorm2d``).
+        template: the batch-norm module being made per task (a ``BatchNorm1d``/``BatchNorm2d``
+            or a subclass of them).
+        keep_state: start every task from ``template``'s affine parameters and running
+            statistics as they are now (a pretrained timm model's); by default each task's
+            batch norm starts fresh, as clarena's own backbones always have.
     """
 
-    def __init__(self, template: nn.modules.batchnorm._BatchNorm) -> None:
+    def __init__(self, template: nn.modules.batchnorm._BatchNorm, keep_state: bool = False) -> None:
         super().__init__()
+        self.keep_state = keep_state
         self._kind = type(template)
-        self._options: dict[str, Any] = {
-            "num_features": template.num_features,
-            "eps": template.eps,
-            "momentum": template.momentum,
-            "affine": template.affine,
-            "track_running_stats": template.track_running_stats,
-        }
+        # Not a registered child: it is not in the state dict and no task trains it.
+        self.__dict__["_template"] = copy.deepcopy(template)
         self.norms = nn.ModuleDict()
         self.active_task: int | None = None
         # The active task's batch norm, held in a plain list (not a registered child): a compiled
@@ -95,9 +99,17 @@ class TaskBatchNorm(nn.Module):
         self.active_task = task_id
         self._active[:] = [self.norms[key]]
 
-    def _new_norm(self) -> nn.modules.batchnorm._BatchNorm:
+    def _new_norm(self) -> nn.Module:
         placement = self.get_buffer("_placement")
-        return self._kind(**self._options, device=placement.device, dtype=placement.dtype)
+        template = self.__dict__.get("_template")
+        if template is None:  # unpickled from clarena-backbones-cl 0.1, which kept the options
+            options = self.__dict__["_options"]
+            return self._kind(**options, device=placement.device, dtype=placement.dtype)
+        norm: nn.Module = copy.deepcopy(template)
+        if not self.__dict__.get("keep_state", False):
+            norm.reset_parameters()  # type: ignore[operator]
+        norm.train(self.training)
+        return norm.to(device=placement.device, dtype=placement.dtype)
 
     def forward(self, input: Tensor) -> Tensor:
         """Normalise with the active task's batch norm; shape unchanged."""
@@ -112,13 +124,14 @@ class TaskBatchNorm(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
-def make_batch_norm_task_independent(module: nn.Module) -> None:
-    """Replace every ``BatchNorm1d``/``BatchNorm2d`` inside ``module`` by a :class:`TaskBatchNorm`."""
+def make_batch_norm_task_independent(module: nn.Module, keep_state: bool = False) -> None:
+    """Replace every ``BatchNorm1d``/``BatchNorm2d`` (or subclass) inside ``module`` by a
+    :class:`TaskBatchNorm` (``keep_state`` as there)."""
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d):
-            setattr(module, name, TaskBatchNorm(child))
+            setattr(module, name, TaskBatchNorm(child, keep_state))
         else:
-            make_batch_norm_task_independent(child)
+            make_batch_norm_task_independent(child, keep_state)
 
 
 def select_task_batch_norm(module: nn.Module, task_id: int, create: bool = False) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from torch import nn
+
+from clarena.backbones import extends_arguments
 from clarena.backbones.timm_backbone import TimmBackbone
 from clarena.cl.base import CLBackbone
 
@@ -16,23 +18,17 @@ class CLTimmBackbone(CLBackbone, TimmBackbone):
     ``TimmBackbone``.
     """
 
-    def __init__(
-        self,
-        model_name: str,
-        output_dim: int | None = None,
-        pretrained_weights: str | os.PathLike[str] | None = None,
-        img_size: int | tuple[int, int] | None = None,
-        in_chans: int | None = None,
-        **timm_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            model_name,
-            output_dim=output_dim,
-            pretrained_weights=pretrained_weights,
-            img_size=img_size,
-            in_chans=in_chans,
-            **timm_kwargs,
-        )
+    @extends_arguments(TimmBackbone)
+    def __init__(self, **arguments: Any) -> None:
+        super().__init__(**arguments)
+
+    def normalization_layer(self, layer_name: str) -> nn.Module | None:
+        """The batch norm right after weighted layer ``layer_name`` (its unit gate follows it),
+        or ``None``: the module now at that path (a per-task batch norm once a method made it
+        one)."""
+        self._check_layer_name(layer_name)
+        path = self.gate_norm_paths.get(layer_name)
+        return None if path is None else self.get_submodule(path)
 
     def feature_layer_names(self) -> tuple[str, ...]:
         """Weighted layers whose unit outputs reach the feature (from the trace): ``proj`` when

@@ -174,7 +174,13 @@ def extends_arguments(
                 merged.append(
                     parameter.replace(default=override.default, annotation=override.annotation)
                 )
-        signature = inspect.Signature([*merged, *own.values()])
+        keyword_only = [*merged, *own.values()]
+        # A family's ``**kwargs`` must stay last, after the variant's own keyword-only ones.
+        extra_parameters = [p for p in keyword_only if p.kind is p.VAR_KEYWORD]
+        signature = inspect.Signature(
+            [p for p in keyword_only if p.kind is not p.VAR_KEYWORD] + extra_parameters
+        )
+        extra = extra_parameters[0].name if extra_parameters else None
 
         @functools.wraps(init)
         def variant_init(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -182,6 +188,9 @@ def extends_arguments(
             bound.apply_defaults()
             arguments = dict(bound.arguments)
             del arguments[next(iter(signature.parameters))]
+            if extra is not None:
+                # The family's ``**kwargs`` (TimmBackbone's timm arguments) pass on flat.
+                arguments.update(arguments.pop(extra, {}))
             init(self, **arguments)
 
         variant_init.__signature__ = signature  # type: ignore[attr-defined]

@@ -33,6 +33,19 @@ class _Routed(nn.Module):
         self._clarena_plain.training = mode
         return self
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Routed:
+        # A copy of the whole backbone routes to the copied backbone (already in ``memo``); a
+        # module copied alone (a per-task batch norm made from this one) stays routed to this
+        # backbone rather than dragging a copy of it along.
+        backbone = self.__dict__["_clarena_backbone"]
+        memo.setdefault(id(backbone), backbone)
+        copied = _rebuild(type(self).__bases__[0].__name__, type(self).__bases__[1])
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            copied.__dict__[key] = copy.deepcopy(value, memo)
+        assert isinstance(copied, _Routed)
+        return copied
+
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Routed classes are made on the fly; pickle and deepcopy rebuild them from the base.
         base = type(self).__bases__[1]

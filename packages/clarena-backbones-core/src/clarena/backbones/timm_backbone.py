@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +37,19 @@ class TimmBackbone(Backbone):
     (attention ``qkv`` and ``proj``, MLP ``fc1``/``fc2``, patch-embedding, depthwise and
     squeeze-excitation convolutions ...), in forward order, plus ``proj`` when ``output_dim``
     differs from timm's feature width. Each layer's unit outputs are gated after the
-    normalisation that directly consumes them when there is one (convolution → batch norm:
+    batch norm that directly consumes them when there is one (convolution → batch norm:
     between the norm and its activation, also inside timm's ``BatchNormAct2d``), otherwise on the
-    layer's output. ``unit_gate`` always receives the units in dimension 1: ``(batch, units)``,
+    layer's output (also before a layer or group norm, whose statistics mix the channels). ``unit_gate`` always receives the units in dimension 1: ``(batch, units)``,
     ``(batch, units, height, width)`` or, for a linear layer on tokens, ``(batch, units,
     tokens)``. The activations the forward pass returns are the tensors the gates return, in
     that layout; an in-place activation that follows (timm's ``ReLU(inplace=True)``) shows in
     them, so they are post-activation there and pre-activation elsewhere.
 
     The layer graph (:meth:`input_layer_names`, where each gate goes) comes from a ``torch.fx``
-    trace of the timm model; :attr:`trace_error` says why when a model cannot be traced (its
+    trace of the timm model. A layer's input layers are those whose gated units zero its input
+    channels: a layer norm, attention, an activation with ``f(0) != 0`` or an added parameter
+    (position embedding, class token) on the way leaves them empty (every input channel counts
+    as used, as the raw input does), which keeps a mask method's input-unit conditioning sound; :attr:`trace_error` says why when a model cannot be traced (its
     weighted layers are then listed in module order, with no input layers, and every gate sits on
     its layer's output) and :meth:`layer_graph_notes` lists the layers whose inputs the trace
     could not map.
@@ -68,6 +72,13 @@ class TimmBackbone(Backbone):
             ``global_pool`` ...).
     """
 
+    #: The layer graph leaves a layer's input layers empty wherever an operation on the way can
+    #: turn a gated (zero) channel non-zero (see :class:`_timm_graph._ZeroSources`), so a mask
+    #: method need not require every activation to map 0 to 0.
+    zero_preserving_graph: bool = True
+    #: Per-task batch norms a mask method makes start from this backbone's (pretrained) ones.
+    per_task_norms_keep_state: bool = True
+
     def __init__(
         self,
         model_name: str,
@@ -79,6 +90,7 @@ class TimmBackbone(Backbone):
     ) -> None:
         owner = type(self).__name__
         _check_own_argument_spelling(owner, timm_kwargs)
+        timm_kwargs = {key: _plain(value) for key, value in timm_kwargs.items()}
         tag = _pretrained_tag(model_name, pretrained_weights)
         model = _create_model(owner, model_name, tag, img_size, in_chans, timm_kwargs)
         feature_width: Any = getattr(model, "head_hidden_size", None) or model.num_features
@@ -101,6 +113,10 @@ class TimmBackbone(Backbone):
         self.trace_error: str | None = graph.error
         self._graph_notes = {path.replace(".", "/"): note for path, note in graph.notes.items()}
         modules = dict(model.named_modules())
+        #: Weighted layer → module path (with ``.``) of the batch norm its gate follows.
+        self.gate_norm_paths: dict[str, str] = {
+            path.replace(".", "/"): norm for path, norm in graph.gate_norms.items()
+        }
         for path in graph.order:
             name = path.replace(".", "/")
             self._add_weighted_layer(name, tuple(p.replace(".", "/") for p in graph.inputs[path]))
@@ -112,7 +128,9 @@ class TimmBackbone(Backbone):
         self._feature_inputs = tuple(p.replace(".", "/") for p in graph.feature_inputs)
         if self.output_dim != width:
             self.proj = nn.Linear(width, self.output_dim)
-            self._add_weighted_layer("proj", self._feature_inputs)
+            self._add_weighted_layer(
+                "proj", tuple(p.replace(".", "/") for p in graph.feature_sources)
+            )
         self.normalization_layer_names: list[str] = [
             path.replace(".", "/")
             for path, m in modules.items()
@@ -221,6 +239,16 @@ class TimmBackbone(Backbone):
             + (" and img_size" if size is not None else "")
             + " to your images'."
         )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with config containers (Hydra's ``ListConfig``/``DictConfig``) made plain lists
+    and dicts: timm's constructors index and split them as Python sequences."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _check_own_argument_spelling(owner: str, timm_kwargs: dict[str, Any]) -> None:

@@ -72,7 +72,14 @@ def normalization_paths(backbone: Backbone, owner: str) -> dict[str, str | None]
 
 
 def activations_to_check(backbone: Backbone) -> list[nn.Module]:
-    """The activation modules HAT checks map 0 to 0 (one per family: all are of one kind)."""
+    """The activation modules HAT checks map 0 to 0 (one per family: all are of one kind).
+
+    None for a backbone whose layer graph already accounts for them (``zero_preserving_graph``,
+    timm backbones: a layer after an activation with ``f(0) != 0`` has no input layers, so its
+    weights are conditioned on their output units alone).
+    """
+    if getattr(backbone, "zero_preserving_graph", False):
+        return []
     if isinstance(backbone, MLP):
         return [backbone.fc_activation[0]]
     resnet = _resnet_class()

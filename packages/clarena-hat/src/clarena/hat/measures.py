@@ -43,8 +43,12 @@ def input_unit_measure(
     if not names:
         weight = layer_weight(backbone, layer_name)
         reference = unit_measure[layer_name]
+        groups = int(getattr(backbone.get_layer_by_name(layer_name), "groups", 1))
         return torch.full(
-            (weight.shape[1],), raw_input_value, dtype=reference.dtype, device=reference.device
+            (weight.shape[1] * groups,),
+            raw_input_value,
+            dtype=reference.dtype,
+            device=reference.device,
         )
     measure = unit_measure[names[0]]
     for name in names[1:]:
@@ -69,8 +73,11 @@ def weight_measure(
         output-unit measure ``i`` and the input-unit measure ``j``.
 
     Raises:
-        ValueError: an unknown aggregation, or input units that do not match the weight (grouped
-            convolutions are not supported).
+        ValueError: an unknown aggregation, or input units that do not match the weight.
+
+    A grouped (depthwise) convolution's weight ``(out, in / groups, k...)`` connects output unit
+    ``i`` to the input units of its group only: entry ``(i, j)`` to input unit
+    ``(i // (out / groups)) * (in / groups) + j``.
     """
     if aggregation not in AGGREGATIONS:
         raise ValueError(
@@ -89,13 +96,25 @@ def weight_measure(
         return measure.reshape(*measure.shape, *(1,) * (weight.ndim - 2))
     # raw_input_value is only read for a layer without input layers, handled above when None.
     inp = input_unit_measure(backbone, unit_measure, layer_name, raw_input_value or 0.0)
-    if weight.shape[0] != out.numel() or weight.shape[1] != inp.numel():
+    groups = int(getattr(backbone.get_layer_by_name(layer_name), "groups", 1))
+    if (
+        weight.shape[0] != out.numel()
+        or weight.shape[1] * groups != inp.numel()
+        or out.numel() % groups
+    ):
         raise ValueError(
-            f"layer '{layer_name}': weight of shape {tuple(weight.shape)} does not connect "
-            f"{out.numel()} output units to {inp.numel()} input units (grouped convolutions are "
-            f"not supported)."
+            f"layer '{layer_name}': weight of shape {tuple(weight.shape)} in {groups} group(s) "
+            f"does not connect {out.numel()} output units to {inp.numel()} input units."
         )
-    out, inp = out[:, None], inp[None, :]
+    out = out[:, None]
+    if groups == 1:
+        inp = inp[None, :]
+    else:
+        # A grouped convolution's weight (out, in / groups, k...): output unit i reads the input
+        # channels of its group, g = i // (out / groups): entry (i, j) connects input unit
+        # g * (in / groups) + j.
+        inp = inp.view(groups, 1, -1).expand(-1, out.numel() // groups, -1)
+        inp = inp.reshape(out.numel(), weight.shape[1])
     if aggregation == "min":
         measure = torch.minimum(out, inp)
     elif aggregation == "max":

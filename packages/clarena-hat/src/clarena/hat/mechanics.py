@@ -119,6 +119,8 @@ def _protected_parameters(hat: HAT) -> set[int]:
         norm = hat.normalization_layer(name)
         if norm is not None:
             ids.update(id(p) for p in norm.parameters())
+    ids.update(id(p) for module in hat.task_norms for p in module.parameters())
+    ids.update(id(p) for p in hat.shared_parameters().values())
     return ids
 
 
@@ -211,6 +213,8 @@ def _gradient_plan(hat: HAT) -> _GradientPlan:
             if key != current
             for parameter in norm.parameters()
         ]
+        # Shared by every task (layer norms ...): trained in the first task, frozen after it.
+        zeroed += hat.shared_parameters().values()
         return _GradientPlan(parameters, slots, zeroed)
 
     return _cached(hat, "plan", build)

@@ -14,10 +14,24 @@ from torch import Tensor, nn
 
 from clarena.backbones.base import check_stage
 from clarena.backbones.output import BackboneOutput
-from clarena.cl import BatchNormMode, MaskMethod, TaskBatchNorm, resolve_batch_norm_mode
+from clarena.cl import (
+    BatchNormMode,
+    MaskMethod,
+    TaskBatchNorm,
+    check_uncovered_mode,
+    make_batch_norm_task_independent,
+    method_of,
+    resolve_batch_norm_mode,
+    shared_parameters,
+)
 from clarena.hat._family import activations_to_check, normalization_paths
 from clarena.hat.mask_store import PackedMaskStore
-from clarena.hat.masked_batch_norm import _MaskedBatchNorm, masked_copy
+from clarena.hat.masked_batch_norm import (
+    MaskedBatchNorm1d,
+    MaskedBatchNorm2d,
+    _MaskedBatchNorm,
+    masked_copy,
+)
 
 if TYPE_CHECKING:
     from clarena.cl import CLBackbone
@@ -30,6 +44,14 @@ EMBEDDING_INIT_MODES: tuple[str, ...] = ("N01", "U01", "U-10", "masked", "unmask
 
 #: The step arguments :meth:`HAT.forward` takes (SPEC §4, plus the algorithm's ``scale``).
 STEP_ARGUMENTS: tuple[str, ...] = ("scale", "s_max", "batch_idx", "num_batches", "test_task_id")
+
+#: Batch norms HAT folds its mask into (others, such as timm's routed norms, gate by unit_gate).
+_FOLDABLE: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    MaskedBatchNorm1d,
+    MaskedBatchNorm2d,
+)
 
 _Gated = Callable[..., tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]]
 
@@ -119,6 +141,11 @@ class HAT(MaskMethod):
         gate: the mask gate; only ``'sigmoid'`` is supported.
         batch_normalization: ``'independent'`` (default), ``'shared'``/``True`` or
             ``None``/``False``.
+        uncovered_parameters: trainable parameters outside any weighted or normalisation layer
+            (a timm ViT's ``cls_token`` and ``pos_embed``, ConvNeXt's layer scale): ``'refuse'``
+            the backbone at attach, naming them (default); ``'first_task'``: trained in the
+            first task, frozen after it; ``'freeze'``: never trained. Layer/group-norm affine
+            parameters are always shared that way (:meth:`shared_parameters`).
     """
 
     name: ClassVar[str] = "hat"
@@ -140,7 +167,10 @@ class HAT(MaskMethod):
     _compiled_gated: _Gated | None = None
 
     def __init__(
-        self, gate: str = "sigmoid", batch_normalization: str | bool | None = "independent"
+        self,
+        gate: str = "sigmoid",
+        batch_normalization: str | bool | None = "independent",
+        uncovered_parameters: str = "refuse",
     ) -> None:
         if gate not in GATES:
             raise ValueError(
@@ -154,6 +184,13 @@ class HAT(MaskMethod):
             batch_normalization, "HAT"
         )
         self.batch_norm_mode: BatchNormMode = None
+        #: What happens to trainable parameters outside weighted and normalisation layers
+        #: (:data:`clarena.cl.UNCOVERED_MODES`).
+        self.uncovered_parameters: str = check_uncovered_mode(uncovered_parameters, "HAT")
+        self._shared: dict[str, nn.Parameter] = {}
+        #: Weighted layers whose batch norm applies the mask (folded into its affine transform);
+        #: the others are gated by :meth:`unit_gate` (timm's routed norms call it themselves).
+        self._fused: set[str] = set()
         #: Bumped whenever the stored masks change, so derived quantities can be cached.
         self.mask_version: int = 0
         self.layer_units: dict[str, int] = {}
@@ -171,23 +208,53 @@ class HAT(MaskMethod):
         }
         self.num_units = sum(self.layer_units.values())
         self._norm_paths = normalization_paths(backbone, owner)
-        has_norms = any(path is not None for path in self._norm_paths.values())
+        has_norms = any(path is not None for path in self._norm_paths.values()) or any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in backbone.modules()
+        )
         if has_norms and self.requested_batch_norm_mode is None:
             raise ValueError(
                 f"{owner}: the backbone has batch norms but HAT got batch_normalization=None; "
                 f"pass batch_normalization='independent' (one per task) or 'shared'."
             )
         self.batch_norm_mode = self.requested_batch_norm_mode if has_norms else None
+        independent = self.batch_norm_mode == "independent"
+        # Checked before the backbone changes, so a refusal leaves it as it was.
+        covered = {
+            id(p)
+            for name in backbone.weighted_layer_names
+            for p in backbone.get_layer_by_name(name).parameters()
+        }
         for path in self._norm_paths.values():
             if path is not None:
-                norm = backbone.get_submodule(path)
-                assert isinstance(norm, nn.modules.batchnorm._BatchNorm)  # by normalization_paths
-                masked = masked_copy(norm)
-                replacement: nn.Module = masked
-                if self.batch_norm_mode == "independent":
-                    replacement = TaskBatchNorm(masked)
+                covered.update(id(p) for p in backbone.get_submodule(path).parameters())
+        if independent:
+            covered.update(
+                id(p)
+                for m in backbone.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters()
+            )
+        self._shared = shared_parameters(backbone, covered, "HAT", self.uncovered_parameters)
+        self._fused = set()
+        # A timm backbone's per-task batch norms start from its (pretrained) ones.
+        keep_state = bool(getattr(backbone, "per_task_norms_keep_state", False))
+        for name, path in self._norm_paths.items():
+            if path is None:
+                continue
+            norm = backbone.get_submodule(path)
+            replacement: nn.Module = norm
+            if type(norm) in _FOLDABLE:
+                assert isinstance(norm, nn.modules.batchnorm._BatchNorm)
+                replacement = masked_copy(norm)
+                self._fused.add(name)
+            if independent and isinstance(replacement, nn.modules.batchnorm._BatchNorm):
+                replacement = TaskBatchNorm(replacement, keep_state)
+            if replacement is not norm:
                 parent, _, child = path.rpartition(".")
                 setattr(backbone.get_submodule(parent), child, replacement)
+        if independent:
+            # Batch norms no gate follows (on a residual sum ...) get per-task copies as well.
+            make_batch_norm_task_independent(backbone, keep_state)
         self.task_norms: tuple[TaskBatchNorm, ...] = tuple(
             m for m in backbone.modules() if isinstance(m, TaskBatchNorm)
         )
@@ -213,6 +280,13 @@ class HAT(MaskMethod):
                     module.hat = self
 
     # ------------------------------------------------------------------ backbone state
+
+    def shared_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters no mask ties to units, trained in the first task and frozen from the second
+        on: layer/group-norm affine parameters, batch norms no gate follows under
+        ``batch_normalization='shared'``, and with ``uncovered_parameters='first_task'`` those
+        outside any layer (see :mod:`clarena.cl.shared_parameters`)."""
+        return dict(self._shared)
 
     @property
     def weighted_layer_names(self) -> list[str]:
@@ -240,7 +314,7 @@ class HAT(MaskMethod):
     @property
     def fused_layers(self) -> frozenset[str]:
         """Weighted layers whose batch norm applies the mask (folded into its affine transform)."""
-        return frozenset(name for name, path in self._norm_paths.items() if path is not None)
+        return frozenset(self._fused)
 
     def normalization_layer(self, layer_name: str) -> nn.Module | None:
         """The batch norm right after weighted layer ``layer_name`` (a :class:`TaskBatchNorm`
@@ -495,7 +569,7 @@ class HAT(MaskMethod):
         Layers followed by batch norm had the mask folded into the batch norm's affine transform
         (:mod:`clarena.hat.masked_batch_norm`), which is the same function computed cheaper.
         """
-        if self._norm_paths[layer_name] is not None:
+        if layer_name in self._fused:
             return hidden
         if self.active_mask is None:
             raise RuntimeError(
@@ -607,17 +681,7 @@ def hat_of(target: CLBackbone | HAT) -> HAT:
     Raises:
         TypeError: ``target`` has no HAT method attached.
     """
-    if isinstance(target, HAT):
-        return target
-    method = getattr(target, "mask_method", None)
-    if not isinstance(method, HAT):
-        what = "no mask method" if method is None else type(method).__name__
-        raise TypeError(
-            f"{type(target).__name__} has {what} attached, not HAT; build it with "
-            f"clarena.backbones.HATMaskMLP / HATMaskResNet18 ... or attach one with "
-            f"backbone.attach(HAT())."
-        )
-    return method
+    return method_of(target, HAT, "clarena.backbones.HATMaskMLP / HATMaskResNet18 ...")
 
 
 def _refresh_after_load(module: nn.Module, incompatible_keys: Any) -> None:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable
-from typing import Any
 
-from clarena.backbones import checked_keywords
-from clarena.cl import CLBackbone, resolve_batch_norm_mode
+from clarena.cl import CLBackbone, method_builder
 from clarena.wsn.method import WSN
 
 Builder = Callable[..., CLBackbone]
@@ -31,25 +27,8 @@ def wsn_builder(
             builder.
         batch_norm_default: the default ``batch_normalization``.
     """
-    parameters = [
-        parameter.replace(default=batch_norm_default, annotation="str | bool | None")
-        if parameter.name == "batch_normalization"
-        else parameter
-        for parameter in inspect.signature(cl_backbone).parameters.values()
-    ]
-    signature = inspect.Signature(parameters, return_annotation="CLBackbone")
-    names = list(signature.parameters)
-
-    def build(*args: Any, **kwargs: Any) -> CLBackbone:
-        kwargs = checked_keywords(name, kwargs, names)
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
-        mode = resolve_batch_norm_mode(arguments.pop("batch_normalization"), name)
-        backbone = cl_backbone(batch_normalization=mode is not None, **arguments)
-        return backbone.attach(WSN(batch_normalization=mode))
-
-    functools.update_wrapper(build, cl_backbone, assigned=("__module__",), updated=())
-    build.__name__ = build.__qualname__ = name
-    build.__signature__ = signature  # type: ignore[attr-defined]
+    build = method_builder(
+        name, cl_backbone, WSN, batch_norm_default, return_annotation="CLBackbone"
+    )
+    build.__module__ = cl_backbone.__module__
     return build

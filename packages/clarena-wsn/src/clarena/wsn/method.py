@@ -12,6 +12,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from clarena.backbones.base import check_stage
 from clarena.backbones.output import BackboneOutput
@@ -21,8 +22,11 @@ from clarena.cl import (
     MaskMethod,
     TaskBatchNorm,
     check_task_id,
+    check_uncovered_mode,
     make_batch_norm_task_independent,
+    method_of,
     resolve_batch_norm_mode,
+    shared_parameters,
 )
 from clarena.wsn.masks import TaskMaskStore, parameter_key
 from clarena.wsn.topc import ThresholdHint, masked_parameters, top_count, top_fraction_mask
@@ -77,6 +81,11 @@ class WSN(MaskMethod):
             ``'shared'``/``True`` (one for all tasks — WSN does not mask its affine parameters or
             statistics, so they keep moving and earlier tasks' test outputs change: a leak) or
             ``None``/``False`` (only for a backbone without batch norm).
+        uncovered_parameters: trainable parameters outside any weighted or normalisation layer
+            (a timm ViT's ``cls_token`` and ``pos_embed``, ConvNeXt's layer scale): ``'refuse'``
+            the backbone at attach, naming them (default); ``'first_task'``: trained in the
+            first task, frozen after it; ``'freeze'``: never trained. Layer/group-norm affine
+            parameters are always frozen after the first task (:meth:`shared_parameters`).
 
     Raises:
         ValueError: an unknown ``batch_normalization`` value.
@@ -102,8 +111,16 @@ class WSN(MaskMethod):
     #: The compiled tensor cores once :meth:`compile` has run (not copied or pickled).
     _compiled: _CompiledCores | None = None
 
-    def __init__(self, batch_normalization: str | bool | None = "independent") -> None:
+    def __init__(
+        self,
+        batch_normalization: str | bool | None = "independent",
+        uncovered_parameters: str = "refuse",
+    ) -> None:
         self._batch_norm: BatchNormMode = resolve_batch_norm_mode(batch_normalization, _OWNER)
+        #: What happens to trainable parameters outside weighted and normalisation layers
+        #: (:data:`clarena.cl.UNCOVERED_MODES`).
+        self.uncovered_parameters: str = check_uncovered_mode(uncovered_parameters, _OWNER)
+        self._shared: dict[str, nn.Parameter] = {}
         #: The ``mask_percentage`` of the last train/validation forward (saved with the backbone).
         self.mask_percentage: float | None = None
         self._forward_parameters: dict[str, tuple[Tensor, Tensor | None]] | None = None
@@ -136,10 +153,24 @@ class WSN(MaskMethod):
                 f"{_OWNER}: {type(backbone).__name__} has batch norms but "
                 f"batch_normalization=None; pass 'independent' (one per task) or 'shared'."
             )
+        covered = {
+            id(p)
+            for name in backbone.weighted_layer_names
+            for p in backbone.get_layer_by_name(name).parameters()
+        }
+        covered.update(
+            id(p)
+            for m in backbone.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm | TaskBatchNorm)
+            for p in m.parameters()
+        )
+        self._shared = shared_parameters(backbone, covered, _OWNER, self.uncovered_parameters)
         #: The resolved batch-norm mode: ``None`` for a backbone without batch norm.
         self.batch_norm_mode: BatchNormMode = self._batch_norm if has_batch_norm else None
         if self.batch_norm_mode == "independent":
-            make_batch_norm_task_independent(backbone)
+            # A timm backbone's per-task batch norms start from its (pretrained) ones.
+            keep_state = bool(getattr(backbone, "per_task_norms_keep_state", False))
+            make_batch_norm_task_independent(backbone, keep_state)
         self._task_norms = tuple(m for m in backbone.modules() if isinstance(m, TaskBatchNorm))
         weight_score, bias_score = nn.ParameterDict(), nn.ParameterDict()
         cumulative_masks = nn.Module()
@@ -191,6 +222,12 @@ class WSN(MaskMethod):
         backbone.register_load_state_dict_post_hook(_refresh_free_masks)
 
     # ------------------------------------------------------------------ tasks and scores
+
+    def shared_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters no mask covers, trained in the first task and frozen from the second on:
+        layer/group-norm affine parameters, and with ``uncovered_parameters='first_task'`` those
+        outside any layer (see :mod:`clarena.cl.shared_parameters`)."""
+        return dict(self._shared)
 
     def setup_task(self, task_id: int, is_new: bool) -> None:
         """With independent batch norm, give task ``task_id`` its own (create the task's
@@ -465,6 +502,9 @@ class WSN(MaskMethod):
             # A multiply by the 0/1 free mask is many times faster than masked_fill_ on CPU; a
             # non-finite gradient of a used parameter stays NaN.
             torch._foreach_mul_(grads, free)
+        shared = [p.grad for p in self._shared.values() if p.grad is not None]
+        if shared:
+            torch._foreach_zero_(shared)
 
     def protection_factors(self) -> dict[nn.Parameter, Tensor]:
         """WSN's factors for update-space protection: per masked weight and bias, 1 where it is
@@ -517,10 +557,16 @@ class WSN(MaskMethod):
                 f"chooses their masks."
             )
         weight, bias = self._forward_parameters[layer_name]
-        if isinstance(layer, nn.Linear):
+        forward = type(layer).forward
+        if forward is nn.Linear.forward:
             return F.linear(input, weight, bias)
-        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Conv3d):
-            return layer._conv_forward(input, weight, bias)
+        if forward in _CONV_FORWARDS:
+            return layer._conv_forward(input, weight, bias)  # type: ignore[operator]
+        if isinstance(layer, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            # A subclass with its own forward (timm's Conv2dSame pads first): run it as is.
+            replaced = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+            output: Tensor = functional_call(layer, replaced, (input,))
+            return output
         raise TypeError(
             f"{_OWNER}: weighted layer '{layer_name}' is a {type(layer).__name__}; "
             f"WSN masks only Linear and Conv1d/2d/3d layers."
@@ -679,20 +725,12 @@ class WSN(MaskMethod):
 
 def wsn_of(backbone: object) -> WSN:
     """The :class:`WSN` attached to ``backbone`` (built by ``WSNMaskMLP``, ``WSNMaskResNet18`` ...
-    or ``backbone.attach(WSN())``).
+    or ``backbone.attach(WSN())``), or the method itself.
 
     Raises:
         TypeError: ``backbone`` carries no WSN.
     """
-    method = getattr(backbone, "mask_method", None)
-    if not isinstance(method, WSN):
-        attached = "no mask method" if method is None else type(method).__name__
-        raise TypeError(
-            f"{type(backbone).__name__} has {attached} attached, not WSN; build it with "
-            f"clarena.backbones.WSNMaskMLP / WSNMaskResNet18 ... or attach one with "
-            f"backbone.attach(WSN())."
-        )
-    return method
+    return method_of(backbone, WSN, "clarena.backbones.WSNMaskMLP / WSNMaskResNet18 ...")
 
 
 class _CompiledCores(NamedTuple):
@@ -740,6 +778,9 @@ def check_mask_percentage(value: object, stage: str, owner: str) -> float:
             f"layer's parameters a subnetwork keeps); got {value!r}.{hint}"
         )
     return float(value)
+
+
+_CONV_FORWARDS = (nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward)
 
 
 def _is_maskable(layer: nn.Module) -> bool:
