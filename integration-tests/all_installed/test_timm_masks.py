@@ -3,7 +3,9 @@
 Each architecture is built with ``pretrained=False`` at a small size, trained for a few steps per
 task on random data, and task 1's test-stage outputs (backbone feature and its TIL head's
 logits, eval mode) are compared with ``torch.equal`` after tasks 2 and 3. The optimiser is an
-argument (``OPTIMIZERS``), so other optimisers join the same test.
+argument (``OPTIMIZERS``): momentum-free SGD protected in gradient space (the papers' algorithm),
+and SGD with momentum and weight decay, Adam, and AdamW with weight decay protected in update space
+(:class:`clarena.cl.UpdateSpaceProtection` over the method's ``protection_factors()``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from clarena.cl import CLBackbone, HeadsTIL
+from clarena.cl import CLBackbone, HeadsTIL, UpdateSpaceProtection
 from clarena.cl.timm_backbone import CLTimmBackbone
 from clarena.hat import (
     HAT,
@@ -40,10 +42,18 @@ ARCHITECTURES: dict[str, tuple[dict[str, Any], int]] = {
     "ghostnet_050": ({}, 32),
 }
 
-#: The optimiser of each task, by name; momentum-free SGD is protected in gradient space.
+#: The optimiser of each task, by name; momentum-free SGD is protected in gradient space, the
+#: others in update space (their momentum, moments and weight decay would move protected entries
+#: whose gradient is zero).
 OPTIMIZERS: dict[str, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]] = {
     "sgd": lambda parameters: torch.optim.SGD(parameters, lr=0.05, momentum=0.0),
+    "sgd_momentum_wd": lambda parameters: torch.optim.SGD(
+        parameters, lr=0.05, momentum=0.9, weight_decay=5e-4
+    ),
+    "adam": lambda parameters: torch.optim.Adam(parameters, lr=1e-3),
+    "adamw_wd": lambda parameters: torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.05),
 }
+UPDATE_SPACE = ("sgd_momentum_wd", "adam", "adamw_wd")
 
 TASKS = 3
 STEPS = 2
@@ -73,8 +83,20 @@ def train_task(
     backbone.setup_task_id(task_id)
     heads.setup_task_id(task_id, num_classes=CLASSES)
     optimizer = OPTIMIZERS[optimizer_name]([*backbone.parameters(), *heads.parameters()])
-    assert backbone.mask_method is not None
-    backbone.mask_method.check_optimizer(optimizer)
+    method_object = backbone.mask_method
+    assert method_object is not None
+    update_space = optimizer_name in UPDATE_SPACE
+    method_object.check_optimizer(optimizer, update_space=update_space)
+    # The factors are constant within a task: built once, after the task is set up.
+    protection = UpdateSpaceProtection(method_object.protection_factors()) if update_space else None
+
+    def optimizer_step() -> None:
+        if protection is not None:
+            protection.before_step()
+        optimizer.step()
+        if protection is not None:
+            protection.after_step()
+
     images, labels = data(backbone.model_name, task_id)
     backbone.train()
     for step in range(1, STEPS + 1):
@@ -87,13 +109,13 @@ def train_task(
             loss.backward()
             condition_gradients(backbone)
             compensate_embedding_gradients(backbone, scale, S_MAX)
-            optimizer.step()
+            optimizer_step()
             clamp_task_embedding(backbone)
         else:
             feature, *_ = backbone(images, "train", mask_percentage=0.5)
             nn.functional.cross_entropy(heads(feature, task_id), labels).backward()
             wsn_of(backbone).condition_gradients()
-            optimizer.step()
+            optimizer_step()
     backbone.mask_method.end_task(task_id)
 
 

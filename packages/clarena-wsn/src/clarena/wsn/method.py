@@ -510,7 +510,8 @@ class WSN(MaskMethod):
         """WSN's factors for update-space protection: per masked weight and bias, 1 where it is
         free and 0 where a stored task uses it (the free masks :meth:`condition_gradients`
         multiplies by, shared, in the parameter's dtype), and 0 for every parameter of another
-        task's independent batch norm. Empty before any stored task.
+        task's independent batch norm and every shared parameter (:meth:`shared_parameters`,
+        frozen from the second task on). Empty before any stored task.
         """
         if not self.task_masks.task_ids:
             return {}
@@ -524,6 +525,9 @@ class WSN(MaskMethod):
                 if key != current:
                     for parameter in norm.parameters():
                         factors[parameter] = parameter.new_zeros(())
+        # Shared by every task (layer norms ...): trained in the first task, frozen after it.
+        for parameter in self._shared.values():
+            factors[parameter] = parameter.new_zeros(())
         return factors
 
     def layer_usage(self) -> dict[str, tuple[int, int]]:
