@@ -150,3 +150,14 @@ def test_coverage_is_checked_again_after_a_parameter_is_registered():
         condition_gradients(mlp)
     del mlp.extra
     condition_gradients(mlp)
+
+
+def test_regulariser_is_the_free_units_mean_mask_within_float32_rounding_in_any_dtypes():
+    mask = {"a": torch.tensor([0.5, 1.0, 0.25]), "b": torch.tensor([0.0, 0.75])}
+    cumulative = {"a": torch.tensor([1.0, 0.0, 0.0]), "b": torch.tensor([0.0, 1.0])}
+    expected = (1.0 + 0.25 + 0.0) / 3
+    assert sparsity_regularization(mask, cumulative).item() == pytest.approx(expected, rel=1e-6)
+    wide = {name: m.double() for name, m in mask.items()}  # a float64 mask, float32 masks before
+    assert sparsity_regularization(wide, cumulative).item() == pytest.approx(expected, rel=1e-6)
+    full = {name: torch.ones_like(c) for name, c in cumulative.items()}
+    assert sparsity_regularization(mask, full).item() == 0.0

@@ -92,37 +92,6 @@ def _largest_subnormal(dtype: torch.dtype) -> float:
     return info.tiny * (1 - info.eps)
 
 
-class _Gates(torch.autograd.Function):
-    """All layers' gates ``zero_subnormal_gates(sigmoid(scale * e_l))`` as one flat tensor, with
-    one backward node instead of one per operation and layer (eager HAT's step is dominated by
-    such small operations).
-
-    Bit for bit the values and embedding gradients of the per-layer operations: the sigmoid runs
-    on each layer's slice (its vectorised kernel rounds a tensor's tail differently, so a sigmoid
-    over all units would not be), and the rest is elementwise. The backward is
-    ``threshold_backward``, then ``sigmoid_backward`` on the gates (a zeroed gate gets zero
-    gradient either way), then ``* scale``, as autograd computes it for those operations.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, scale: float, sizes: list[int], *embeddings: Tensor) -> Tensor:
-        flat = torch.cat(embeddings).mul_(scale)
-        torch._foreach_sigmoid_(list(flat.split_with_sizes(sizes)))
-        threshold = _largest_subnormal(flat.dtype)
-        torch.threshold_(flat, threshold, 0.0)
-        ctx.save_for_backward(flat)
-        ctx.scale, ctx.sizes, ctx.threshold = scale, sizes, threshold
-        return flat
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        (flat,) = ctx.saved_tensors
-        grad = torch.ops.aten.threshold_backward(grad, flat, ctx.threshold)
-        grad = torch.ops.aten.sigmoid_backward(grad, flat).mul_(ctx.scale)
-        return (None, None, *grad.split_with_sizes(ctx.sizes))
-
-
 class HAT(MaskMethod):
     """Hard attention to the task (Serra et al., 2018), attached to a continual-learning backbone.
 
@@ -436,15 +405,16 @@ class HAT(MaskMethod):
     def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
         """``sigmoid(scale * e)`` per layer, subnormal gates zeroed (:func:`zero_subnormal_gates`);
         ``scale`` a float or a 0-d tensor (compiled)."""
+        # sigmoid per layer, so a mask is torch.sigmoid(s * e) of its layer bit for bit (a flat
+        # tensor would put some units through the vectorised kernel, which rounds differently);
+        # the zeroing on all units at once. (A custom autograd.Function doing all of it in one
+        # node was measured slower in eager: its Python forward and backward cost more than the
+        # nodes it saves.)
         task_embedding = self.task_embedding
         embeddings = list(task_embedding.values())
+        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
+        flat = zero_subnormal_gates(torch.cat(masks))
         sizes = [embedding.numel() for embedding in embeddings]
-        if isinstance(scale, Tensor):
-            # Traced by torch.compile: plain differentiable operations, the same values.
-            masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
-            flat = zero_subnormal_gates(torch.cat(masks))
-        else:
-            flat = _Gates.apply(scale, sizes, *embeddings)
         return dict(zip(task_embedding.keys(), flat.split_with_sizes(sizes), strict=True))
 
     @property
