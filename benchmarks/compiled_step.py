@@ -24,7 +24,7 @@ forward under ``torch.no_grad``, stage ``test`` with task 1's stored mask, eager
 ``--kinds CL,HAT`` times some of the backbones only.
 
 Run from the repository root: ``python benchmarks/compiled_step.py [--repeats N] [--skip-resnet]
-[--device cpu|cuda] [--precision fp32|bf16] [--inductor default|cpp_wrapper|max-autotune|freezing]
+[--skip-mlp] [--device cpu|cuda] [--precision fp32|bf16] [--inductor default|cpp_wrapper|max-autotune|freezing]
 [--kinds CL,HAT,WSN] [--threads T] [--clock wall|thread] [--json PATH]``
 (``--threads 1 --clock thread`` times this thread's CPU time, for a busy machine).
 Targets (this CPU, 2 threads, fp32): compiled HATMaskMLP / CLMLP <= 1.05, compiled
@@ -334,6 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per family")
     parser.add_argument("--skip-resnet", action="store_true", help="time the MLP family only")
+    parser.add_argument("--skip-mlp", action="store_true", help="time the ResNet-18 family only")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--precision", "--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast"
@@ -369,7 +370,7 @@ def main() -> None:
     )
     records = []
     for family, repeats, warmup in [("MLP", 300, 30), ("ResNet18", 10, 2)]:
-        if family == "ResNet18" and args.skip_resnet:
+        if (family == "ResNet18" and args.skip_resnet) or (family == "MLP" and args.skip_mlp):
             continue
         record = measure_family(
             family,
