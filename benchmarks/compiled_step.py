@@ -16,8 +16,16 @@ backbone that does not compile is reported with the error.
 
 ``--precision bf16`` runs forward and loss under ``torch.autocast`` in bfloat16.
 
+``--inductor`` picks Inductor's CPU options: ``default``; ``cpp_wrapper`` (the graph's Python
+wrapper generated as C++, less per-call overhead); ``max-autotune`` (``mode="max-autotune"``:
+benchmarks kernel choices while compiling); ``freezing`` (weights folded into the graph as
+constants, which Inductor allows for inference only: the timed step is then an evaluation
+forward under ``torch.no_grad``, stage ``test`` with task 1's stored mask, eager and compiled).
+``--kinds CL,HAT`` times some of the backbones only.
+
 Run from the repository root: ``python benchmarks/compiled_step.py [--repeats N] [--skip-resnet]
-[--device cpu|cuda] [--precision fp32|bf16] [--threads T] [--clock wall|thread] [--json PATH]``
+[--skip-mlp] [--device cpu|cuda] [--precision fp32|bf16] [--inductor default|cpp_wrapper|max-autotune|freezing]
+[--kinds CL,HAT,WSN] [--threads T] [--clock wall|thread] [--json PATH]``
 (``--threads 1 --clock thread`` times this thread's CPU time, for a busy machine).
 Targets (this CPU, 2 threads, fp32): compiled HATMaskMLP / CLMLP <= 1.05, compiled
 HATMaskResNet18 / CLResNet18 <= 1.03, compiled WSNMaskMLP / CLMLP <= 1.5; compiled / eager
@@ -91,8 +99,30 @@ TARGETS = {
     ("MLP", "HAT compiled/eager"): 0.8,
     ("MLP", "WSN compiled/eager"): 0.8,
 }
+#: ``--inductor`` choices: (``torch.compile`` options, Inductor config, evaluation step).
+INDUCTOR_OPTIONS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {
+    "default": ({}, {}, False),
+    "cpp_wrapper": ({}, {"cpp_wrapper": True}, False),
+    "max-autotune": ({"mode": "max-autotune"}, {}, False),
+    "freezing": ({}, {"freezing": True}, True),
+}
 #: (family, kind) -> the most seconds its first compilation (train stage) should take.
 FIRST_COMPILE_TARGETS = {("ResNet18", "HAT"): 60.0}
+
+
+def evaluation_step(kind: str, backbone: nn.Module, x: Tensor) -> Callable[[], None]:
+    """One evaluation forward of ``backbone`` on ``x`` under ``torch.no_grad`` (stage ``test``;
+    HAT and WSN with task 1's stored mask)."""
+    backbone.eval()
+
+    def step() -> None:
+        with torch.no_grad():
+            if kind == "CL":
+                backbone(x, "test")
+            else:
+                backbone(x, "test", test_task_id=1)
+
+    return synchronized(step, x.device)
 
 
 def training_step(kind: str, backbone: nn.Module, x: Tensor, precision: str) -> Callable[[], None]:
@@ -161,6 +191,7 @@ def measure_family(
     batch: int = 64,
     kinds: tuple[str, ...] = ("CL", "HAT", "WSN"),
     clock: Callable[[], float] = time.perf_counter,
+    inductor: str = "default",
 ) -> dict[str, Any]:
     """Eager and compiled steps of ``family``'s backbones, timed in alternating rounds.
 
@@ -174,6 +205,7 @@ def measure_family(
         batch: batch size.
         kinds: which of CL, HAT, WSN to time (CL is the reference of the ratios).
         clock: seconds of the timed rounds (the first compilation is always wall time).
+        inductor: a key of ``INDUCTOR_OPTIONS`` (``freezing`` times evaluation steps).
 
     Returns:
         ``paired_summary`` of the steps (labels ``"<kind> eager"``, ``"<kind> compiled"``) and
@@ -181,6 +213,16 @@ def measure_family(
         ``"first_compile_s"``, ``"graphs"`` and ``"error"`` (a compilation error, or None).
     """
     label, shape, builders = FAMILIES[family]
+    compile_options, config, evaluation = INDUCTOR_OPTIONS[inductor]
+    saved = {key: getattr(inductor_config, key) for key in config}
+    for key, value in config.items():
+        setattr(inductor_config, key, value)
+
+    def make_step(kind: str, backbone: nn.Module) -> Callable[[], None]:
+        if evaluation:
+            return evaluation_step(kind, backbone, x)
+        return training_step(kind, backbone, x, precision)
+
     torch._dynamo.reset()
     torch.manual_seed(0)
     x = torch.randn(batch, *shape, device=device)
@@ -191,13 +233,13 @@ def measure_family(
         backbone = prepared(kind, builders[kind](), device)
         # The published name it was built by (a class, or a builder attaching a mask method).
         names[kind] = getattr(builders[kind], "func", builders[kind]).__name__
-        steps[f"{kind} eager"] = training_step(kind, backbone, x, precision)
         twin = copy.deepcopy(backbone)
+        steps[f"{kind} eager"] = make_step(kind, backbone)
         graphs = [0]
         info: dict[str, Any] = {"first_compile_s": None, "graphs": graphs, "error": None}
         try:
-            twin.compile(fullgraph=True, backend=backend)
-            step = counting_graphs(training_step(kind, twin, x, precision), graphs)
+            twin.compile(fullgraph=True, backend=backend, **compile_options)
+            step = counting_graphs(make_step(kind, twin), graphs)
             start = time.perf_counter()
             step()
             info["first_compile_s"] = time.perf_counter() - start
@@ -216,7 +258,9 @@ def measure_family(
         if f"{kind} compiled" in timed and "CL compiled" in timed:
             ratios[f"{kind}/CL compiled"] = (f"{kind} compiled", "CL compiled")
     # The targets are set for this CPU in fp32 with Inductor; elsewhere the figures stand alone.
-    with_targets = device.type == "cpu" and precision == "fp32" and backend == "inductor"
+    with_targets = (
+        device.type == "cpu" and precision == "fp32" and backend == "inductor" and not evaluation
+    )
     targets = {name: value for (fam, name), value in TARGETS.items() if fam == family}
     if not with_targets:
         targets = {}
@@ -230,6 +274,9 @@ def measure_family(
             if target is None or info["first_compile_s"] is None
             else info["first_compile_s"] <= target
         )
+    for key, value in saved.items():
+        setattr(inductor_config, key, value)
+    label += f", Inductor {inductor}" + (" (evaluation forward)" if evaluation else "")
     return {"family": family, "label": label, "backbones": names, "compiled": compiled, **record}
 
 
@@ -287,6 +334,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per family")
     parser.add_argument("--skip-resnet", action="store_true", help="time the MLP family only")
+    parser.add_argument("--skip-mlp", action="store_true", help="time the ResNet-18 family only")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument(
         "--precision", "--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16: autocast"
@@ -295,8 +343,18 @@ def main() -> None:
     parser.add_argument(
         "--warm-cache", action="store_true", help="let Inductor reuse graphs compiled before"
     )
+    parser.add_argument(
+        "--inductor",
+        choices=tuple(INDUCTOR_OPTIONS),
+        default="default",
+        help="Inductor's CPU options (freezing: evaluation steps)",
+    )
+    parser.add_argument("--kinds", default="CL,HAT,WSN", help="backbones to time, CL first")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
+    kinds = tuple(args.kinds.split(","))
+    if kinds[0] != "CL" or not set(kinds) <= {"CL", "HAT", "WSN"}:
+        parser.error(f"--kinds must start with CL and name CL, HAT or WSN; got {args.kinds!r}.")
     clock = chosen_clock(parser, args)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -312,10 +370,17 @@ def main() -> None:
     )
     records = []
     for family, repeats, warmup in [("MLP", 300, 30), ("ResNet18", 10, 2)]:
-        if family == "ResNet18" and args.skip_resnet:
+        if (family == "ResNet18" and args.skip_resnet) or (family == "MLP" and args.skip_mlp):
             continue
         record = measure_family(
-            family, device, args.precision, args.repeats or repeats, warmup, clock=clock
+            family,
+            device,
+            args.precision,
+            args.repeats or repeats,
+            warmup,
+            kinds=kinds,
+            clock=clock,
+            inductor=args.inductor,
         )
         print_family(record)
         records.append(record)
@@ -325,6 +390,7 @@ def main() -> None:
                 {
                     "machine": machine(),
                     "precision": args.precision,
+                    "inductor": args.inductor,
                     "clock": args.clock,
                     "families": records,
                 }

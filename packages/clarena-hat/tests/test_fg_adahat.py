@@ -374,8 +374,20 @@ def test_fg_adahat_with_masks_as_importance_is_adahat(family):
     assert changed > 0
 
 
-@pytest.mark.parametrize("scheduler", ["linear_sparsity_reg", "summative_mask_sparsity_reg"])
-def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler):
+@pytest.mark.parametrize(
+    ("scheduler", "aggregation", "low"),
+    [
+        ("linear_sparsity_reg", "mean", 0.0),
+        ("summative_mask_sparsity_reg", "mean", 0.0),
+        ("summative_mask_sparsity_reg", "min", 0.0),
+        # Separable weight parts: the factor of Agg(S_i, S_j) from the per-unit factors.
+        ("sparsity_reg", "min", 0.0),
+        ("sparsity_reg", "max", 0.0),
+        ("linear_sparsity_reg", "min", 0.0),
+        ("sparsity_reg", "min", -0.5),  # negative importance: the per-weight arithmetic
+    ],
+)
+def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler, aggregation, low):
     """One fused multiply over all gradients gives the per-layer loop's gradients bit for bit."""
     torch.manual_seed(0)
     backbone = HATMaskResNet18(small_input=True, bias=True, batch_normalization="shared")
@@ -383,16 +395,21 @@ def test_fused_factor_is_bit_exact_to_the_per_layer_loop(scheduler):
     importance = importance_for(backbone, "add_all")
     for task_id in hat_of(backbone).stored_task_ids:
         importance.add_task(
-            task_id, {n: torch.rand(u) for n, u in hat_of(backbone).layer_units.items()}
+            task_id,
+            {n: torch.rand(u) * (1 - low) + low for n, u in hat_of(backbone).layer_units.items()},
         )
     loop = copy.deepcopy(backbone)
     random_gradients(backbone)
     random_gradients(loop)
     sparsity = {name: torch.rand(()) for name in backbone.weighted_layer_names}
-    arguments = {"scheduler": scheduler, "aggregation": "mean", "base_mask_sparsity_reg": 0.2}
+    arguments = {"scheduler": scheduler, "aggregation": aggregation, "base_mask_sparsity_reg": 0.2}
     fg_adahat_condition_gradients(backbone, importance, sparsity, 0.3, **arguments)
+    separable = backbone.__dict__.get("_fg_adahat_separable_cache", (None, None, None))[2]
+    assert (separable is not None) == (
+        aggregation != "mean" and scheduler != "summative_mask_sparsity_reg" and low == 0
+    )
     weight_part, unit_part = weight_importance(
-        loop, importance, "mean", scheduler, 10.0, filter_by_cumulative_mask=False
+        loop, importance, aggregation, scheduler, 10.0, filter_by_cumulative_mask=False
     )
     for name in loop.weighted_layer_names:
         coefficient = float(sparsity[name]) + 0.2

@@ -384,6 +384,9 @@ def test_fused_adahat_is_bit_exact_to_the_per_layer_loop(aggregation):
     adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation=aggregation)
     _loop_adahat(loop, sparsity, 0.3, 0.1, aggregation)
     _assert_same_grads(fused, loop)
+    # min and max take the factors of the units (a separable weight part), mean the weights'.
+    cached = fused.__dict__["_hat_mechanics_cache"][1]
+    assert (cached.get("adahat-separable") is not None) == (aggregation != "mean")
     # Python floats as the sparsity give the same factors as float32 tensors of them.
     floats = {name: float(value) for name, value in sparsity.items()}
     adahat_condition_gradients(fused, floats, alpha=0.3, epsilon=0.1, aggregation=aggregation)

@@ -45,15 +45,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clarena.hat.measures import AGGREGATIONS, weight_measure
+from clarena.hat.measures import AGGREGATIONS, input_unit_measure, weight_measure
 from clarena.hat.mechanics import (
     HATTarget,
     _as_floats,
     _check_coverage,
     _scale_gradients,
+    _separable_factors,
+    _separable_parts,
+    _SeparableParts,
     _soft_factors,
 )
-from clarena.hat.method import hat_of
+from clarena.hat.method import HAT, hat_of
 
 #: How the per-task importances ``I^1 .. I^T`` are summed into the carried importance ``S``.
 SUMMING_STRATEGIES: tuple[str, ...] = (
@@ -518,9 +521,6 @@ def fg_adahat_condition_gradients(
     _check_coverage(hat)
     if importance.task_ids.numel() == 0:
         return
-    weight_part, unit_part = weight_importance(
-        hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
-    )
     task_term = 1.0
     if scheduler == "linear_sparsity_reg":
         task_term = hat.backbone.check_task_id_ready() + base_linear
@@ -531,4 +531,43 @@ def fg_adahat_condition_gradients(
         if scheduler == "linear_sparsity_reg":
             coefficient = coefficient * task_term
         rates[name] = alpha / coefficient
+    if (
+        aggregation != "mean"
+        and scheduler != "summative_mask_sparsity_reg"
+        and not filter_by_cumulative_mask
+    ):
+        parts = _separable_importance(hat, importance)
+        if parts is not None:
+            factors = _separable_factors(parts, [rates[name] for name in names], aggregation)
+            _scale_gradients(hat, factors)
+            return
+    weight_part, unit_part = weight_importance(
+        hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
+    )
     _scale_gradients(hat, _soft_factors(weight_part, unit_part, rates, names))
+
+
+def _separable_importance(hat: HAT, importance: FGAdaHATImportance) -> _SeparableParts | None:
+    """The carried importance as :class:`~clarena.hat.mechanics._SeparableParts` (the weight part
+    ``Agg(S_i, S^in_j)``, the output side alone for a layer fed by the raw input), cached as
+    :func:`weight_importance`."""
+    network = hat.backbone
+    reference = network.get_buffer("_cumulative")
+    key = (importance.version, hat.mask_version, reference.device, reference.dtype)
+    cache = network.__dict__.get("_fg_adahat_separable_cache")
+    if cache is not None and cache[0] == key and cache[1] is importance:
+        parts: _SeparableParts | None = cache[2]
+        return parts
+    summed = {
+        name: value.to(device=reference.device, dtype=reference.dtype)
+        for name, value in importance.carried_importance().items()
+    }
+    inputs = {
+        name: input_unit_measure(network, summed, name, 0.0)
+        if network.input_layer_names(name)
+        else None
+        for name in network.weighted_layer_names
+    }
+    parts = _separable_parts(hat, summed, inputs)
+    network.__dict__["_fg_adahat_separable_cache"] = (key, importance, parts)
+    return parts

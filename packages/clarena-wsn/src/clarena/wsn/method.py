@@ -491,13 +491,18 @@ class WSN(MaskMethod):
         """
         if not self.task_masks.task_ids:
             return
+        # The buffers read from the module's dict: get_buffer resolves a path per parameter,
+        # which on a small network costs as much as the multiply.
+        buffers = self._free_masks._buffers
         grads: list[Tensor] = []
         free: list[Tensor] = []
         for slot in self._slots:
             grad = getattr(slot.layer, slot.kind).grad
             if grad is not None:
+                factor = buffers[slot.key]
+                assert factor is not None  # registered in _attach for every slot
                 grads.append(grad)
-                free.append(self._free_masks.get_buffer(slot.key))
+                free.append(factor)
         if grads:
             # A multiply by the 0/1 free mask is many times faster than masked_fill_ on CPU; a
             # non-finite gradient of a used parameter stays NaN.

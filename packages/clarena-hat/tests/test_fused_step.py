@@ -1,0 +1,163 @@
+"""The fused paths of HAT's step give the per-layer operations' results: mask gates and their
+gradients bit for bit, the regulariser without a concatenation, the coverage check after a new
+parameter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from clarena.hat import (
+    HATMaskMLP,
+    condition_gradients,
+    hat_of,
+    layer_sparsity,
+    sparsity_regularization,
+    zero_subnormal_gates,
+)
+from clarena.hat.mechanics import _joined
+
+S_MAX = 400.0
+# S_MAX e in (-88.7, -87.3] gives a subnormal sigmoid(S_MAX e); -0.3 gives exp overflow (gate 0).
+SUBNORMAL = [-0.22, -0.219, -0.2185, -0.2215]
+
+
+def mlp_with_subnormal_gates(dtype: torch.dtype = torch.float32) -> HATMaskMLP:
+    torch.manual_seed(0)
+    # Layer sizes 13, 7 and 5: every layer has a tail its sigmoid kernel handles apart.
+    mlp = HATMaskMLP(input_dim=11, hidden_dims=[13, 7], output_dim=5).to(dtype)
+    mlp.setup_task_id(1)
+    with torch.no_grad():
+        mlp.task_embedding["fc/0"][: len(SUBNORMAL)] = torch.tensor(SUBNORMAL)
+        mlp.task_embedding["fc/1"][-2:] = torch.tensor([-0.3, SUBNORMAL[0]])
+        mlp.task_embedding["fc/2"][0] = SUBNORMAL[1]
+    return mlp
+
+
+@pytest.mark.parametrize("scale", [1 / S_MAX, 1.7, 57.0, S_MAX])
+def test_gates_and_their_gradients_equal_the_per_layer_operations_bit_for_bit(scale, hat_gate):
+    mlp = mlp_with_subnormal_gates()
+    x = torch.randn(6, 11)
+    _, mask, _ = mlp(x, "train", scale=scale)
+    embeddings = {
+        name: e.detach().clone().requires_grad_() for name, e in mlp.task_embedding.items()
+    }
+    expected = {name: hat_gate(scale * e) for name, e in embeddings.items()}
+    for name in expected:
+        assert torch.equal(mask[name], expected[name]), name
+    if scale == S_MAX:
+        raw = torch.sigmoid(S_MAX * mlp.task_embedding["fc/0"].detach())
+        tiny = torch.finfo(torch.float32).tiny
+        assert ((raw > 0) & (raw < tiny)).sum() == len(SUBNORMAL)  # the case is exercised
+        assert (mask["fc/0"][: len(SUBNORMAL)] == 0).all()
+    # Upstream gradients, NaN on a zeroed gate: it must not pass (where's backward gives 0).
+    upstream = {name: torch.randn(m.shape) for name, m in mask.items()}
+    upstream["fc/0"][0] = float("nan")
+    sum((m * upstream[n]).sum() for n, m in mask.items()).backward()
+    sum((m * upstream[n]).sum() for n, m in expected.items()).backward()
+    for name, embedding in mlp.task_embedding.items():
+        reference = embeddings[name].grad
+        if scale == S_MAX or name != "fc/0":
+            assert torch.equal(embedding.grad, reference), name
+        else:  # the NaN passes an open gate in both
+            assert torch.allclose(embedding.grad, reference, rtol=0, atol=0, equal_nan=True)
+
+
+def test_gates_in_float64_and_without_grad(hat_gate):
+    mlp = mlp_with_subnormal_gates(torch.float64)
+    with torch.no_grad():
+        _, mask, _ = mlp(torch.randn(2, 11, dtype=torch.float64), "validation", s_max=S_MAX)
+    for name, embedding in mlp.task_embedding.items():
+        assert torch.equal(mask[name], hat_gate(S_MAX * embedding.detach())), name
+        assert mask[name].dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_zero_subnormal_gates_threshold_is_the_dtype_smallest_normal(dtype):
+    info = torch.finfo(dtype)
+    smallest_subnormal = info.tiny * info.eps
+    gate = torch.tensor(
+        [info.tiny - smallest_subnormal, smallest_subnormal, info.tiny, 0.5, float("nan")],
+        dtype=dtype,
+    )
+    assert 0 < gate[0] < info.tiny  # both subnormal in dtype
+    assert 0 < gate[1] < info.tiny
+    zeroed = zero_subnormal_gates(gate)
+    expected = torch.tensor([0.0, 0.0, info.tiny, 0.5, float("nan")], dtype=dtype)
+    assert torch.allclose(zeroed, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_regulariser_on_forward_masks_equals_it_on_separate_tensors_with_gradients():
+    mlp = mlp_with_subnormal_gates()
+    hat = hat_of(mlp)
+    with torch.no_grad():
+        for e in mlp.task_embedding.values():
+            e.copy_(torch.randn(e.shape))
+    hat.store_mask()
+    mlp.setup_task_id(2)
+    cumulative = hat.cumulative_mask()
+    _, mask, _ = mlp(torch.randn(3, 11), "train", scale=3.0)
+    # The forward's masks are pieces of one tensor: no concatenation is made.
+    assert _joined(list(mask.values())) is next(iter(mask.values()))._base
+    copies = {name: m.detach().clone().requires_grad_() for name, m in mask.items()}
+    separate = {name: c.clone() for name, c in cumulative.items()}
+    fused = sparsity_regularization(mask, cumulative)
+    reference = sparsity_regularization(copies, separate)  # concatenates copies
+    assert torch.equal(fused, reference)
+    fused.backward()
+    reference.backward()
+    # The embeddings' gradients equal the chain through the copies' gradients.
+    for name, embedding in mlp.task_embedding.items():
+        gate = mask[name].detach()
+        expected = copies[name].grad * gate * (1 - gate) * 3.0
+        assert torch.allclose(embedding.grad, expected, rtol=1e-6, atol=0), name
+    # The cached free units follow an in-place change of the cumulative mask.
+    with torch.no_grad():
+        mlp.get_buffer("_cumulative").fill_(0.0)
+    assert torch.equal(
+        sparsity_regularization(mask, hat.cumulative_mask()),
+        sparsity_regularization(copies, {n: torch.zeros_like(c) for n, c in separate.items()}),
+    )
+    per_layer = layer_sparsity(mask, hat.cumulative_mask())
+    assert per_layer.keys() == mask.keys()
+
+
+def test_joined_concatenates_pieces_that_are_not_one_tensor_in_order():
+    flat = torch.arange(6.0)
+    pieces = list(flat.split([2, 4]))
+    assert _joined(pieces) is flat
+    assert torch.equal(_joined(pieces[::-1]), torch.tensor([2.0, 3, 4, 5, 0, 1]))
+    assert torch.equal(_joined(pieces[:1]), torch.tensor([0.0, 1.0]))  # part of its base
+    strided = flat[::2]
+    assert torch.equal(_joined([strided]), torch.tensor([0.0, 2.0, 4.0]))
+    leaf = torch.arange(4.0, requires_grad=True)
+    with torch.no_grad():
+        untracked = list(leaf.split([1, 3]))  # made without grad: not the leaf's pieces
+    assert _joined(untracked) is not leaf
+    torch.cat(untracked).sum().backward()  # what _joined must reproduce: no gradient to the leaf
+    assert leaf.grad is None
+    assert _joined(list(leaf.split([1, 3]))) is leaf
+
+
+def test_coverage_is_checked_again_after_a_parameter_is_registered():
+    mlp = HATMaskMLP(input_dim=3, hidden_dims=[2], output_dim=2)
+    mlp.setup_task_id(1)
+    hat_of(mlp).store_mask()
+    condition_gradients(mlp)  # checked: covered
+    mlp.extra = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match=r"\['extra.weight', 'extra.bias'\] belong to no"):
+        condition_gradients(mlp)
+    del mlp.extra
+    condition_gradients(mlp)
+
+
+def test_regulariser_is_the_free_units_mean_mask_within_float32_rounding_in_any_dtypes():
+    mask = {"a": torch.tensor([0.5, 1.0, 0.25]), "b": torch.tensor([0.0, 0.75])}
+    cumulative = {"a": torch.tensor([1.0, 0.0, 0.0]), "b": torch.tensor([0.0, 1.0])}
+    expected = (1.0 + 0.25 + 0.0) / 3
+    assert sparsity_regularization(mask, cumulative).item() == pytest.approx(expected, rel=1e-6)
+    wide = {name: m.double() for name, m in mask.items()}  # a float64 mask, float32 masks before
+    assert sparsity_regularization(wide, cumulative).item() == pytest.approx(expected, rel=1e-6)
+    full = {name: torch.ones_like(c) for name, c in cumulative.items()}
+    assert sparsity_regularization(mask, full).item() == 0.0
