@@ -10,9 +10,12 @@ the ViT (patch embedding, attention qkv and projection, MLPs); its layer norms, 
 position embedding are trained in the first task and frozen after it. The accuracy on every
 learned task is printed after each task: task 1's does not change.
 
-The optimiser is AdamW without weight decay, protected in gradient space (HAT's own algorithm:
-HAT's hard 0/1 conditioning survives Adam's normalisation). ``make_optimizer`` and
-``optimizer_step`` are the only lines to change for another optimiser or protection mode.
+The optimiser is AdamW with weight decay 0.05, protected in update space
+(:class:`clarena.cl.UpdateSpaceProtection` over HAT's ``protection_factors()``): HAT still
+conditions the gradients, and the step AdamW takes (its moments and its decoupled weight decay
+included) is then undone on every entry an earlier task owns, so those entries end each step
+bit-identical to where they began. ``make_optimizer`` and ``optimizer_step`` are the only lines to
+change for another optimiser or protection mode.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from clarena.backbones import HATMaskTimmBackbone
-from clarena.cl import CLBackbone, HeadsTIL
+from clarena.cl import CLBackbone, HeadsTIL, UpdateSpaceProtection
 from clarena.hat import (
     annealed_scale,
     clamp_task_embedding,
@@ -51,14 +54,22 @@ REGULARIZATION = 0.75
 
 def make_optimizer(parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     """The optimiser of one task (a fresh one per task)."""
-    return torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.0)
+    return torch.optim.AdamW(parameters, lr=1e-3, weight_decay=0.05)
 
 
-def optimizer_step(backbone: CLBackbone, optimizer: torch.optim.Optimizer, scale: float) -> None:
-    """One protected step: HAT conditions the gradients, then the optimiser steps."""
+def optimizer_step(
+    backbone: CLBackbone,
+    optimizer: torch.optim.Optimizer,
+    protection: UpdateSpaceProtection,
+    scale: float,
+) -> None:
+    """One protected step: HAT conditions the gradients, the optimiser steps, and the protection
+    scales the step it took by HAT's factors (0 on what earlier tasks own)."""
     condition_gradients(backbone)
     compensate_embedding_gradients(backbone, scale, S_MAX)
+    protection.before_step()
     optimizer.step()
+    protection.after_step()
     clamp_task_embedding(backbone)
 
 
@@ -94,7 +105,9 @@ def train_task(backbone: CLBackbone, heads: HeadsTIL, task_id: int) -> None:
     heads.setup_task_id(task_id, num_classes=CLASSES_PER_TASK)
     optimizer = make_optimizer([*backbone.parameters(), *heads.parameters()])
     hat = hat_of(backbone)
-    hat.check_optimizer(optimizer)
+    hat.check_optimizer(optimizer, update_space=True)
+    # HAT's factors are constant within a task: built once, after the task is set up.
+    protection = UpdateSpaceProtection(hat.protection_factors())
     images, labels = task_data(task_id, STEPS_PER_TASK * BATCH)
     backbone.train()
     for step in range(STEPS_PER_TASK):
@@ -105,7 +118,7 @@ def train_task(backbone: CLBackbone, heads: HeadsTIL, task_id: int) -> None:
         loss = nn.functional.cross_entropy(heads(feature, task_id), labels[batch])
         loss = loss + REGULARIZATION * sparsity_regularization(mask, hat.cumulative_mask())
         loss.backward()
-        optimizer_step(backbone, optimizer, scale)
+        optimizer_step(backbone, optimizer, protection, scale)
     hat.end_task(task_id)
 
 

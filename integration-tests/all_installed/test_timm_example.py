@@ -1,4 +1,4 @@
-"""examples/timm_hat_adamw.py: a pretrained timm ViT learns three tasks with HAT and AdamW."""
+"""examples/timm_hat_adamw.py: a pretrained timm ViT learns three tasks with HAT and AdamW (weight decay, update space)."""
 
 from __future__ import annotations
 
