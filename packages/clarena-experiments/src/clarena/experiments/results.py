@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from clarena.experiments.data.datamodules import dataset_identity
 from clarena.experiments.run_dir import create_for_write, write_text
 
 #: Accuracy-matrix rows: trained task id -> {tested task id: accuracy}.
@@ -129,9 +130,10 @@ def run_title(algorithm: str, backbone: str, dataset: Mapping[str, object]) -> s
     Args:
         algorithm: the algorithm's class name.
         backbone: the backbone's class name or ``_target_`` (the last dotted part is shown).
-        dataset: the dataset config; its ``sequence`` and ``source`` name it.
+        dataset: the dataset config; its target (or 0.1 ``sequence``) and ``source`` name it.
     """
-    name = " ".join(str(dataset[key]) for key in ("sequence", "source") if dataset.get(key))
+    kind, sources = dataset_identity(dataset) if dataset else ("", [])
+    name = f"{kind} {'+'.join(sources)}".strip()
     return " · ".join(part for part in (algorithm, backbone.rsplit(".", 1)[-1], name) if part)
 
 

@@ -12,7 +12,8 @@ refuses any target outside an allowlist the project controls, and any ``${...}``
   algorithms (``clarena.algorithms``; clarena's own register as
   ``clarena.experiments.algorithms.<Name>``), whichever distribution registers them, so a third
   party's saved model is checked like clarena's own,
-- ``clarena.experiments.data.<DataModule or task sequence>``, the heads ``clarena.cl.Head*``,
+- ``clarena.experiments.data.<DataModule, task sequence, sequence spec or flat per-sequence
+  target>``, the heads ``clarena.cl.Head*``,
 - optimisers ``torch.optim.<Optimizer>``, schedulers ``torch.optim.lr_scheduler.<Scheduler>``,
 - activation and normalisation layers ``torch.nn.<Layer>`` (e.g. ``torch.nn.ReLU``).
 
@@ -86,8 +87,9 @@ def _cl_head(name: str) -> bool:
 #: imported that is not imported already.
 _RULES: dict[str, Callable[[str], bool]] = {
     "clarena.backbones": lambda name: name in available_backbones(),
-    "clarena.experiments.data": lambda name: _exported(
-        data, name, (LightningDataModule, data.TaskSequence)
+    "clarena.experiments.data": lambda name: (
+        _exported(data, name, (LightningDataModule, data.TaskSequence, data.SequenceSpec))
+        or (name in data.__all__ and isinstance(getattr(data, name), data.FlatDataModule))
     ),
     "clarena.cl": _cl_head,
     "torch.optim": lambda name: _is_subclass(

@@ -1,8 +1,28 @@
-"""Datasets: the embedded digits, local file-format sources, task sequences, DataModules."""
+"""Datasets: the embedded digits, local file-format sources, task sequences and their typed
+specs, DataModules and the flat per-sequence config targets."""
 
 from __future__ import annotations
 
-from clarena.experiments.data.datamodules import CLDataModule, MTLDataModule, STLDataModule
+from clarena.experiments.data.datamodules import (
+    FLAT_TARGETS,
+    CLDataModule,
+    FlatDataModule,
+    MTLDataModule,
+    MultiSourceCLDataModule,
+    MultiSourceMTLDataModule,
+    MultiSourceSTLDataModule,
+    PermutedCLDataModule,
+    PermutedMTLDataModule,
+    PermutedSTLDataModule,
+    RotatedCLDataModule,
+    RotatedMTLDataModule,
+    RotatedSTLDataModule,
+    SplitCLDataModule,
+    SplitMTLDataModule,
+    SplitSTLDataModule,
+    STLDataModule,
+    dataset_identity,
+)
 from clarena.experiments.data.local_sources import LOCAL_SOURCES, load_local_source
 from clarena.experiments.data.sequences import (
     MultiSourceSequence,
@@ -16,23 +36,52 @@ from clarena.experiments.data.sources import (
     ImageSplits,
     load_source,
 )
+from clarena.experiments.data.specs import (
+    MultiSourceTasks,
+    PermutedTasks,
+    RotatedTasks,
+    SequenceSpec,
+    SourceReading,
+    SplitTasks,
+)
 from clarena.experiments.data.transforms import BatchTransform
 from clarena.experiments.errors import DatasetNotFoundError
 
 __all__ = [
+    "FLAT_TARGETS",
     "LOCAL_SOURCES",
     "SOURCES",
     "BatchTransform",
     "CLDataModule",
     "DatasetNotFoundError",
+    "FlatDataModule",
     "ImageSplits",
     "MTLDataModule",
+    "MultiSourceCLDataModule",
+    "MultiSourceMTLDataModule",
+    "MultiSourceSTLDataModule",
     "MultiSourceSequence",
+    "MultiSourceTasks",
+    "PermutedCLDataModule",
+    "PermutedMTLDataModule",
+    "PermutedSTLDataModule",
     "PermutedSequence",
+    "PermutedTasks",
+    "RotatedCLDataModule",
+    "RotatedMTLDataModule",
+    "RotatedSTLDataModule",
     "RotatedSequence",
+    "RotatedTasks",
     "STLDataModule",
+    "SequenceSpec",
+    "SourceReading",
+    "SplitCLDataModule",
+    "SplitMTLDataModule",
+    "SplitSTLDataModule",
     "SplitSequence",
+    "SplitTasks",
     "TaskSequence",
+    "dataset_identity",
     "load_local_source",
     "load_source",
 ]

@@ -1,120 +1,95 @@
 """Lightning DataModules for continual, multi-task and single-task learning.
 
-All three take the same flat arguments (so a config reads like the dataset it describes) and
-build one :class:`~clarena.experiments.data.sequences.TaskSequence`:
+Each composes a typed sequence spec (:mod:`clarena.experiments.data.specs`: which tasks) with
+its loader settings (batch sizes, workers, normalisation, augmentation):
 
 - :class:`CLDataModule`: one task at a time (:meth:`CLDataModule.setup_task_id`), test loaders
   for any seen task.
 - :class:`MTLDataModule`: every task at once, batches ``(image, label, task_id)``.
 - :class:`STLDataModule`: one task of the sequence as a plain classification problem.
+
+Configs name one flat target per sequence and paradigm, which takes exactly that sequence's
+arguments plus the loader's (``PermutedCLDataModule``, ``SplitCLDataModule``,
+``RotatedCLDataModule``, ``MultiSourceCLDataModule``; the same for ``MTL`` and ``STL``); an
+argument the sequence does not take is refused, naming the nearest one it does. The 0.1 flat form
+``CLDataModule(sequence="permuted", source=..., ...)`` (saved model files, upstream configs) still
+builds the same data.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
-from clarena.experiments.data.local_sources import LOCAL_SOURCES, load_local_source
-from clarena.experiments.data.sequences import (
-    MultiSourceSequence,
-    PermutedSequence,
-    RotatedSequence,
-    SplitSequence,
-    TaskSequence,
+from clarena.backbones import checked_keywords
+from clarena.experiments.data.sequences import TaskSequence
+from clarena.experiments.data.specs import (
+    FLAT_SEQUENCE_ARGUMENTS,
+    SPECS,
+    MultiSourceTasks,
+    PermutedTasks,
+    RotatedTasks,
+    SequenceSpec,
+    SourceReading,
+    SplitTasks,
+    spec_from_flat,
 )
-from clarena.experiments.data.sources import SOURCE_NUM_CLASSES, ImageSplits, load_source
 from clarena.experiments.data.transforms import BatchTransform
 
-#: Values of the ``sequence`` argument.
-SEQUENCES: tuple[str, ...] = ("permuted", "split", "rotated", "multi_source")
+#: Values of the 0.1 flat form's ``sequence`` argument.
+SEQUENCES: tuple[str, ...] = tuple(SPECS)
 
 
 class _SequenceDataModule(LightningDataModule):
-    """Builds the task sequence from flat arguments and makes loaders.
+    """Builds the task sequence from its spec and makes loaders.
 
     Args:
-        sequence: ``permuted``, ``split``, ``rotated`` or ``multi_source``.
-        source: image source: ``digits`` (bundled, float) or one of
-            :data:`~clarena.experiments.data.local_sources.LOCAL_SOURCES` (``mnist``,
-            ``fashion_mnist``, ``cifar10``, ``cifar100``, ``svhn``, ``tinyimagenet``), read from
-            ``root`` in its published layout and held as uint8.
-        root: local directory holding the source's files (nothing is downloaded).
-        num_tasks: number of tasks of a permuted or rotated sequence.
-        class_split: classes of each task of a split sequence.
-        classes_per_task: group size of a split sequence when ``class_split`` is not given.
-        permutation_seed: seed of the permuted sequence's pixel permutations.
-        first_task_identity: leave task 1 of a permuted sequence unpermuted.
-        image_size: side of the square images (``digits`` default 28, others their own size).
-        channels: image channels (3 repeats a grey source, for ResNets).
-        val_fraction: share of training images held out for validation.
-        test_fraction: share of the digits held out for testing.
-        split_seed: seed of the train / validation / test split.
+        sequence: the sequence spec (e.g. ``PermutedTasks(source="mnist", root="data",
+            num_tasks=10)``); in the 0.1 flat form its kind's name (``permuted``, ``split``,
+            ``rotated``, ``multi_source``), with the spec's arguments in ``flat``.
         batch_size: training batch size.
         eval_batch_size: validation and test batch size.
         num_workers: data loader worker processes.
-        sources: the source of each task of a ``multi_source`` sequence, e.g.
-            ``[mnist, fashion_mnist, svhn, cifar10]`` (all read from ``root``).
-        angles: degrees of each task of a ``rotated`` sequence (default: evenly in [0, 180)).
         mean, std: per-channel normalisation constants applied per batch (default: none).
         crop_padding: random crop with this zero padding, training loaders only (0: off).
         horizontal_flip: random horizontal flip, training loaders only.
+        flat: the 0.1 flat form's sequence arguments
+            (:data:`~clarena.experiments.data.specs.FLAT_SEQUENCE_ARGUMENTS`); arguments the
+            named sequence does not take are ignored, as they were in 0.1.
     """
 
     def __init__(
         self,
-        sequence: str = "permuted",
-        source: str = "digits",
-        root: str | None = None,
-        num_tasks: int | None = None,
-        class_split: Sequence[Sequence[int]] | None = None,
-        classes_per_task: int | None = None,
-        permutation_seed: int = 0,
-        first_task_identity: bool = True,
-        image_size: int | None = None,
-        channels: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.2,
-        split_seed: int = 0,
+        sequence: SequenceSpec | str = "permuted",
+        *,
         batch_size: int = 64,
         eval_batch_size: int = 512,
         num_workers: int = 0,
-        sources: Sequence[str] | None = None,
-        angles: Sequence[float] | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         crop_padding: int = 0,
         horizontal_flip: bool = False,
+        **flat: Any,
     ) -> None:
         super().__init__()
-        if sequence not in SEQUENCES:
-            raise ValueError(
-                f"{type(self).__name__}: sequence must be one of {', '.join(SEQUENCES)}; got "
-                f"{sequence!r}."
-            )
-        if sequence in ("permuted", "rotated") and num_tasks is None:
-            raise ValueError(f"{type(self).__name__}: a {sequence} sequence needs num_tasks.")
-        if sequence == "multi_source" and not sources:
-            raise ValueError(
-                f"{type(self).__name__}: a multi_source sequence needs sources, e.g. "
-                f"[mnist, fashion_mnist, svhn, cifar10]."
-            )
-        for name in [source] if sequence != "multi_source" else list(sources or []):
-            if name not in SOURCE_NUM_CLASSES and name not in LOCAL_SOURCES:
-                raise ValueError(
-                    f"{type(self).__name__}: unknown source {name!r}; expected one of "
-                    f"{', '.join(dict.fromkeys([*SOURCE_NUM_CLASSES, *LOCAL_SOURCES]))}."
+        owner = type(self).__name__
+        if isinstance(sequence, SequenceSpec):
+            if flat:
+                raise TypeError(
+                    f"{owner}() got {', '.join(map(repr, flat))} beside a sequence spec; give "
+                    f"them to {type(sequence).__name__}."
                 )
-        if num_tasks is not None and (
-            isinstance(num_tasks, bool) or not isinstance(num_tasks, int) or num_tasks < 1
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: num_tasks must be a positive integer; got {num_tasks!r}."
-            )
+            spec = sequence
+        else:
+            checked_keywords(owner, flat, list(FLAT_SEQUENCE_ARGUMENTS))
+            spec = spec_from_flat(owner, sequence, flat)
         for name, value, least, fix in (
             ("batch_size", batch_size, 1, "samples per training batch, e.g. batch_size=64"),
             ("eval_batch_size", eval_batch_size, 1, "e.g. eval_batch_size=512"),
@@ -122,49 +97,10 @@ class _SequenceDataModule(LightningDataModule):
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(
-                    f"{type(self).__name__}: {name} must be an integer >= {least} ({fix}); got "
-                    f"{value!r}."
+                    f"{owner}: {name} must be an integer >= {least} ({fix}); got {value!r}."
                 )
-        # Checked here, before any file is read, where the class count is known in advance; else
-        # when the sequence is loaded (still before training).
-        if (
-            sequence == "split"
-            and class_split is None
-            and num_tasks is not None
-            and source in SOURCE_NUM_CLASSES
-        ):
-            class_split = _even_class_split(
-                type(self).__name__, SOURCE_NUM_CLASSES[source], num_tasks, classes_per_task
-            )
-        if (
-            sequence == "split"
-            and class_split is not None
-            and num_tasks is not None
-            and len(class_split) != num_tasks
-        ):
-            raise ValueError(
-                f"{type(self).__name__}: num_tasks={num_tasks} but class_split has "
-                f"{len(class_split)} groups (one per task). Drop num_tasks or make them agree."
-            )
-        self.sequence_kind = sequence
-        self.source_arguments = {
-            "source": source,
-            "root": root,
-            "image_size": image_size,
-            "channels": channels,
-            "val_fraction": val_fraction,
-            "test_fraction": test_fraction,
-            "split_seed": split_seed,
-        }
-        self.sequence_arguments = {
-            "num_tasks": num_tasks,
-            "class_split": class_split,
-            "classes_per_task": classes_per_task,
-            "permutation_seed": permutation_seed,
-            "first_task_identity": first_task_identity,
-            "sources": None if sources is None else list(sources),
-            "angles": None if angles is None else list(angles),
-        }
+        self.spec = spec
+        self.sequence_kind = spec.kind
         self.eval_transform = BatchTransform(mean=mean, std=std)
         self.train_transform = BatchTransform(
             mean=mean, std=std, crop_padding=crop_padding, horizontal_flip=horizontal_flip
@@ -175,41 +111,8 @@ class _SequenceDataModule(LightningDataModule):
 
     @cached_property
     def sequence(self) -> TaskSequence:
-        """The task sequence (loaded on first use)."""
-        arguments = self.sequence_arguments
-        if self.sequence_kind == "multi_source":
-            return MultiSourceSequence([self._load(name) for name in arguments["sources"]])
-        splits = self._load(self.source_arguments["source"])
-        if self.sequence_kind == "rotated":
-            return RotatedSequence(
-                splits, num_tasks=arguments["num_tasks"], angles=arguments["angles"]
-            )
-        if self.sequence_kind == "permuted":
-            return PermutedSequence(
-                splits,
-                num_tasks=arguments["num_tasks"],
-                permutation_seed=arguments["permutation_seed"],
-                first_task_identity=arguments["first_task_identity"],
-            )
-        class_split = arguments["class_split"]
-        if class_split is None and arguments["num_tasks"] is not None:
-            class_split = _even_class_split(
-                type(self).__name__,
-                splits.num_classes,
-                arguments["num_tasks"],
-                arguments["classes_per_task"],
-            )
-        return SplitSequence(
-            splits, class_split=class_split, classes_per_task=arguments["classes_per_task"]
-        )
-
-    def _load(self, source: str) -> ImageSplits:
-        """``source``'s splits: a local file-format source as uint8, else :func:`load_source`."""
-        arguments = {**self.source_arguments, "source": source}
-        if source in LOCAL_SOURCES:
-            del arguments["test_fraction"]
-            return load_local_source(**arguments)
-        return load_source(**arguments)
+        """The task sequence (its files are read on first use)."""
+        return self.spec.build()
 
     @property
     def num_tasks(self) -> int:
@@ -235,41 +138,11 @@ class _SequenceDataModule(LightningDataModule):
         )
 
 
-def _even_class_split(
-    owner: str, total: int, num_tasks: int, classes_per_task: int | None
-) -> list[list[int]]:
-    """Classes ``0..total-1`` in order, in ``num_tasks`` groups of equal size.
-
-    Raises:
-        ValueError: the groups would not hold every class exactly once (``num_tasks`` does not
-            divide the classes, or ``classes_per_task * num_tasks != total``).
-    """
-    valid = [n for n in range(1, total + 1) if total % n == 0]
-    if classes_per_task is None:
-        if total % num_tasks:
-            raise ValueError(
-                f"{owner}: num_tasks={num_tasks} does not divide the source's {total} classes "
-                f"into equal groups (classes would be dropped); use num_tasks in "
-                f"{valid}, or give class_split explicitly."
-            )
-        classes_per_task = total // num_tasks
-    elif classes_per_task * num_tasks != total:
-        raise ValueError(
-            f"{owner}: num_tasks={num_tasks} x classes_per_task={classes_per_task} covers "
-            f"{num_tasks * classes_per_task} of the source's {total} classes; they must cover all "
-            f"{total} (num_tasks in {valid}). To use a subset of the classes, list the groups in "
-            f"class_split."
-        )
-    return [
-        list(range(start, start + classes_per_task)) for start in range(0, total, classes_per_task)
-    ]
-
-
 class CLDataModule(_SequenceDataModule):
     """Continual-learning data: the current task's loaders, test loaders for any task.
 
-    Arguments as for the shared base (see the module docstring). Call :meth:`setup_task_id`
-    before fitting each task.
+    Arguments as for the shared base (:class:`_SequenceDataModule`). Call
+    :meth:`setup_task_id` before fitting each task.
     """
 
     #: The task served by the train / validation loaders (set by :meth:`setup_task_id`).
@@ -301,7 +174,7 @@ class CLDataModule(_SequenceDataModule):
 class MTLDataModule(_SequenceDataModule):
     """Multi-task data: every task at once; batches are ``(image, label, task_id)``.
 
-    Arguments as for the shared base (see the module docstring).
+    Arguments as for the shared base (:class:`_SequenceDataModule`).
     """
 
     def _joint(self, split: str) -> ConcatDataset:
@@ -331,21 +204,23 @@ class STLDataModule(_SequenceDataModule):
     """Single-task data: task ``task_id`` of the sequence as one classification problem.
 
     Args:
+        sequence: the sequence spec, or the 0.1 flat form's sequence name.
         task_id: the task to learn (default 1: with a permuted sequence, the plain images).
-        **kwargs: the shared base's arguments (see the module docstring); ``num_tasks``
-            defaults to ``task_id`` for a permuted or rotated sequence.
+        **kwargs: the shared base's arguments (:class:`_SequenceDataModule`); in the flat form
+            ``num_tasks`` defaults to ``task_id`` for a permuted or rotated sequence.
     """
 
-    def __init__(self, task_id: int = 1, **kwargs: Any) -> None:
+    def __init__(
+        self, sequence: SequenceSpec | str = "permuted", task_id: int = 1, **kwargs: Any
+    ) -> None:
         if isinstance(task_id, bool) or not isinstance(task_id, int) or task_id < 1:
             raise ValueError(
                 f"{type(self).__name__}: task_id must be a task of the sequence, an integer >= 1; "
                 f"got {task_id!r}."
             )
-        sequence = kwargs.get("sequence", "permuted")
         if sequence in ("permuted", "rotated") and kwargs.get("num_tasks") is None:
             kwargs["num_tasks"] = task_id
-        super().__init__(**kwargs)
+        super().__init__(sequence, **kwargs)
         self.task_id = task_id
 
     def train_dataloader(self) -> DataLoader:
@@ -356,3 +231,125 @@ class STLDataModule(_SequenceDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.sequence.dataset(self.task_id, "test"), train=False)
+
+
+_Module = TypeVar("_Module", bound=_SequenceDataModule)
+
+
+class FlatDataModule(Generic[_Module]):
+    """A config target that builds ``module(spec(...), ...)`` from one flat argument list.
+
+    It takes exactly the spec's arguments and the module's loader arguments, with their
+    defaults; any other name is refused with the nearest valid one. Called like the module::
+
+        PermutedCLDataModule(source="digits", num_tasks=5, batch_size=64)
+
+    Args:
+        module: the DataModule class (paradigm).
+        spec: the sequence spec class.
+        name: the published name (its ``__name__`` and the name messages give).
+    """
+
+    def __init__(self, module: type[_Module], spec: type[SequenceSpec], name: str) -> None:
+        self.module, self.spec, self.__name__ = module, spec, name
+        self.__qualname__, self.__module__ = name, __name__
+        self.__doc__ = (
+            f"{module.__name__} over :class:`~clarena.experiments.data.specs.{spec.__name__}`, "
+            f"from flat arguments: the spec's and the loader's."
+        )
+        reading = {field.name for field in fields(SourceReading)}
+        # STL learns task ``task_id``: a sequence that needs a task count gets ``task_id``'s.
+        self.counts_from_task_id = module is STLDataModule and any(
+            field.name == "num_tasks" and field.default is MISSING for field in fields(spec)
+        )
+        own = []
+        for field in sorted(fields(spec), key=lambda field: field.name in reading):
+            default = inspect.Parameter.empty if field.default is MISSING else field.default
+            if self.counts_from_task_id and field.name == "num_tasks":
+                default = None
+            own.append(
+                inspect.Parameter(
+                    field.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=default,
+                    annotation=field.type,
+                )
+            )
+        # The module's own arguments, then (a subclass passing **kwargs on) the shared base's.
+        loader = [
+            parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for init in (module.__init__, _SequenceDataModule.__init__)
+            for parameter in list(inspect.signature(init).parameters.values())[1:]
+            if parameter.name != "sequence" and parameter.kind is not parameter.VAR_KEYWORD
+        ]
+        loader = list({parameter.name: parameter for parameter in reversed(loader)}.values())[::-1]
+        self.__signature__ = inspect.Signature([*own, *loader])
+        self.spec_arguments = [parameter.name for parameter in own]
+        self.arguments = [*self.spec_arguments, *(parameter.name for parameter in loader)]
+
+    def __call__(self, **arguments: Any) -> _Module:
+        arguments = checked_keywords(self.__name__, arguments, self.arguments)
+        own = {name: arguments.pop(name) for name in self.spec_arguments if name in arguments}
+        if self.counts_from_task_id and own.get("num_tasks") is None:
+            own["num_tasks"] = arguments.get("task_id", 1)
+        missing = [
+            name
+            for name, parameter in self.__signature__.parameters.items()
+            if parameter.default is inspect.Parameter.empty and name not in own
+        ]
+        if missing:
+            raise TypeError(f"{self.__name__}() needs {', '.join(missing)}; e.g. {missing[0]}=5.")
+        return self.module(self.spec(**own), **arguments)
+
+    def __repr__(self) -> str:
+        return f"<flat DataModule target {self.__name__}>"
+
+
+PermutedCLDataModule = FlatDataModule(CLDataModule, PermutedTasks, "PermutedCLDataModule")
+SplitCLDataModule = FlatDataModule(CLDataModule, SplitTasks, "SplitCLDataModule")
+RotatedCLDataModule = FlatDataModule(CLDataModule, RotatedTasks, "RotatedCLDataModule")
+MultiSourceCLDataModule = FlatDataModule(CLDataModule, MultiSourceTasks, "MultiSourceCLDataModule")
+PermutedMTLDataModule = FlatDataModule(MTLDataModule, PermutedTasks, "PermutedMTLDataModule")
+SplitMTLDataModule = FlatDataModule(MTLDataModule, SplitTasks, "SplitMTLDataModule")
+RotatedMTLDataModule = FlatDataModule(MTLDataModule, RotatedTasks, "RotatedMTLDataModule")
+MultiSourceMTLDataModule = FlatDataModule(
+    MTLDataModule, MultiSourceTasks, "MultiSourceMTLDataModule"
+)
+PermutedSTLDataModule = FlatDataModule(STLDataModule, PermutedTasks, "PermutedSTLDataModule")
+SplitSTLDataModule = FlatDataModule(STLDataModule, SplitTasks, "SplitSTLDataModule")
+RotatedSTLDataModule = FlatDataModule(STLDataModule, RotatedTasks, "RotatedSTLDataModule")
+MultiSourceSTLDataModule = FlatDataModule(
+    STLDataModule, MultiSourceTasks, "MultiSourceSTLDataModule"
+)
+
+#: Every flat target: its name -> the builder.
+FLAT_TARGETS: dict[str, FlatDataModule[Any]] = {
+    builder.__name__: builder
+    for builder in (
+        PermutedCLDataModule,
+        SplitCLDataModule,
+        RotatedCLDataModule,
+        MultiSourceCLDataModule,
+        PermutedMTLDataModule,
+        SplitMTLDataModule,
+        RotatedMTLDataModule,
+        MultiSourceMTLDataModule,
+        PermutedSTLDataModule,
+        SplitSTLDataModule,
+        RotatedSTLDataModule,
+        MultiSourceSTLDataModule,
+    )
+}
+
+
+def dataset_identity(config: Any) -> tuple[str, list[str]]:
+    """``(sequence kind, source names)`` a dataset config names, flat target or 0.1 flat form.
+
+    Read from the config alone (nothing is built): ``("split", ["cifar100"])``.
+    """
+    target = str(config.get("_target_") or "")
+    builder = FLAT_TARGETS.get(target.rpartition(".")[2])
+    kind = builder.spec.kind if builder is not None else str(config.get("sequence") or "permuted")
+    if kind == "multi_source":
+        return kind, [str(name) for name in config.get("sources") or []]
+    return kind, [str(config.get("source") or "digits")]

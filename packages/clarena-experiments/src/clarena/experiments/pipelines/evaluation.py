@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.overrides import TorchFunctionMode
 
+from clarena.experiments.data.datamodules import dataset_identity
 from clarena.experiments.errors import ModelFileError
 from clarena.experiments.experiment_config import ExperimentConfig
 from clarena.experiments.pipelines.common import check_model_kind, load_checkpoint, seed
@@ -105,9 +106,7 @@ def announce_data(config: DictConfig, model_path: str) -> None:
 
 def describe_dataset(dataset: DictConfig) -> str:
     """``permuted mnist read from data_root '/abs/data'`` (or the bundled digits, no files)."""
-    sequence = dataset.get("sequence", "permuted")
-    sources = dataset.get("sources") if sequence == "multi_source" else None
-    names = list(sources) if sources else [dataset.get("source", "digits")]
+    sequence, names = dataset_identity(dataset)
     what = f"{sequence} {'+'.join(str(name) for name in names)}"
     if all(name == "digits" for name in names):
         return f"{what} (scikit-learn's bundled digits; no files read)"
