@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -28,8 +28,14 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from clarena.experiments.algorithms.base import CLConfigError
 
-if TYPE_CHECKING:
-    from clarena.experiments.algorithms.fg_adahat import FGAdaHAT
+
+
+class FGAdaHAT(Protocol):
+    """What attribution reads of the FG-AdaHAT algorithm (its module imports this one)."""
+
+    backbone: Any
+    heads: Any
+    task_id: int
 
 #: type -> (captum class, takes an nn.Module rather than a function, attribute() arguments).
 _METHODS: dict[str, tuple[str, bool, Callable[[Tensor], dict[str, Any]]]] = {

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clarena.experiments.data.cifar_pickle import RefusedPickleError, load_cifar_batch
-from clarena.experiments.data.sources import ImageSplits
+from clarena.experiments.data.splits import ImageSplits
 from clarena.experiments.errors import DatasetNotFoundError
 
 #: A split as ``(images (N, C, H, W) uint8, labels (N,) int64)``.

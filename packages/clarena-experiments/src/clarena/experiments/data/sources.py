@@ -9,11 +9,14 @@ that must already be on disk, in their published layout (torchvision's), by the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from clarena.experiments.data.local_sources import READERS
+from clarena.experiments.data.splits import ImageSplits
+
+__all__ = ["SOURCES", "SOURCE_NUM_CLASSES", "ImageSplits", "load_source"]
 
 #: Source names accepted by :func:`load_source`.
 SOURCES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100")
@@ -28,25 +31,6 @@ SOURCE_NUM_CLASSES: dict[str, int] = {
     "cifar100": 100,
     "svhn": 10,
 }
-
-
-@dataclass(frozen=True)
-class ImageSplits:
-    """Images and labels of a source, split into train / validation / test.
-
-    Attributes:
-        train_images, val_images, test_images: ``(N, C, H, W)`` float tensors in ``[0, 1]``.
-        train_labels, val_labels, test_labels: ``(N,)`` int64 class indices.
-        num_classes: number of classes of the source.
-    """
-
-    train_images: Tensor
-    train_labels: Tensor
-    val_images: Tensor
-    val_labels: Tensor
-    test_images: Tensor
-    test_labels: Tensor
-    num_classes: int
 
 
 def load_source(
@@ -136,8 +120,6 @@ def _load_files(
     Read by :mod:`~clarena.experiments.data.local_sources` (the published layout, parsed without
     unpickling anything a file names).
     """
-    from clarena.experiments.data.local_sources import READERS
-
     train, test, num_classes = READERS[source](root)
     return (
         (train[0].float() / 255.0, train[1]),
