@@ -29,13 +29,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from clarena.experiments.algorithms.base import CLConfigError
 
 
-
 class FGAdaHAT(Protocol):
     """What attribution reads of the FG-AdaHAT algorithm (its module imports this one)."""
 
     backbone: Any
     heads: Any
     task_id: int
+
 
 #: type -> (captum class, takes an nn.Module rather than a function, attribute() arguments).
 _METHODS: dict[str, tuple[str, bool, Callable[[Tensor], dict[str, Any]]]] = {
