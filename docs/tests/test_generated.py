@@ -13,7 +13,7 @@ from clarena.backbones.registry import KNOWN_BACKBONES
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
-CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def _load_hook():

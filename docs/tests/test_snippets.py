@@ -53,7 +53,7 @@ import yaml
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
-CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
+CONFIGS = ROOT / "configs"
 LANGUAGES = ("python", "yaml", "toml")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^\n`]*)$")

@@ -1,8 +1,9 @@
 """The ``clarena`` command: ``clarena experiment=<name> [hydra overrides]``.
 
-The config tree shipped with this package is ``pkg://clarena.experiments.configs``. A working dir
-whose ``./configs`` holds ``entrance.yaml`` makes that tree the primary config dir; the shipped
-tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiments`` search-path
+The config tree shipped with this package is the repository's top-level ``configs/``
+(:func:`shipped_config_dir`: a wheel's ``clarena/experiments/configs``, the checkout's ``configs/``
+in an editable install). A working dir whose ``./configs`` holds ``entrance.yaml`` makes that tree
+the primary config dir; the shipped tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiments`` search-path
 plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, ``--cfg job``,
 ``--help``) may come before or after the overrides. Errors print one paragraph to stderr and exit
 with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
@@ -24,10 +25,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from hydra_plugins.clarena_experiments.searchpath import SHIPPED_CONFIGS, shipped_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments.booleans import BOOLEAN_KEYS, TRUST_KEY, strict_bool
@@ -48,16 +49,10 @@ from clarena.experiments.sweep import (
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
 
+__all__ = ["SHIPPED_CONFIGS", "main", "primary_config_path", "shipped_config_dir"]
+
 
 ENTRANCE = "entrance"
-
-#: The config tree shipped with this package, as a Hydra config path.
-SHIPPED_CONFIGS = "pkg://clarena.experiments.configs"
-
-
-def shipped_config_dir() -> Path:
-    """The folder of the config tree shipped with this package (for Hydra's compose API)."""
-    return Path(str(files("clarena.experiments.configs")))
 
 
 def primary_config_path(cwd: Path | None = None) -> str:
