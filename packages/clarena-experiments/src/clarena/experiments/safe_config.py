@@ -36,6 +36,7 @@ from clarena.backbones import available_backbones
 from clarena.backbones.registry import ENTRY_POINT_GROUP as BACKBONES_GROUP
 from clarena.cl.method import ENTRY_POINT_GROUP as MASK_METHODS_GROUP
 from clarena.experiments import data
+from clarena.experiments._moved import old_name
 from clarena.experiments.algorithms.registry import ENTRY_POINT_GROUP as ALGORITHMS_GROUP
 from clarena.experiments.algorithms.registry import entry_point_targets
 from clarena.experiments.booleans import TRUST_KEY
@@ -110,6 +111,8 @@ def allowed_target(target: object) -> bool:
     """
     if not isinstance(target, str):
         return False
+    # The split layout's names (clarena.experiments.running.data.X) are the 0.1 names' modules.
+    target = old_name(target)
     if target in ALIASES:
         return allowed_target(ALIASES[target].target)
     if target in entry_point_targets(BACKBONES_GROUP, MASK_METHODS_GROUP, ALGORITHMS_GROUP):
