@@ -83,7 +83,7 @@ def test_config_marker_includes_the_file_as_a_titled_yaml_block():
 def test_arguments_table_follows_the_signature_and_docstring():
     import inspect
 
-    from clarena.experiments.algorithms import HAT
+    from clarena.experiments.running.algorithms import HAT
 
     table = render(
         "<!-- arguments: clarena.experiments.algorithms.HAT "

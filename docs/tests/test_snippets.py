@@ -264,7 +264,7 @@ def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from clarena.experiments.pipelines import PIPELINES
+    from clarena.experiments.running.pipelines import PIPELINES
 
     if config_dir != CONFIGS:
         overrides = (*overrides, f"hydra.searchpath=[file://{CONFIGS}]")
@@ -284,7 +284,7 @@ def build_like_the_pipeline(composed: dict) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from clarena.experiments.pipelines import cl, parse_experiment, supervised
+    from clarena.experiments.running.pipelines import cl, parse_experiment, supervised
 
     cfg = OmegaConf.create(composed)
     config = parse_experiment(cfg)

@@ -14,8 +14,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from clarena.experiments import cli, data
-from clarena.experiments.data import (
+from clarena.experiments import cli
+from clarena.experiments.running import data
+from clarena.experiments.running.data import (
     FLAT_TARGETS,
     CLDataModule,
     MTLDataModule,
@@ -27,7 +28,7 @@ from clarena.experiments.data import (
     SplitTasks,
     STLDataModule,
 )
-from clarena.experiments.safe_config import allowed_target
+from clarena.experiments.runs.safe_config import allowed_target
 
 DATASET_GROUPS = {"cl_dataset": "CL", "mtl_dataset": "MTL", "stl_dataset": "STL"}
 KINDS = {

@@ -38,8 +38,8 @@ from clarena.experiments.errors import (
     RunDirLinkError,
     explain,
 )
-from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
-from clarena.experiments.sweep import (
+from clarena.experiments.runs.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
+from clarena.experiments.runs.sweep import (
     exit_status_of_jobs,
     in_sweep,
     job_objective,
@@ -68,7 +68,7 @@ def primary_config_path(cwd: Path | None = None) -> str:
 
 def _task(cfg: DictConfig) -> float | None:
     """Hydra's task function: the composed ``cfg`` is parsed here, once, into typed values."""
-    from clarena.experiments.pipelines import parse_experiment, run_pipeline
+    from clarena.experiments.running.pipelines import parse_experiment, run_pipeline
 
     # Lightning's per-fit INFO lines (accelerator found, tips) repeat once per task; keep warnings.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -145,7 +145,7 @@ def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
     Hydra files go to ``.hydra/resume_<time>`` so the interrupted run's ``.hydra/`` stays as it
     was.
     """
-    from clarena.experiments.resume import resume_file
+    from clarena.experiments.runs.resume import resume_file
 
     resume = str(overrides["resume"].value()) if _sets(overrides, "resume") else ""
     if not resume:
