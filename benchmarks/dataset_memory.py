@@ -50,7 +50,7 @@ def measure(root: str) -> None:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from clarena.experiments.data import BatchTransform, CLDataModule
+    from clarena.experiments.running.data import BatchTransform, CLDataModule
 
     torch.set_num_threads(1)
     mean, std = [0.5071, 0.4865, 0.4409], [0.2673, 0.2564, 0.2762]
@@ -89,7 +89,7 @@ def measure(root: str) -> None:
 
 
 def main() -> None:
-    from clarena.experiments.data.synthetic_files import write_synthetic_files
+    from clarena.experiments.running.data.synthetic_files import write_synthetic_files
 
     with tempfile.TemporaryDirectory() as root:
         write_synthetic_files("cifar100", root, train_count=TRAIN_COUNT, test_count=100)

@@ -32,8 +32,8 @@ from hydra.utils import instantiate
 
 from clarena.experiments.cli import shipped_config_dir
 from clarena.experiments.experiment_config import ExperimentConfig
-from clarena.experiments.pipelines.cl import _restore, build_algorithm
-from clarena.experiments.resume import load_resume_state, save_resume_state
+from clarena.experiments.running.pipelines.cl import _restore, build_algorithm
+from clarena.experiments.runs.resume import load_resume_state, save_resume_state
 
 RESUME_EXAMPLES = [
     "example_clmain_hat",

@@ -75,12 +75,17 @@ SEQUENCES = ("permuted", "split")
 
 def _dataset_overrides(group: str, sequence: str, root: str, tasks: int) -> list[str]:
     """Point an ``mtl_dataset``/``stl_dataset`` group at the Fashion-MNIST sequence."""
+    kind = {"permuted": "Permuted", "split": "Split"}[sequence]
+    paradigm = group.split("_")[0].upper()
     overrides = [
+        f"{group}._target_=clarena.experiments.data.{kind}{paradigm}DataModule",
         f"{group}.source=fashion_mnist",
         f"++{group}.root={root}",
-        f"{group}.sequence={sequence}",
         *(item.format(group=group) for item in FASHION_NORMALISATION),
     ]
+    if sequence == "split" and group == "mtl_dataset":
+        # The shipped mtl_dataset is permuted; a split sequence takes no permutation seed.
+        overrides.append(f"~{group}.permutation_seed")
     if group == "mtl_dataset" or sequence == "split":
         overrides.append(f"++{group}.num_tasks={tasks}")
     return overrides

@@ -1,4 +1,5 @@
-"""Check the built wheels: shared namespaces left open, typing marker, entry points, configs.
+"""Check the built wheels: shared namespaces left open, typing marker, entry points, and that the
+clarena-experiments wheel carries the repository's top-level ``configs/`` byte for byte.
 
 Usage: ``python integration-tests/check_wheels.py DIST_DIR`` (run by ``nox -s build``).
 """
@@ -16,6 +17,30 @@ EXPECTED = {
     "clarena_wsn": "clarena/wsn/",
     "clarena_experiments": "clarena/experiments/",
 }
+
+
+#: The repository's one Hydra config tree, which the clarena-experiments wheel must carry.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = "clarena/experiments/configs/"
+
+
+def check_configs(wheel: Path) -> list[str]:
+    """The wheel carries every file of the top-level ``configs/``, byte for byte, and no other."""
+    archive = zipfile.ZipFile(wheel)
+    carried = {n[len(SHIPPED) :] for n in archive.namelist() if n.startswith(SHIPPED)}
+    tree = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*") if p.is_file()}
+    if "entrance.yaml" not in carried:
+        return [f"{wheel.name}: the Hydra config tree is not shipped ({SHIPPED}entrance.yaml)"]
+    problems = [f"{wheel.name}: configs/{name} is not carried" for name in sorted(tree - carried)]
+    problems += [
+        f"{wheel.name}: carries {SHIPPED}{n}, not in configs/" for n in sorted(carried - tree)
+    ]
+    problems += [
+        f"{wheel.name}: {SHIPPED}{name} differs from configs/{name}"
+        for name in sorted(tree & carried)
+        if archive.read(SHIPPED + name) != (CONFIGS / name).read_bytes()
+    ]
+    return problems
 
 
 def check(wheel: Path) -> list[str]:
@@ -49,8 +74,7 @@ def check(wheel: Path) -> list[str]:
         ):
             problems.append(f"{wheel.name}: no clarena.backbones entry points")
     else:
-        if f"{package}configs/entrance.yaml" not in names:
-            problems.append(f"{wheel.name}: the Hydra config tree is not shipped")
+        problems += check_configs(wheel)
         if f"{plugins}searchpath.py" not in names:
             problems.append(f"{wheel.name}: no Hydra search-path plugin in {plugins}")
     if "hydra_plugins/__init__.py" in names:

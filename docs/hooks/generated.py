@@ -36,7 +36,7 @@ log = logging.getLogger("mkdocs.hooks.generated")
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The shipped config tree; docs name its files ``configs/GROUP/FILE.yaml``.
-CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
+CONFIGS = ROOT / "configs"
 _MARKER = re.compile(
     r"<!--\s*(backbone-registry|backbone-table:\s*(\w+)|readme:\s*([\w-]+)"
     r"|config:\s*(configs/[\w./-]+\.yaml)|experiments-table"

@@ -13,7 +13,7 @@ from clarena.backbones.registry import KNOWN_BACKBONES
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
-CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
+CONFIGS = ROOT / "configs"
 
 
 def _load_hook():
@@ -83,7 +83,7 @@ def test_config_marker_includes_the_file_as_a_titled_yaml_block():
 def test_arguments_table_follows_the_signature_and_docstring():
     import inspect
 
-    from clarena.experiments.algorithms import HAT
+    from clarena.experiments.running.algorithms import HAT
 
     table = render(
         "<!-- arguments: clarena.experiments.algorithms.HAT "

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from clarena.experiments import results
+from clarena.experiments.running import results
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent

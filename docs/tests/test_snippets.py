@@ -53,7 +53,7 @@ import yaml
 
 DOCS = Path(__file__).resolve().parents[1]
 ROOT = DOCS.parent
-CONFIGS = ROOT / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments" / "configs"
+CONFIGS = ROOT / "configs"
 LANGUAGES = ("python", "yaml", "toml")
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+)(?P<info>[^\n`]*)$")
@@ -264,7 +264,7 @@ def _compose(config_dir: Path, overrides: tuple[str, ...]) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from clarena.experiments.pipelines import PIPELINES
+    from clarena.experiments.running.pipelines import PIPELINES
 
     if config_dir != CONFIGS:
         overrides = (*overrides, f"hydra.searchpath=[file://{CONFIGS}]")
@@ -284,7 +284,7 @@ def build_like_the_pipeline(composed: dict) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from clarena.experiments.pipelines import cl, parse_experiment, supervised
+    from clarena.experiments.running.pipelines import cl, parse_experiment, supervised
 
     cfg = OmegaConf.create(composed)
     config = parse_experiment(cfg)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_sequences.py"
 

@@ -56,7 +56,8 @@ def test_search_path_holds_the_demo_tree_after_the_shipped_one(
         if line.count("|") == 3
     ]
     assert f"pkg://{DEMO}.conf" in paths
-    assert paths.index("pkg://clarena.experiments.configs") < paths.index(f"pkg://{DEMO}.conf")
+    shipped = f"file://{cli.SHIPPED_CONFIGS}"
+    assert paths.index(shipped) < paths.index(f"pkg://{DEMO}.conf")
 
 
 @pytest.mark.slow

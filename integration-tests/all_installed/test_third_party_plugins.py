@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clarena.experiments import cli, model_file
-from clarena.experiments.algorithms.registry import algorithms_driving, available_algorithms
-from clarena.experiments.safe_config import allowed_target
+from clarena.experiments import cli
+from clarena.experiments.running.algorithms.registry import algorithms_driving, available_algorithms
+from clarena.experiments.runs import model_file
+from clarena.experiments.runs.safe_config import allowed_target
 
 PLUGIN = "clarena_demo_configs.plugin"
 TRAIN = (

@@ -11,14 +11,14 @@ import pytest
 
 from clarena.backbones import BackboneOutput
 from clarena.cl import CLMLP, HeadsTIL, MaskMethod
-from clarena.experiments import algorithms
-from clarena.experiments.algorithms import CLConfigError, Finetuning
-from clarena.experiments.algorithms.registry import (
+from clarena.experiments.running import algorithms
+from clarena.experiments.running.algorithms import CLConfigError, Finetuning
+from clarena.experiments.running.algorithms.registry import (
     algorithms_driving,
     available_algorithms,
     resolve_algorithm,
 )
-from clarena.experiments.safe_config import allowed_target
+from clarena.experiments.runs.safe_config import allowed_target
 
 
 class Gate(MaskMethod):
@@ -63,7 +63,7 @@ def test_the_drivers_of_a_method_are_found_through_the_registry() -> None:
 
 
 def test_a_missing_clarena_algorithm_names_its_distribution(monkeypatch) -> None:
-    from clarena.experiments.algorithms import registry
+    from clarena.experiments.running.algorithms import registry
 
     monkeypatch.setattr(registry, "_entry_points", dict)
     with pytest.raises(KeyError, match="pip install clarena-experiments"):

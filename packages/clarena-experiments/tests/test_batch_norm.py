@@ -13,8 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import TaskBatchNorm
-from clarena.experiments.batch_norm import BatchNormStatistics, recompute_batch_norm_statistics
 from clarena.experiments.errors import PipelineConfigError
+from clarena.experiments.running.batch_norm import (
+    BatchNormStatistics,
+    recompute_batch_norm_statistics,
+)
 from clarena.experiments.testing import quick_run_overrides
 
 

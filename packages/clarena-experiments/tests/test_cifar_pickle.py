@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from clarena.experiments.data import DatasetNotFoundError, load_local_source
-from clarena.experiments.data.cifar_pickle import RefusedPickleError, load_cifar_batch
-from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.running.data import DatasetNotFoundError, load_local_source
+from clarena.experiments.running.data.cifar_pickle import RefusedPickleError, load_cifar_batch
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
 
 
 class _Call:

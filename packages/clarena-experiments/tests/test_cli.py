@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra_plugins.clarena_experiments import searchpath
 from hydra_plugins.clarena_experiments.searchpath import SHIPPED_CONFIGS, ClarenaSearchPathPlugin
 
 from clarena.experiments import cli
@@ -141,6 +142,44 @@ def test_shipped_tree_is_the_primary_config_path_without_local_configs(tmp_path:
     # A ./configs without entrance.yaml is someone else's folder: not used.
     (tmp_path / "configs").mkdir()
     assert cli.primary_config_path(tmp_path) == cli.SHIPPED_CONFIGS
+
+
+def test_the_shipped_tree_is_the_repositorys_configs_read_in_place_or_carried_verbatim() -> None:
+    """Editable install (the package imported from the checkout's src/): the tree IS the
+    repository's top-level configs/, no copy, so an edit there is what the next run reads.
+    Installed wheel: its clarena/experiments/configs holds the same files, byte for byte."""
+    package = searchpath.package_dir()
+    repo_configs = REPO / "configs"
+    tree = sorted(p.relative_to(repo_configs) for p in repo_configs.rglob("*.yaml"))
+    assert len(tree) > 100
+    if package == REPO / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments":
+        assert cli.shipped_config_dir() == repo_configs
+        assert str(repo_configs) == SHIPPED_CONFIGS
+        assert not (package / "configs").exists()
+    else:
+        shipped = cli.shipped_config_dir()
+        assert shipped == package / "configs"
+        assert sorted(p.relative_to(shipped) for p in shipped.rglob("*.yaml")) == tree
+        for name in tree:
+            assert (shipped / name).read_bytes() == (repo_configs / name).read_bytes()
+
+
+def test_an_edit_in_a_checkouts_configs_is_what_hydra_composes(tmp_path: Path) -> None:
+    """The locator on a checkout laid out like this one (a copy in tmp_path, the repository is
+    not touched): it returns the checkout's configs/ itself, and Hydra composes the edited file."""
+    from hydra import compose, initialize_config_dir
+
+    package = tmp_path / "packages" / "clarena-experiments" / "src" / "clarena" / "experiments"
+    package.mkdir(parents=True)
+    configs = tmp_path / "configs"
+    (configs / "optimizer").mkdir(parents=True)
+    (configs / "entrance.yaml").write_text("defaults:\n  - optimizer: sgd\n  - _self_\n")
+    (configs / "optimizer" / "sgd.yaml").write_text("lr: 0.1\n")
+    assert searchpath.checkout_config_dir(package) == configs
+    assert searchpath.checkout_config_dir(tmp_path / "site-packages" / "clarena" / "x") is None
+    (configs / "optimizer" / "sgd.yaml").write_text("lr: 0.25\n")
+    with initialize_config_dir(str(searchpath.checkout_config_dir(package)), version_base=None):
+        assert compose("entrance").optimizer.lr == 0.25
 
 
 def test_search_path_plugin_appends_the_shipped_tree_once() -> None:

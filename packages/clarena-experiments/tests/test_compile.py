@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from clarena.backbones import MLP
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments import cli
-from clarena.experiments.algorithms import HAT, Finetuning, Independent
-from clarena.experiments.algorithms.compilation import BackboneCompilation
-from clarena.experiments.pipelines import cl as cl_pipeline
+from clarena.experiments.running.algorithms import HAT, Finetuning, Independent
+from clarena.experiments.running.algorithms.compilation import BackboneCompilation
+from clarena.experiments.running.pipelines import cl as cl_pipeline
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 

@@ -13,8 +13,6 @@ from omegaconf import OmegaConf
 
 from clarena.backbones import CLMLP, HATMaskMLP, WSNMaskMLP
 from clarena.cl import HeadsTIL
-from clarena.experiments.algorithms import WSN, AdaHAT, Finetuning, Independent
-from clarena.experiments.algorithms.base import CLConfigError
 from clarena.experiments.booleans import BOOLEAN_KEYS, config_bool
 from clarena.experiments.config_checks import (
     MAX_SEED,
@@ -23,8 +21,10 @@ from clarena.experiments.config_checks import (
     check_seed_and_threads,
     task_list,
 )
-from clarena.experiments.pipelines import run_pipeline
-from clarena.experiments.pipelines.common import PipelineConfigError
+from clarena.experiments.running.algorithms import WSN, AdaHAT, Finetuning, Independent
+from clarena.experiments.running.algorithms.base import CLConfigError
+from clarena.experiments.running.pipelines import run_pipeline
+from clarena.experiments.running.pipelines.common import PipelineConfigError
 
 SMALL = {"input_dim": 4, "hidden_dims": [3], "output_dim": 2}
 

@@ -14,9 +14,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from clarena.experiments.callbacks import ProgressBar, short_metric_name
-from clarena.experiments.pipelines.common import print_table
-from clarena.experiments.quiet import silence_known_warnings
+from clarena.experiments.running.callbacks import ProgressBar, short_metric_name
+from clarena.experiments.running.pipelines.common import print_table
+from clarena.experiments.running.quiet import silence_known_warnings
 
 
 class _Logging(LightningModule):

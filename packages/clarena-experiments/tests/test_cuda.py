@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
-from clarena.experiments.algorithms import HAT, WSN, Independent
+from clarena.experiments.running.algorithms import HAT, WSN, Independent
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP, hat_of
 from clarena.wsn import WSNMaskMLP, wsn_of

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from clarena.experiments.data import (
+from clarena.experiments.running.data import (
     CLDataModule,
     DatasetNotFoundError,
     MTLDataModule,
@@ -13,7 +13,7 @@ from clarena.experiments.data import (
     load_local_source,
     load_source,
 )
-from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
 
 
 def test_digits_are_28x28_in_unit_range_and_split_without_overlap() -> None:

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from clarena.experiments.scaleout import (
+from clarena.experiments.running.scaleout import (
     RankStateMismatchError,
     check_ranks_agree,
     state_fingerprint,

@@ -12,10 +12,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadDIL
 from clarena.experiments import cli
-from clarena.experiments.algorithms import HAT, WSN, FGAdaHAT, Independent
 from clarena.experiments.experiment_config import ExperimentConfig
-from clarena.experiments.pipelines.cl import build_algorithm
-from clarena.experiments.resume import load_resume_state
+from clarena.experiments.running.algorithms import HAT, WSN, FGAdaHAT, Independent
+from clarena.experiments.running.pipelines.cl import build_algorithm
+from clarena.experiments.runs.resume import load_resume_state
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP

@@ -14,8 +14,9 @@ from lightning.pytorch import LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from clarena.experiments.divergence import DivergenceCheck
 from clarena.experiments.errors import TrainingDivergedError
+from clarena.experiments.running import divergence
+from clarena.experiments.running.divergence import DivergenceCheck
 from clarena.experiments.testing import QUIET_OUTPUT_OVERRIDES, quiet_trainer
 
 Run = Callable[..., Path]
@@ -55,10 +56,7 @@ def test_a_huge_learning_rate_stops_the_run_and_saves_nothing(
     run_dir = tmp_path / experiment
     assert {path.name for path in run_dir.iterdir()} <= HYDRA_FILES
     # The failure is recorded in the run's log.
-    assert (
-        f"[clarena.experiments.divergence][ERROR] - {message}"
-        in (run_dir / "clarena.log").read_text()
-    )
+    assert f"[{divergence.log.name}][ERROR] - {message}" in (run_dir / "clarena.log").read_text()
 
 
 class Regression(LightningModule):

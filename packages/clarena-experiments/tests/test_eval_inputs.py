@@ -18,12 +18,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from clarena.experiments import cli
-from clarena.experiments.data import datamodules, local_sources
-from clarena.experiments.data.synthetic_files import write_synthetic_files
 from clarena.experiments.experiment_config import ExperimentConfig
-from clarena.experiments.pipelines import common
-from clarena.experiments.pipelines.evaluation import evaluation_config
-from clarena.experiments.pipelines.supervised import build_stl
+from clarena.experiments.running.data import datamodules, local_sources
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
+from clarena.experiments.running.pipelines import common
+from clarena.experiments.running.pipelines.evaluation import evaluation_config
+from clarena.experiments.running.pipelines.supervised import build_stl
 
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1"
 

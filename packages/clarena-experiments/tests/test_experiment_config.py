@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from clarena.experiments.cli import shipped_config_dir
 from clarena.experiments.errors import PipelineConfigError
 from clarena.experiments.experiment_config import Components, ExperimentConfig, ResultFiles
-from clarena.experiments.pipelines import parse_experiment
+from clarena.experiments.running.pipelines import parse_experiment
 
 EXPERIMENTS = sorted(path.stem for path in (shipped_config_dir() / "experiment").glob("*.yaml"))
 FIXTURES = Path(__file__).parent / "fixtures" / "checkpoints-0.1"

@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import HeadsTIL
 from clarena.experiments import cli
-from clarena.experiments.algorithms import FGAdaHAT
-from clarena.experiments.algorithms.base import CLConfigError
-from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
-from clarena.experiments.pipelines import cl as cl_pipeline  # before resume: import cycle
-from clarena.experiments.resume import load_resume_state
+from clarena.experiments.running.algorithms import FGAdaHAT
+from clarena.experiments.running.algorithms.base import CLConfigError
+from clarena.experiments.running.algorithms.fg_adahat_attribution import attribution_importance
+from clarena.experiments.running.pipelines import cl as cl_pipeline  # before resume: import cycle
+from clarena.experiments.runs.resume import load_resume_state
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import (
     ATTRIBUTION_IMPORTANCE_TYPES,

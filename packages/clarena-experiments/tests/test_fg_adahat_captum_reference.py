@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from clarena.cl import HeadsTIL
-from clarena.experiments.algorithms import FGAdaHAT
-from clarena.experiments.algorithms.fg_adahat_attribution import attribution_importance
+from clarena.experiments.running.algorithms import FGAdaHAT
+from clarena.experiments.running.algorithms.fg_adahat_attribution import attribution_importance
 from clarena.hat import ATTRIBUTION_IMPORTANCE_TYPES, HATMaskMLP, annealed_scale
 
 attr = pytest.importorskip("captum.attr")

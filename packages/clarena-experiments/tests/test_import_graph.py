@@ -1,7 +1,8 @@
-"""clarena.experiments has no import cycle at import time (read from the source with ``ast``).
+"""clarena.experiments has no import cycle (read from the source with ``ast``).
 
-An edge goes from a module to every clarena.experiments module its module-level statements
-import (``TYPE_CHECKING`` blocks and imports inside functions run later and are left out). Importing
+An edge goes from a module to every clarena.experiments module it imports anywhere: at module
+level, inside functions and in ``TYPE_CHECKING`` blocks alike, so a cycle cannot hide in a
+deferred import. Importing
 ``a.b.c`` from outside package ``a.b`` runs ``a/b/__init__.py`` first, so that is an edge too:
 ``config_checks`` importing ``pipelines.common`` depended on ``pipelines/__init__``, which imports
 ``pipelines.cl``, which imported ``config_checks`` (the cycle #24 removed).
@@ -32,7 +33,7 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     """The modules of ``known`` that importing ``name`` imports first (see the module doc)."""
     is_package = path.name == "__init__.py"
     targets: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             targets |= {alias.name for alias in node.names if alias.name in known}
         elif isinstance(node, ast.ImportFrom):
@@ -130,3 +131,18 @@ def test_the_check_finds_the_cycle_config_checks_had(tmp_path: Path) -> None:
             f"{PACKAGE}.pipelines.cl",
         ]
     ]
+
+
+def test_the_check_sees_imports_inside_functions_and_type_checking_blocks(tmp_path: Path) -> None:
+    """A cycle closed by a deferred import (the sources <-> local_sources one #24 removed) counts."""
+    package = tmp_path / "clarena" / "experiments"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sources.py").write_text(
+        "def load():\n    from clarena.experiments.local_sources import READERS\n"
+    )
+    (package / "local_sources.py").write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from clarena.experiments.sources import load\n"
+    )
+    assert cycles(graph_of(package)) == [[f"{PACKAGE}.local_sources", f"{PACKAGE}.sources"]]

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from clarena.experiments.cli import shipped_config_dir
-from clarena.experiments.data import (
+from clarena.experiments.running.data import (
     LOCAL_SOURCES,
     BatchTransform,
     CLDataModule,
@@ -26,7 +26,7 @@ from clarena.experiments.data import (
     MTLDataModule,
     load_local_source,
 )
-from clarena.experiments.data.synthetic_files import write_synthetic_files
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
 from clarena.experiments.testing import quick_run_overrides
 
 COUNTS = {"train_count": 120, "test_count": 40}

@@ -18,7 +18,8 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
-from clarena.experiments import __version__, loggers
+from clarena.experiments import __version__
+from clarena.experiments.running import loggers
 
 SHORT_RUN = ("train_tasks=2", "trainer.max_epochs=1", "++trainer.limit_train_batches=2")
 

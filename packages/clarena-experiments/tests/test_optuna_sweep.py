@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from clarena.experiments import cli
-from clarena.experiments.sweep import SUMMARY_FILE
+from clarena.experiments.runs.sweep import SUMMARY_FILE
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
 from clarena.experiments import cli
-from clarena.experiments.algorithms import HAT, WSN, Finetuning
 from clarena.experiments.errors import PipelineConfigError
-from clarena.experiments.pipelines import cl
-from clarena.experiments.plateau_schedule import PlateauSchedule
+from clarena.experiments.running.algorithms import HAT, WSN, Finetuning
+from clarena.experiments.running.pipelines import cl
+from clarena.experiments.running.plateau_schedule import PlateauSchedule
 from clarena.experiments.testing import quick_run_overrides, quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP, wsn_of

@@ -17,8 +17,8 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
-from clarena.experiments.algorithms import HAT, WSN, AdaHAT, FGAdaHAT, Independent
-from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.running.algorithms import HAT, WSN, AdaHAT, FGAdaHAT, Independent
+from clarena.experiments.running.algorithms.base import CLConfigError
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP

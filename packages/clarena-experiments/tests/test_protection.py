@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import HeadsTIL
-from clarena.experiments.algorithms import HAT, WSN, AdaHAT, FGAdaHAT
-from clarena.experiments.algorithms.base import CLConfigError
+from clarena.experiments.running.algorithms import HAT, WSN, AdaHAT, FGAdaHAT
+from clarena.experiments.running.algorithms.base import CLConfigError
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP

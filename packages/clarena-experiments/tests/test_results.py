@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clarena.experiments import results
+from clarena.experiments.running import results
 
 ROWS = {1: {1: 0.9}, 2: {1: 0.7, 2: 0.8}, 3: {1: 0.6, 2: 0.85, 3: 0.5}}
 

@@ -15,8 +15,8 @@ import pytest
 from lightning.pytorch import Callback
 
 from clarena.experiments import cli
-from clarena.experiments.pipelines import cl
-from clarena.experiments.resume import RESUME_FILE
+from clarena.experiments.running.pipelines import cl
+from clarena.experiments.runs.resume import RESUME_FILE
 from clarena.experiments.testing import quick_run_overrides
 
 Run = Callable[..., Path]

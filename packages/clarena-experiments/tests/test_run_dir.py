@@ -16,15 +16,15 @@ from omegaconf import OmegaConf
 
 from clarena.experiments import cli
 from clarena.experiments.experiment_config import ExperimentConfig
-from clarena.experiments.run_lock import (
+from clarena.experiments.runs.run_lock import (
     LOCK_FILE,
     RunDirBusyError,
     RunLock,
     claim_run_dir,
     is_global_zero,
 )
-from clarena.experiments.run_log import warnings_to_log
-from clarena.experiments.sweep import SUMMARY_FILE
+from clarena.experiments.runs.run_log import warnings_to_log
+from clarena.experiments.runs.sweep import SUMMARY_FILE
 from clarena.experiments.testing import quick_run_overrides
 
 Run = Callable[..., Path]
@@ -82,7 +82,7 @@ def test_the_pipeline_takes_the_lock_too(tmp_path: Path) -> None:
 HOLD = """
 import sys, time
 from pathlib import Path
-from clarena.experiments.run_lock import RunLock
+from clarena.experiments.runs.run_lock import RunLock
 RunLock(Path(sys.argv[1]), command="holder").acquire()
 print("locked", flush=True)
 time.sleep(600)

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from clarena.experiments import cli, results
+from clarena.experiments import cli
 from clarena.experiments.errors import RunDirLinkError
 from clarena.experiments.experiment_config import ExperimentConfig
-from clarena.experiments.run_dir import check_run_dir, open_in_run_dir
-from clarena.experiments.run_lock import LOCK_FILE, RunLock, claim_run_dir
-from clarena.experiments.run_log import RunLogHandler
+from clarena.experiments.running import results
+from clarena.experiments.runs.run_dir import check_run_dir, open_in_run_dir
+from clarena.experiments.runs.run_lock import LOCK_FILE, RunLock, claim_run_dir
+from clarena.experiments.runs.run_log import RunLogHandler
 from clarena.experiments.testing import quick_run_overrides
 
 VICTIM = b"the victim's own bytes\n"

@@ -25,10 +25,11 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from clarena.experiments import cli, model_file
-from clarena.experiments.pipelines import common
-from clarena.experiments.resume import RESUME_FILE, save_resume_state
-from clarena.experiments.safe_config import (
+from clarena.experiments import cli
+from clarena.experiments.running.pipelines import common
+from clarena.experiments.runs import model_file
+from clarena.experiments.runs.resume import RESUME_FILE, save_resume_state
+from clarena.experiments.runs.safe_config import (
     BUILT_SECTIONS,
     UntrustedConfigError,
     allowed_target,
@@ -467,7 +468,7 @@ def test_the_checksum_of_a_view_equals_the_digest_of_its_copy(
 #: Run in a fresh process: evaluate the crafted file, print the peak-memory growth in KiB.
 _PEAK_SCRIPT = """
 import resource, sys
-import clarena.experiments.pipelines  # imports first, so the growth is the evaluation's
+import clarena.experiments.running.pipelines  # imports first, so the growth is the evaluation's
 from clarena.experiments import cli
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

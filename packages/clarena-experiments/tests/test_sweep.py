@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from clarena.experiments import cli
-from clarena.experiments.sweep import ERROR_FILE, SUMMARY_FILE, write_multirun_summary
+from clarena.experiments.runs.sweep import ERROR_FILE, SUMMARY_FILE, write_multirun_summary
 from clarena.experiments.testing import quick_run_overrides
 
 TINY = quick_run_overrides(2)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from clarena.cl import CLMLP, HeadsTIL
-from clarena.experiments.algorithms import HAT, WSN, AdaHAT, Finetuning
+from clarena.experiments.running.algorithms import HAT, WSN, AdaHAT, Finetuning
 from clarena.experiments.testing import quiet_trainer
 from clarena.hat import HATMaskMLP
 from clarena.wsn import WSNMaskMLP

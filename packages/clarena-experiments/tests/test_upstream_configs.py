@@ -24,9 +24,9 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 
 from clarena.experiments import cli
-from clarena.experiments.data.synthetic_files import write_synthetic_files
 from clarena.experiments.errors import DatasetNotFoundError, PipelineConfigError
-from clarena.experiments.safe_config import allowed_target
+from clarena.experiments.running.data.synthetic_files import write_synthetic_files
+from clarena.experiments.runs.safe_config import allowed_target
 from clarena.experiments.upstream import aliases, weights
 from clarena.experiments.upstream.adapter import adapt_config
 
@@ -572,7 +572,7 @@ def test_index_layout_mtl_experiment_trains_the_first_train_tasks(upstream_tree:
 
 
 def test_test_loss_is_the_mean_cross_entropy_over_the_whole_test_set() -> None:
-    from clarena.experiments.algorithms.test_accuracy import ExactTestAccuracy
+    from clarena.experiments.running.algorithms.test_accuracy import ExactTestAccuracy
 
     counter = ExactTestAccuracy()
     counter._init_test_accuracy()

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from clarena.backbones import BackboneOutput
 from clarena.cl import CLMLP, CLBackbone, MaskMethod
-from clarena.experiments.algorithms import Finetuning
+from clarena.experiments.running.algorithms import Finetuning
 
 
 class DemoGate(MaskMethod):

@@ -1,8 +1,9 @@
 """The ``clarena`` command: ``clarena experiment=<name> [hydra overrides]``.
 
-The config tree shipped with this package is ``pkg://clarena.experiments.configs``. A working dir
-whose ``./configs`` holds ``entrance.yaml`` makes that tree the primary config dir; the shipped
-tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiments`` search-path
+The config tree shipped with this package is the repository's top-level ``configs/``
+(:func:`shipped_config_dir`: a wheel's ``clarena/experiments/configs``, the checkout's ``configs/``
+in an editable install). A working dir whose ``./configs`` holds ``entrance.yaml`` makes that tree
+the primary config dir; the shipped tree stays on Hydra's search path through the ``hydra_plugins.clarena_experiments`` search-path
 plugin, so a user's tree can use and extend the shipped groups. Flags (``-m``, ``--cfg job``,
 ``--help``) may come before or after the overrides. Errors print one paragraph to stderr and exit
 with status 1; set ``CLARENA_FULL_ERROR=1`` for the full traceback.
@@ -24,10 +25,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from hydra_plugins.clarena_experiments.searchpath import SHIPPED_CONFIGS, shipped_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from clarena.experiments.booleans import BOOLEAN_KEYS, TRUST_KEY, strict_bool
@@ -37,8 +38,8 @@ from clarena.experiments.errors import (
     RunDirLinkError,
     explain,
 )
-from clarena.experiments.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
-from clarena.experiments.sweep import (
+from clarena.experiments.runs.run_lock import RunDirBusyError, RunDirUsedError, check_command_line
+from clarena.experiments.runs.sweep import (
     exit_status_of_jobs,
     in_sweep,
     job_objective,
@@ -48,16 +49,10 @@ from clarena.experiments.sweep import (
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
 
+__all__ = ["SHIPPED_CONFIGS", "main", "primary_config_path", "shipped_config_dir"]
+
 
 ENTRANCE = "entrance"
-
-#: The config tree shipped with this package, as a Hydra config path.
-SHIPPED_CONFIGS = "pkg://clarena.experiments.configs"
-
-
-def shipped_config_dir() -> Path:
-    """The folder of the config tree shipped with this package (for Hydra's compose API)."""
-    return Path(str(files("clarena.experiments.configs")))
 
 
 def primary_config_path(cwd: Path | None = None) -> str:
@@ -73,7 +68,7 @@ def primary_config_path(cwd: Path | None = None) -> str:
 
 def _task(cfg: DictConfig) -> float | None:
     """Hydra's task function: the composed ``cfg`` is parsed here, once, into typed values."""
-    from clarena.experiments.pipelines import parse_experiment, run_pipeline
+    from clarena.experiments.running.pipelines import parse_experiment, run_pipeline
 
     # Lightning's per-fit INFO lines (accelerator found, tips) repeat once per task; keep warnings.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -150,7 +145,7 @@ def _resume_overrides(overrides: dict[str, Override]) -> list[str]:
     Hydra files go to ``.hydra/resume_<time>`` so the interrupted run's ``.hydra/`` stays as it
     was.
     """
-    from clarena.experiments.resume import resume_file
+    from clarena.experiments.runs.resume import resume_file
 
     resume = str(overrides["resume"].value()) if _sets(overrides, "resume") else ""
     if not resume:

@@ -12,7 +12,7 @@ from rich.syntax import Syntax
 from rich.tree import Tree
 
 from clarena.experiments.errors import PipelineConfigError
-from clarena.experiments.run_dir import create_for_write
+from clarena.experiments.runs.run_dir import create_for_write
 
 #: The keys of ``misc.config_tree`` (upstream's), all honoured.
 KEYS: tuple[str, ...] = ("print", "save", "save_path", "style", "guide_style", "fields_order")

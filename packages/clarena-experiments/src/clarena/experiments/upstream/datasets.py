@@ -188,10 +188,15 @@ def class_split_list(value: Any, key: str) -> Any:
 
 def _check_consumed(key: str, owner: str, arguments: Arguments, consumed: set[str]) -> None:
     """Refuse the first argument nothing translated (clarena's own names pass unchanged)."""
-    from clarena.experiments.data.datamodules import _SequenceDataModule
+    from clarena.experiments.running.data.datamodules import _SequenceDataModule
+    from clarena.experiments.running.data.specs import FLAT_SEQUENCE_ARGUMENTS
 
     # task_id: STLDataModule's own argument.
-    own = {*inspect.signature(_SequenceDataModule.__init__).parameters, "task_id"} - {"self"}
+    own = {
+        *inspect.signature(_SequenceDataModule.__init__).parameters,
+        *FLAT_SEQUENCE_ARGUMENTS,
+        "task_id",
+    } - {"self", "flat"}
     for name, value in arguments.items():
         if name not in consumed and name not in own:
             raise _refuse(

@@ -1,1 +1,0 @@
-"""The Hydra config tree shipped with clarena: ``pkg://clarena.experiments.configs``."""
