@@ -521,6 +521,34 @@ def fg_adahat_condition_gradients(
     _check_coverage(hat)
     if importance.task_ids.numel() == 0:
         return
+    factors = fg_adahat_factor_slots(
+        hat,
+        importance,
+        network_sparsity,
+        alpha,
+        scheduler,
+        aggregation,
+        base_mask_sparsity_reg,
+        base_linear,
+        filter_by_cumulative_mask,
+    )
+    _scale_gradients(hat, factors)
+
+
+def fg_adahat_factor_slots(
+    hat: HAT,
+    importance: FGAdaHATImportance,
+    network_sparsity: Mapping[str, Tensor | float],
+    alpha: float,
+    scheduler: str,
+    aggregation: str,
+    base_mask_sparsity_reg: float,
+    base_linear: float,
+    filter_by_cumulative_mask: bool,
+) -> list[Tensor]:
+    """FG-AdaHAT's factors ``alpha / (c_l I_ij + alpha)`` of this step in the gradient plan's slot
+    order (checked arguments of :func:`fg_adahat_condition_gradients`; at least one finished
+    task's importance), shared by the gradient and the update space."""
     task_term = 1.0
     if scheduler == "linear_sparsity_reg":
         task_term = hat.backbone.check_task_id_ready() + base_linear
@@ -538,13 +566,11 @@ def fg_adahat_condition_gradients(
     ):
         parts = _separable_importance(hat, importance)
         if parts is not None:
-            factors = _separable_factors(parts, [rates[name] for name in names], aggregation)
-            _scale_gradients(hat, factors)
-            return
+            return _separable_factors(parts, [rates[name] for name in names], aggregation)
     weight_part, unit_part = weight_importance(
         hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
     )
-    _scale_gradients(hat, _soft_factors(weight_part, unit_part, rates, names))
+    return _soft_factors(weight_part, unit_part, rates, names)
 
 
 def _separable_importance(hat: HAT, importance: FGAdaHATImportance) -> _SeparableParts | None:

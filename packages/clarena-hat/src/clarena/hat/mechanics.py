@@ -519,9 +519,23 @@ def adahat_condition_gradients(
     """
     hat = hat_of(backbone)
     _check_coverage(hat)
-    num_tasks = len(hat.stored_task_ids)
-    if num_tasks == 0:
+    if not hat.stored_task_ids:
         return
+    _scale_gradients(hat, adahat_factor_slots(hat, network_sparsity, alpha, epsilon, aggregation))
+
+
+def adahat_factor_slots(
+    hat: HAT,
+    network_sparsity: Mapping[str, Tensor | float],
+    alpha: float,
+    epsilon: float,
+    aggregation: str,
+) -> list[Tensor]:
+    """AdaHAT's factors ``r_l / (m_agg + r_l)`` of this step in :class:`_GradientPlan` slot order
+    (arguments of :func:`adahat_condition_gradients`; at least one stored task), shared by the
+    gradient and the update space. For ``min``/``max`` they come per unit where that is exact
+    (``r/(x+r)`` decreases in ``x``), else per weight."""
+    num_tasks = len(hat.stored_task_ids)
     network = hat.backbone
     names = network.weighted_layer_names
 
@@ -547,11 +561,9 @@ def adahat_condition_gradients(
 
         parts = _cached(hat, "adahat-separable", separable)
         if parts is not None:
-            factors = _separable_factors(parts, [rates[name] for name in names], aggregation)
-            _scale_gradients(hat, factors)
-            return
+            return _separable_factors(parts, [rates[name] for name in names], aggregation)
     weight_parts, unit_parts = _cached(hat, f"adahat-{aggregation}", measures)
-    _scale_gradients(hat, _soft_factors(weight_parts, unit_parts, rates, names))
+    return _soft_factors(weight_parts, unit_parts, rates, names)
 
 
 def compensate_embedding_gradients(

@@ -34,15 +34,16 @@ from collections.abc import Mapping
 
 from torch import Tensor, nn
 
-from clarena.hat.fg_adahat import FGAdaHATImportance, _check_factor_arguments, weight_importance
-from clarena.hat.measures import weight_measure
+from clarena.hat.fg_adahat import (
+    FGAdaHATImportance,
+    _check_factor_arguments,
+    fg_adahat_factor_slots,
+)
 from clarena.hat.mechanics import (
     HATTarget,
-    _as_floats,
-    _cached,
     _check_coverage,
     _gradient_plan,
-    _soft_factors,
+    adahat_factor_slots,
     hat_factor_slots,
 )
 from clarena.hat.method import hat_of
@@ -120,24 +121,10 @@ def adahat_update_factors(
     """
     hat = hat_of(backbone)
     _check_coverage(hat)
-    num_tasks = len(hat.stored_task_ids)
-    if num_tasks == 0:
+    if not hat.stored_task_ids:
         raise ValueError("AdaHAT update factors need a stored earlier task; none is stored yet.")
-    network = hat.backbone
-    names = network.weighted_layer_names
-
-    def measures() -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        summative = hat.summative_mask()
-        weight = {
-            name: weight_measure(network, summative, name, aggregation, float(num_tasks))
-            for name in names
-        }
-        return weight, summative
-
-    weight_parts, unit_parts = _cached(hat, f"adahat-update-{aggregation}", measures)
-    sparsity = _as_floats([network_sparsity[name] for name in names])
-    rates = {name: alpha / (epsilon + value) for name, value in zip(names, sparsity, strict=True)}
-    return _per_parameter(hat, _soft_factors(weight_parts, unit_parts, rates, names))
+    slots = adahat_factor_slots(hat, network_sparsity, alpha, epsilon, aggregation)
+    return _per_parameter(hat, slots)
 
 
 def fg_adahat_update_factors(
@@ -167,17 +154,15 @@ def fg_adahat_update_factors(
         raise ValueError(
             "FG-AdaHAT update factors need a finished task's importance; none is stored yet."
         )
-    weight_part, unit_part = weight_importance(
-        hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
+    slots = fg_adahat_factor_slots(
+        hat,
+        importance,
+        network_sparsity,
+        alpha,
+        scheduler,
+        aggregation,
+        base_mask_sparsity_reg,
+        base_linear,
+        filter_by_cumulative_mask,
     )
-    task_term = 1.0
-    if scheduler == "linear_sparsity_reg":
-        task_term = hat.backbone.check_task_id_ready() + base_linear
-    names = hat.backbone.weighted_layer_names
-    rates = {}
-    for name, sparsity in zip(names, _as_floats([network_sparsity[n] for n in names]), strict=True):
-        coefficient = sparsity + base_mask_sparsity_reg
-        if scheduler == "linear_sparsity_reg":
-            coefficient = coefficient * task_term
-        rates[name] = alpha / coefficient
-    return _per_parameter(hat, _soft_factors(weight_part, unit_part, rates, names))
+    return _per_parameter(hat, slots)

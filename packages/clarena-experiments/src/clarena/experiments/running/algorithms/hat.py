@@ -41,9 +41,11 @@ from clarena.experiments.running.algorithms.base import (
     SchedulerFactory,
     check_choice,
     check_number,
-    optimizer_weight_decay,
 )
-from clarena.experiments.running.algorithms.protection import PROTECTION_MODES, ProtectedAlgorithm
+from clarena.experiments.running.algorithms.protection import (
+    ProtectedAlgorithm,
+    checked_protection,
+)
 from clarena.hat import (
     AGGREGATIONS,
     EMBEDDING_INIT_MODES,
@@ -102,19 +104,14 @@ class HAT(ProtectedAlgorithm):
         protection: str = "update",
     ) -> None:
         name = type(self).__name__
-        protection = check_choice(name, "protection", protection, PROTECTION_MODES)
+        protection = checked_protection(
+            name, protection, optimizer, "the weights whose gradients the masks zeroed"
+        )
         if not isinstance(getattr(backbone, "mask_method", None), HATMethod):
             raise CLConfigError(
                 f"{name} needs a HAT-masked backbone (clarena.backbones.HATMaskMLP, "
                 f"HATMaskResNet18 ...); got {type(backbone).__name__} without HAT attached. Pick "
                 f"backbone=hatmaskmlp or another HATMask* config."
-            )
-        if protection == "gradient" and optimizer_weight_decay(optimizer) > 0:
-            raise CLConfigError(
-                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)} with "
-                f"protection=gradient: weight decay moves the weights whose gradients the masks "
-                f"zeroed, so earlier tasks would be forgotten. Set cl_algorithm.protection=update "
-                f"(the step is protected, decay included) or optimizer.weight_decay=0."
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
         self.init_protection(protection)

@@ -22,10 +22,42 @@ from torch import Tensor
 from typing_extensions import override
 
 from clarena.cl import UpdateSpaceProtection
-from clarena.experiments.running.algorithms.base import CLAlgorithm, check_choice
+from clarena.experiments.running.algorithms.base import (
+    CLAlgorithm,
+    CLConfigError,
+    OptimizerFactory,
+    check_choice,
+    optimizer_weight_decay,
+)
 
 #: The values of ``cl_algorithm.protection``.
 PROTECTION_MODES: tuple[str, ...] = ("update", "gradient")
+
+
+def checked_protection(
+    owner: str, protection: object, optimizer: OptimizerFactory | None, protected: str
+) -> str:
+    """``protection`` if it is one of :data:`PROTECTION_MODES` and the optimiser suits it.
+
+    Args:
+        owner: the algorithm named in the messages.
+        protection: the configured ``cl_algorithm.protection``.
+        optimizer: the configured optimiser factory (its weight decay is read).
+        protected: what weight decay would move in gradient space, e.g. ``"the weights whose
+            gradients the masks zeroed"``.
+
+    Raises:
+        CLConfigError: an unknown mode, or ``weight_decay > 0`` with ``protection=gradient``.
+    """
+    value = check_choice(owner, "protection", protection, PROTECTION_MODES)
+    decay = optimizer_weight_decay(optimizer)
+    if value == "gradient" and decay > 0:
+        raise CLConfigError(
+            f"{owner} refuses weight_decay={decay} with protection=gradient: weight decay moves "
+            f"{protected}, so earlier tasks would be forgotten. Set cl_algorithm.protection=update "
+            f"(the step is protected, decay included) or optimizer.weight_decay=0."
+        )
+    return value
 
 
 class ProtectedAlgorithm(CLAlgorithm):

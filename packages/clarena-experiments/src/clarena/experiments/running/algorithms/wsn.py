@@ -22,9 +22,11 @@ from clarena.experiments.running.algorithms.base import (
     OptimizerFactory,
     SchedulerFactory,
     check_choice,
-    optimizer_weight_decay,
 )
-from clarena.experiments.running.algorithms.protection import PROTECTION_MODES, ProtectedAlgorithm
+from clarena.experiments.running.algorithms.protection import (
+    ProtectedAlgorithm,
+    checked_protection,
+)
 from clarena.wsn import SCORE_INIT_MODES, check_mask_percentage
 from clarena.wsn import WSN as WSNMethod
 
@@ -64,19 +66,14 @@ class WSN(ProtectedAlgorithm):
         protection: str = "update",
     ) -> None:
         name = type(self).__name__
-        protection = check_choice(name, "protection", protection, PROTECTION_MODES)
+        protection = checked_protection(
+            name, protection, optimizer, "the parameters frozen for earlier tasks"
+        )
         if not isinstance(getattr(backbone, "mask_method", None), WSNMethod):
             raise CLConfigError(
                 f"{name} needs a backbone with the WSN mask method attached "
                 f"(clarena.backbones.WSNMaskMLP, WSNMaskResNet18 ...); got "
                 f"{type(backbone).__name__}. Pick backbone=wsnmaskmlp or another WSNMask* config."
-            )
-        if protection == "gradient" and optimizer_weight_decay(optimizer) > 0:
-            raise CLConfigError(
-                f"{name} refuses weight_decay={optimizer_weight_decay(optimizer)} with "
-                f"protection=gradient: weight decay moves the parameters frozen for earlier "
-                f"tasks, so they would be forgotten. Set cl_algorithm.protection=update (the step "
-                f"is protected, decay included) or optimizer.weight_decay=0."
             )
         super().__init__(backbone, heads, optimizer, lr_scheduler)
         self.init_protection(protection)
