@@ -456,3 +456,63 @@ def test_conditioning_factors_follow_a_loaded_state_dict():
     _loop_hat(reference)
     _assert_same_grads(first, reference)
     assert torch.equal(first.get_buffer("_cumulative"), other.get_buffer("_cumulative"))
+
+
+def test_cached_conditioning_skips_missing_gradients_and_follows_a_dtype_change():
+    fused, loop = _twin_resnets("shared")
+    condition_gradients(fused)  # caches each parameter's factor
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+    # Parameters without a gradient (not reached by this step's loss) are skipped, the rest
+    # scaled by their own factor, bit for bit as the per-layer loop.
+    for (_, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    for backbone in (fused, loop):
+        for index, name in enumerate(backbone.weighted_layer_names):
+            if index % 2 == 0:
+                backbone.get_layer_by_name(name).weight.grad = None
+    condition_gradients(fused)
+    _loop_hat(loop)
+    for (name, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        assert a.grad is None or torch.equal(a.grad, b.grad), name
+    # .double() replaces the masks' buffer: the cached float32 factors are not reused.
+    sparsity = {name: 0.25 for name in fused.weighted_layer_names}
+    adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation="mean")
+    fused.double()
+    loop.double()
+    for (_, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    condition_gradients(fused)
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+    assert all(p.grad.dtype == torch.float64 for p in fused.parameters())
+    # AdaHAT's soft factors round differently in float64: cached float32 ones would differ.
+    adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation="mean")
+    _loop_adahat(loop, sparsity, 0.3, 0.1, "mean")
+    _assert_same_grads(fused, loop)
+
+
+def test_cumulative_mask_views_follow_stored_masks_dtype_and_are_fresh_dicts():
+    mlp = tiny_mlp()
+    store(mlp, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    hat = hat_of(mlp)
+    first = hat.cumulative_mask()
+    first["fc/0"] = torch.zeros(5)  # the caller's dict, not the cache
+    again = hat.cumulative_mask()
+    assert again is not first
+    assert torch.equal(again["fc/0"], torch.tensor([1.0, 0.0]))
+    assert again["fc/0"]._base is mlp.get_buffer("_cumulative")
+    store(mlp, 2, {"fc/0": [-1.0, 1.0], "fc/1": [-1.0, -1.0]})
+    assert torch.equal(hat.cumulative_mask()["fc/0"], torch.tensor([1.0, 1.0]))
+    mlp.double()
+    assert hat.cumulative_mask()["fc/1"].dtype == torch.float64
+    assert torch.equal(hat.cumulative_mask()["fc/1"], torch.tensor([0.0, 1.0], dtype=torch.float64))
+    # Views made in inference mode are not kept: in place outside it they would raise.
+    fresh = tiny_mlp()
+    store(fresh, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    with torch.inference_mode():
+        assert torch.equal(hat_of(fresh).cumulative_mask()["fc/0"], torch.tensor([1.0, 0.0]))
+    hat_of(fresh).cumulative_mask()["fc/0"].mul_(1)

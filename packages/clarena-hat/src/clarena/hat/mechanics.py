@@ -140,17 +140,19 @@ def _cached(hat: HAT, name: str, compute: Callable[[], _T]) -> _T:
     """``compute()``, cached on the backbone until its stored masks, device, dtype, current task or
     parameters change (the masks change when a task ends and on ``load_state_dict``)."""
     backbone = hat.backbone
-    reference = backbone.get_buffer("_cumulative")
+    # The buffer object itself stands for its device and dtype: .to() and .double() replace it
+    # (and the cache holds it, so its id is not reused while cached).
+    reference = backbone._buffers["_cumulative"]
     version = (
         hat.mask_version,
-        reference.device,
-        reference.dtype,
         backbone.task_id,
         backbone.__dict__.get("_hat_checked_parameter_count"),
     )
-    cache: tuple[object, dict[str, Any]] | None = backbone.__dict__.get("_hat_mechanics_cache")
-    if cache is None or cache[0] != version:
-        cache = (version, {})
+    cache: tuple[object, dict[str, Any], Tensor] | None = backbone.__dict__.get(
+        "_hat_mechanics_cache"
+    )
+    if cache is None or cache[2] is not reference or cache[0] != version:
+        cache = (version, {}, reference)
         backbone.__dict__["_hat_mechanics_cache"] = cache
     if name not in cache[1]:
         cache[1][name] = compute()
@@ -376,9 +378,31 @@ def condition_gradients(backbone: HATTarget) -> None:
     """
     hat = hat_of(backbone)
     _check_coverage(hat)
-    if not hat.stored_task_ids:
+    # Each scaled parameter with its factor, cached for the task (None before any stored task).
+    pairs = _cached(hat, "hat-pairs", lambda: _hat_pairs(hat))
+    if pairs is None:
         return
-    _scale_gradients(hat, hat_factor_slots(hat))
+    parameters, factors, zeroed = pairs
+    grads = [parameter.grad for parameter in parameters]
+    if any(grad is None for grad in grads):
+        kept = [(g, f) for g, f in zip(grads, factors, strict=True) if g is not None]
+        grads, factors = [g for g, _ in kept], [f for _, f in kept]
+    if grads:
+        torch._foreach_mul_(grads, factors)  # type: ignore[arg-type]
+    zeroed_grads = [parameter.grad for parameter in zeroed if parameter.grad is not None]
+    if zeroed_grads:
+        torch._foreach_zero_(zeroed_grads)
+
+
+def _hat_pairs(hat: HAT) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | None:
+    """:func:`_scale_gradients`'s operands for HAT's factors, resolved once per task: the
+    :class:`_GradientPlan`'s parameters, each one's factor, and the parameters to zero; ``None``
+    with no stored task."""
+    if not hat.stored_task_ids:
+        return None
+    plan = _gradient_plan(hat)
+    slots = hat_factor_slots(hat)
+    return plan.parameters, [slots[slot] for slot in plan.slots], plan.zeroed
 
 
 def hat_factor_slots(hat: HAT) -> list[Tensor]:
