@@ -148,15 +148,17 @@ def _cached(hat: HAT, name: str, compute: Callable[[], _T]) -> _T:
         backbone.task_id,
         backbone.__dict__.get("_hat_checked_parameter_count"),
     )
-    cache: tuple[object, dict[str, Any], Tensor] | None = backbone.__dict__.get(
+    cache: tuple[object, dict[str, Any], object] | None = backbone.__dict__.get(
         "_hat_mechanics_cache"
     )
     if cache is None or cache[2] is not reference or cache[0] != version:
         cache = (version, {}, reference)
         backbone.__dict__["_hat_mechanics_cache"] = cache
-    if name not in cache[1]:
-        cache[1][name] = compute()
-    return cache[1][name]
+    values = cache[1]
+    if name not in values:
+        values[name] = compute()
+    result: _T = values[name]
+    return result
 
 
 #: Parameters and modules registered on any module so far (:func:`_count_registration`).
