@@ -516,3 +516,33 @@ def test_cumulative_mask_views_follow_stored_masks_dtype_and_are_fresh_dicts():
     with torch.inference_mode():
         assert torch.equal(hat_of(fresh).cumulative_mask()["fc/0"], torch.tensor([1.0, 0.0]))
     hat_of(fresh).cumulative_mask()["fc/0"].mul_(1)
+
+
+def _previous_compensation(backbone, s, s_max, thr):
+    """The compensation as it was before a 0-d tensor replaced the Python ``1`` (0.x)."""
+    pairs = [(e.detach(), e.grad) for e in hat_of(backbone).task_embedding.values()]
+    e = torch.cat([embedding for embedding, _ in pairs])
+    numerator = torch.clamp(s * e, -thr, thr).cosh_().add_(1)
+    numerator.mul_(s_max / s).div_(torch.cosh(e).add_(1))
+    sizes = [embedding.numel() for embedding, _ in pairs]
+    torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_embedding_compensation_is_bit_exact_to_the_previous_path(dtype):
+    torch.manual_seed(0)
+    first = HATMaskMLP(input_dim=5, hidden_dims=[37, 16], output_dim=9).to(dtype)
+    first.setup_task_id(1)
+    with torch.no_grad():
+        for embedding in first.task_embedding.values():
+            embedding.uniform_(-7.0, 7.0)
+    second = copy.deepcopy(first)
+    for a, b in zip(first.task_embedding.values(), second.task_embedding.values(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    for s in (1 / 400, 0.7, 123.456, 400.0):
+        compensate_embedding_gradients(first, s, 400.0, 50.0)
+        _previous_compensation(second, s, 400.0, 50.0)
+        for a, b in zip(first.task_embedding.values(), second.task_embedding.values(), strict=True):
+            assert a.grad.dtype == dtype
+            assert torch.equal(a.grad, b.grad)

@@ -609,17 +609,23 @@ def compensate_embedding_gradients(
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    embeddings = hat_of(backbone).task_embedding.values()
-    pairs = [(e.detach(), e.grad) for e in embeddings if e.grad is not None]
-    if not pairs:
+    embeddings = [e for e in hat_of(backbone).task_embedding.values() if e.grad is not None]
+    if not embeddings:
         return
     # The per-layer formula's operations, in its order, on all layers' units at once (fewer,
-    # larger calls; the same factor up to the last bit of cosh).
-    e = torch.cat([embedding for embedding, _ in pairs])
-    numerator = torch.clamp(s * e, -clamp_threshold, clamp_threshold).cosh_().add_(1)
-    numerator.mul_(s_max / s).div_(torch.cosh(e).add_(1))
-    sizes = [embedding.numel() for embedding, _ in pairs]
-    torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
+    # larger calls; the same factor up to the last bit of cosh). Adding a 0-d tensor 1 is adding
+    # the Python 1 (both are a CPU scalar to the kernel) without wrapping it anew each call.
+    with torch.no_grad():
+        e = torch.cat(embeddings)
+    one = _ONE
+    numerator = e.mul(s).clamp_(-clamp_threshold, clamp_threshold).cosh_().add_(one)
+    numerator.mul_(s_max / s).div_(e.cosh().add_(one))
+    sizes = [embedding.numel() for embedding in embeddings]
+    grads = [embedding.grad for embedding in embeddings]
+    torch._foreach_mul_(grads, list(numerator.split(sizes)))
+
+
+_ONE = torch.ones(())
 
 
 def clamp_task_embedding(backbone: HATTarget, threshold: float = 6.0) -> None:
