@@ -456,3 +456,93 @@ def test_conditioning_factors_follow_a_loaded_state_dict():
     _loop_hat(reference)
     _assert_same_grads(first, reference)
     assert torch.equal(first.get_buffer("_cumulative"), other.get_buffer("_cumulative"))
+
+
+def test_cached_conditioning_skips_missing_gradients_and_follows_a_dtype_change():
+    fused, loop = _twin_resnets("shared")
+    condition_gradients(fused)  # caches each parameter's factor
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+    # Parameters without a gradient (not reached by this step's loss) are skipped, the rest
+    # scaled by their own factor, bit for bit as the per-layer loop.
+    for (_, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    for backbone in (fused, loop):
+        for index, name in enumerate(backbone.weighted_layer_names):
+            if index % 2 == 0:
+                backbone.get_layer_by_name(name).weight.grad = None
+    condition_gradients(fused)
+    _loop_hat(loop)
+    for (name, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        assert (a.grad is None) == (b.grad is None), name
+        assert a.grad is None or torch.equal(a.grad, b.grad), name
+    # .double() replaces the masks' buffer: the cached float32 factors are not reused.
+    sparsity = {name: 0.25 for name in fused.weighted_layer_names}
+    adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation="mean")
+    fused.double()
+    loop.double()
+    for (_, a), (_, b) in zip(fused.named_parameters(), loop.named_parameters(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    condition_gradients(fused)
+    _loop_hat(loop)
+    _assert_same_grads(fused, loop)
+    assert all(p.grad.dtype == torch.float64 for p in fused.parameters())
+    # AdaHAT's soft factors round differently in float64: cached float32 ones would differ.
+    adahat_condition_gradients(fused, sparsity, alpha=0.3, epsilon=0.1, aggregation="mean")
+    _loop_adahat(loop, sparsity, 0.3, 0.1, "mean")
+    _assert_same_grads(fused, loop)
+
+
+def test_cumulative_mask_views_follow_stored_masks_dtype_and_are_fresh_dicts():
+    mlp = tiny_mlp()
+    store(mlp, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    hat = hat_of(mlp)
+    first = hat.cumulative_mask()
+    first["fc/0"] = torch.zeros(5)  # the caller's dict, not the cache
+    again = hat.cumulative_mask()
+    assert again is not first
+    assert torch.equal(again["fc/0"], torch.tensor([1.0, 0.0]))
+    assert again["fc/0"]._base is mlp.get_buffer("_cumulative")
+    store(mlp, 2, {"fc/0": [-1.0, 1.0], "fc/1": [-1.0, -1.0]})
+    assert torch.equal(hat.cumulative_mask()["fc/0"], torch.tensor([1.0, 1.0]))
+    mlp.double()
+    assert hat.cumulative_mask()["fc/1"].dtype == torch.float64
+    assert torch.equal(hat.cumulative_mask()["fc/1"], torch.tensor([0.0, 1.0], dtype=torch.float64))
+    # Views made in inference mode are not kept: in place outside it they would raise.
+    fresh = tiny_mlp()
+    store(fresh, 1, {"fc/0": [1.0, -1.0], "fc/1": [-1.0, 1.0]})
+    with torch.inference_mode():
+        assert torch.equal(hat_of(fresh).cumulative_mask()["fc/0"], torch.tensor([1.0, 0.0]))
+    hat_of(fresh).cumulative_mask()["fc/0"].mul_(1)
+
+
+def _previous_compensation(backbone, s, s_max, thr):
+    """The compensation as it was before a 0-d tensor replaced the Python ``1`` (0.x)."""
+    pairs = [(e.detach(), e.grad) for e in hat_of(backbone).task_embedding.values()]
+    e = torch.cat([embedding for embedding, _ in pairs])
+    numerator = torch.clamp(s * e, -thr, thr).cosh_().add_(1)
+    numerator.mul_(s_max / s).div_(torch.cosh(e).add_(1))
+    sizes = [embedding.numel() for embedding, _ in pairs]
+    torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_embedding_compensation_is_bit_exact_to_the_previous_path(dtype):
+    torch.manual_seed(0)
+    first = HATMaskMLP(input_dim=5, hidden_dims=[37, 16], output_dim=9).to(dtype)
+    first.setup_task_id(1)
+    with torch.no_grad():
+        for embedding in first.task_embedding.values():
+            embedding.uniform_(-7.0, 7.0)
+    second = copy.deepcopy(first)
+    for a, b in zip(first.task_embedding.values(), second.task_embedding.values(), strict=True):
+        a.grad = torch.randn_like(a)
+        b.grad = a.grad.clone()
+    for s in (1 / 400, 0.7, 123.456, 400.0):
+        compensate_embedding_gradients(first, s, 400.0, 50.0)
+        _previous_compensation(second, s, 400.0, 50.0)
+        for a, b in zip(first.task_embedding.values(), second.task_embedding.values(), strict=True):
+            assert a.grad.dtype == dtype
+            assert torch.equal(a.grad, b.grad)

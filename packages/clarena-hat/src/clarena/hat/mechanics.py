@@ -140,21 +140,25 @@ def _cached(hat: HAT, name: str, compute: Callable[[], _T]) -> _T:
     """``compute()``, cached on the backbone until its stored masks, device, dtype, current task or
     parameters change (the masks change when a task ends and on ``load_state_dict``)."""
     backbone = hat.backbone
-    reference = backbone.get_buffer("_cumulative")
+    # The buffer object itself stands for its device and dtype: .to() and .double() replace it
+    # (and the cache holds it, so its id is not reused while cached).
+    reference = backbone._buffers["_cumulative"]
     version = (
         hat.mask_version,
-        reference.device,
-        reference.dtype,
         backbone.task_id,
         backbone.__dict__.get("_hat_checked_parameter_count"),
     )
-    cache: tuple[object, dict[str, Any]] | None = backbone.__dict__.get("_hat_mechanics_cache")
-    if cache is None or cache[0] != version:
-        cache = (version, {})
+    cache: tuple[object, dict[str, Any], object] | None = backbone.__dict__.get(
+        "_hat_mechanics_cache"
+    )
+    if cache is None or cache[2] is not reference or cache[0] != version:
+        cache = (version, {}, reference)
         backbone.__dict__["_hat_mechanics_cache"] = cache
-    if name not in cache[1]:
-        cache[1][name] = compute()
-    return cache[1][name]
+    values = cache[1]
+    if name not in values:
+        values[name] = compute()
+    result: _T = values[name]
+    return result
 
 
 #: Parameters and modules registered on any module so far (:func:`_count_registration`).
@@ -376,9 +380,31 @@ def condition_gradients(backbone: HATTarget) -> None:
     """
     hat = hat_of(backbone)
     _check_coverage(hat)
-    if not hat.stored_task_ids:
+    # Each scaled parameter with its factor, cached for the task (None before any stored task).
+    pairs = _cached(hat, "hat-pairs", lambda: _hat_pairs(hat))
+    if pairs is None:
         return
-    _scale_gradients(hat, hat_factor_slots(hat))
+    parameters, factors, zeroed = pairs
+    grads = [parameter.grad for parameter in parameters]
+    if any(grad is None for grad in grads):
+        kept = [(g, f) for g, f in zip(grads, factors, strict=True) if g is not None]
+        grads, factors = [g for g, _ in kept], [f for _, f in kept]
+    if grads:
+        torch._foreach_mul_(grads, factors)  # type: ignore[arg-type]
+    zeroed_grads = [parameter.grad for parameter in zeroed if parameter.grad is not None]
+    if zeroed_grads:
+        torch._foreach_zero_(zeroed_grads)
+
+
+def _hat_pairs(hat: HAT) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | None:
+    """:func:`_scale_gradients`'s operands for HAT's factors, resolved once per task: the
+    :class:`_GradientPlan`'s parameters, each one's factor, and the parameters to zero; ``None``
+    with no stored task."""
+    if not hat.stored_task_ids:
+        return None
+    plan = _gradient_plan(hat)
+    slots = hat_factor_slots(hat)
+    return plan.parameters, [slots[slot] for slot in plan.slots], plan.zeroed
 
 
 def hat_factor_slots(hat: HAT) -> list[Tensor]:
@@ -583,17 +609,23 @@ def compensate_embedding_gradients(
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    embeddings = hat_of(backbone).task_embedding.values()
-    pairs = [(e.detach(), e.grad) for e in embeddings if e.grad is not None]
-    if not pairs:
+    embeddings = [e for e in hat_of(backbone).task_embedding.values() if e.grad is not None]
+    if not embeddings:
         return
     # The per-layer formula's operations, in its order, on all layers' units at once (fewer,
-    # larger calls; the same factor up to the last bit of cosh).
-    e = torch.cat([embedding for embedding, _ in pairs])
-    numerator = torch.clamp(s * e, -clamp_threshold, clamp_threshold).cosh_().add_(1)
-    numerator.mul_(s_max / s).div_(torch.cosh(e).add_(1))
-    sizes = [embedding.numel() for embedding, _ in pairs]
-    torch._foreach_mul_([grad for _, grad in pairs], list(numerator.split(sizes)))
+    # larger calls; the same factor up to the last bit of cosh). Adding a 0-d tensor 1 is adding
+    # the Python 1 (both are a CPU scalar to the kernel) without wrapping it anew each call.
+    with torch.no_grad():
+        e = torch.cat(embeddings)
+    one = _ONE
+    numerator = e.mul(s).clamp_(-clamp_threshold, clamp_threshold).cosh_().add_(one)
+    numerator.mul_(s_max / s).div_(e.cosh().add_(one))
+    sizes = [embedding.numel() for embedding in embeddings]
+    grads = [embedding.grad for embedding in embeddings]
+    torch._foreach_mul_(grads, list(numerator.split(sizes)))
+
+
+_ONE = torch.ones(())
 
 
 def clamp_task_embedding(backbone: HATTarget, threshold: float = 6.0) -> None:

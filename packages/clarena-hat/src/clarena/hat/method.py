@@ -204,6 +204,9 @@ class HAT(MaskMethod):
         self._fused: set[str] = set()
         #: Bumped whenever the stored masks change, so derived quantities can be cached.
         self.mask_version: int = 0
+        #: The cumulative-mask buffer and its per-layer views (:meth:`cumulative_mask`), reused
+        #: while the buffer is the same tensor.
+        self._cumulative_views: tuple[Tensor, dict[str, Tensor]] | None = None
         self.layer_units: dict[str, int] = {}
         self.num_units: int = 0
 
@@ -545,7 +548,15 @@ class HAT(MaskMethod):
             Layer name → ``(units,)`` float 0/1 tensor; during task ``t`` (not yet stored) this is
             HAT's :math:`a^{<t}`.
         """
-        return self._split(self._buffer("_cumulative"))
+        cumulative = self.backbone._buffers["_cumulative"]
+        assert cumulative is not None  # registered by _attach
+        cached = self._cumulative_views
+        if cached is None or cached[0] is not cumulative:
+            cached = (cumulative, self._split(cumulative))
+            # Views made in inference mode cannot be used in place outside it: not kept.
+            if not torch.is_inference_mode_enabled():
+                self._cumulative_views = cached
+        return dict(cached[1])
 
     def summative_mask(self) -> dict[str, Tensor]:
         """Sum of the stored masks (AdaHAT's :math:`m^{<t,sum}`): layer name → ``(units,)``."""
