@@ -256,3 +256,41 @@ def test_layer_norms_are_frozen_after_the_first_task_and_train_in_it():
     assert not torch.equal(after_first, before)
     train_task(backbone, heads, "hat", 2, "sgd")
     assert torch.equal(norm, after_first)
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "mobilenetv3_small_050"])
+def test_adahat_factors_on_depthwise_convolutions_are_the_per_weight_formula(name: str) -> None:
+    """AdaHAT's factor ``r / (m + r)``, ``m`` HAT's per-weight summative measure (input unit of a
+    depthwise weight from its output unit's group), in both spaces: the update-space factors and
+    the gradient-space multiply of an all-ones gradient."""
+    from clarena.hat import adahat_condition_gradients, weight_measure
+    from clarena.hat.protection import adahat_update_factors, update_parameters
+
+    torch.manual_seed(0)
+    backbone = build(name, "hat")
+    heads = HeadsTIL(16)
+    train_task(backbone, heads, "hat", 1, "sgd")
+    backbone.setup_task_id(2)
+    hat = hat_of(backbone)
+    names = backbone.weighted_layer_names
+    alpha, epsilon, sparsity = 1e-2, 0.1, 0.25
+    rate = alpha / (epsilon + sparsity)
+    factors = adahat_update_factors(backbone, {n: sparsity for n in names}, alpha, epsilon)
+    parameters = update_parameters(backbone)
+    for parameter in backbone.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    adahat_condition_gradients(backbone, {n: sparsity for n in names}, alpha, epsilon)
+    summative = hat.summative_mask()
+    depthwise = 0
+    for layer_name in names:
+        layer = backbone.get_layer_by_name(layer_name)
+        depthwise += int(getattr(layer, "groups", 1) > 1)
+        measure = weight_measure(backbone, summative, layer_name, "min", 1.0)
+        expected = (rate / (measure + rate)).expand_as(layer.weight)
+        index = next(i for i, p in enumerate(parameters) if p is layer.weight)
+        torch.testing.assert_close(
+            factors[index].expand_as(layer.weight), expected, rtol=1e-6, atol=0
+        )
+        assert layer.weight.grad is not None
+        torch.testing.assert_close(layer.weight.grad, expected, rtol=1e-6, atol=0)
+    assert depthwise > 0

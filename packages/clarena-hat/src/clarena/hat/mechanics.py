@@ -302,8 +302,10 @@ def _separable_parts(
 ) -> _SeparableParts | None:
     """The :class:`_SeparableParts` of per-layer output- and input-unit values, or ``None`` where
     the fused factor would not be the per-weight one bit for bit: a dtype other than float32 and
-    float64 (a Python rate rounds otherwise there), or a negative value (``r / (x + r)`` is
-    decreasing in ``x`` only for ``x + r > 0``)."""
+    float64 (a Python rate rounds otherwise there), a negative value (``r / (x + r)`` is
+    decreasing in ``x`` only for ``x + r > 0``), or a weight whose input dimension is not its
+    input units (a grouped or depthwise convolution reads input unit ``j`` of output unit ``i``'s
+    group, which :func:`~clarena.hat.weight_measure` resolves per weight)."""
     backbone = hat.backbone
     values: list[Tensor] = []
     layers: list[tuple[int, int, tuple[int, ...]]] = []
@@ -313,6 +315,8 @@ def _separable_parts(
         out, inp = outputs[name], inputs[name]
         if inp is not None and inp.numel() > 1 and bool((inp == inp[0]).all()):
             inp = inp[:1]  # the factor is then a column, broadcast over the inputs
+        if inp is not None and inp.numel() > 1 and weight.shape[1] != inp.numel():
+            return None
         values.append(out)
         units = out.numel() + (0 if inp is None else inp.numel())
         if inp is not None:
