@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
@@ -30,10 +30,24 @@ def reference_gate(x: Tensor) -> Tensor:
     return torch.where(gate < torch.finfo(gate.dtype).tiny, torch.zeros_like(gate), gate)
 
 
+def reference_gates(
+    scale: float, embeddings: Mapping[str, Tensor | list[float]]
+) -> dict[str, Tensor]:
+    """Every layer's reference gates ``sigmoid(scale e)`` (:func:`reference_gate`) as HAT computes
+    them: one ``sigmoid`` over all layers' units, in layer order, split back per layer.
+
+    The sigmoid kernel rounds its vectorised and scalar paths differently, and which units take
+    which depends on the tensor; gates computed per layer can differ from these in the last bit.
+    """
+    tensors = [torch.as_tensor(values) for values in embeddings.values()]
+    gates = reference_gate(scale * torch.cat(tensors))
+    return dict(zip(embeddings, gates.split([t.numel() for t in tensors]), strict=True))
+
+
 @pytest.fixture(scope="session")
-def hat_gate() -> Callable[[Tensor], Tensor]:
-    """:func:`reference_gate`, for the exact-reference tests."""
-    return reference_gate
+def hat_gates() -> Callable[[float, Mapping[str, Tensor | list[float]]], dict[str, Tensor]]:
+    """:func:`reference_gates`, for the exact-reference tests."""
+    return reference_gates
 
 
 def make_task_data(task_id: int, shape: tuple[int, ...], num_batches: int, batch_size: int = 8):

@@ -146,14 +146,18 @@ SUBNORMAL_EMBEDDING = {
 }
 
 
-def test_subnormal_gates_are_zero_and_pass_no_gradient(hat_gate):
+def test_subnormal_gates_are_zero_and_pass_no_gradient(hat_gates):
     """HAT's one deviation: gates below float32's smallest normal are an exact 0."""
     torch.manual_seed(0)
     mlp = small_mlp()
     mlp.setup_task_id(1)
     set_embedding(mlp, SUBNORMAL_EMBEDDING)
     tiny = torch.finfo(torch.float32).tiny
-    raw = {n: torch.sigmoid(400.0 * torch.tensor(v)) for n, v in SUBNORMAL_EMBEDDING.items()}
+    # sigmoid(s e) on all units at once, as HAT computes it.
+    values = [torch.tensor(v) for v in SUBNORMAL_EMBEDDING.values()]
+    flat = torch.sigmoid(400.0 * torch.cat(values))
+    raw = dict(zip(SUBNORMAL_EMBEDDING, flat.split([v.numel() for v in values]), strict=True))
+    expected = hat_gates(400.0, SUBNORMAL_EMBEDDING)
     subnormal = {n: (g > 0) & (g < tiny) for n, g in raw.items()}
     assert sum(int(m.sum()) for m in subnormal.values()) == 8  # the fixture holds subnormals
     x = torch.randn(5, 12)
@@ -163,7 +167,7 @@ def test_subnormal_gates_are_zero_and_pass_no_gradient(hat_gate):
     ):
         feature, mask, _ = mlp(x, stage, **kwargs)
         for name, gate in mask.items():
-            assert torch.equal(gate, hat_gate(400.0 * torch.tensor(SUBNORMAL_EMBEDDING[name])))
+            assert torch.equal(gate, expected[name])
             assert (gate[subnormal[name]] == 0).all()
             # Every other gate is sigmoid(s e), bit for bit; none is subnormal.
             assert torch.equal(gate[~subnormal[name]], raw[name][~subnormal[name]])
@@ -189,7 +193,7 @@ def test_zero_subnormal_gates_keeps_the_smallest_normal_and_nan():
     assert torch.equal(zero_subnormal_gates(half), torch.tensor([0.0, 7e-5], dtype=torch.float16))
 
 
-def test_train_validation_and_test_masks(hat_gate):
+def test_train_validation_and_test_masks(hat_gates):
     mlp = small_mlp()
     mlp.setup_task_id(3)
     e = {"fc/0": [1.0, -1.0] * 4, "fc/1": [0.5] * 6, "fc/2": [-0.25, 2.0, 0.0, 3.0]}
@@ -198,15 +202,16 @@ def test_train_validation_and_test_masks(hat_gate):
 
     _, mask, _ = mlp(x, "train", s_max=10.0, batch_idx=2, num_batches=3)
     s = annealed_scale(10.0, 2, 3)
-    for name, values in e.items():
-        assert torch.equal(mask[name], hat_gate(s * torch.tensor(values)))
+    expected = hat_gates(s, e)
+    for name in e:
+        assert torch.equal(mask[name], expected[name])
     assert mask["fc/0"].requires_grad
 
     _, mask, _ = mlp(x, "train", s_max=10.0, batch_idx=1, num_batches=1)
-    assert torch.equal(mask["fc/2"], hat_gate(10.0 * torch.tensor(e["fc/2"])))
+    assert torch.equal(mask["fc/2"], hat_gates(10.0, e)["fc/2"])
 
     _, mask, _ = mlp(x, "validation", s_max=10.0)
-    assert torch.equal(mask["fc/1"], hat_gate(10.0 * torch.tensor(e["fc/1"])))
+    assert torch.equal(mask["fc/1"], hat_gates(10.0, e)["fc/1"])
 
     hat_of(mlp).store_mask()
     _, mask, _ = mlp(x, "test", test_task_id=3)

@@ -167,7 +167,7 @@ def test_a_copy_of_a_compiled_backbone_runs_its_own_embedding() -> None:
     assert not torch.equal(backbone(batch, "validation", s_max=S_MAX)[0], feature)
 
 
-def test_compiled_masks_zero_subnormal_gates_as_eager(hat_gate) -> None:
+def test_compiled_masks_zero_subnormal_gates_as_eager(hat_gates) -> None:
     """The compiled mask computation applies HAT's one deviation too (no subnormal gate)."""
     torch.manual_seed(0)
     backbone = HATMaskMLP(input_dim=12, hidden_dims=[4], output_dim=4)
@@ -187,4 +187,4 @@ def test_compiled_masks_zero_subnormal_gates_as_eager(hat_gate) -> None:
         for name, values in embedding.items():
             raw = torch.sigmoid(S_MAX * torch.tensor(values))
             assert ((raw > 0) & (raw < tiny)).sum() == 2, name
-            assert torch.equal(mask[name], hat_gate(S_MAX * torch.tensor(values))), name
+            assert torch.equal(mask[name], hat_gates(S_MAX, embedding)[name]), name

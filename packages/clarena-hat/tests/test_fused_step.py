@@ -1,8 +1,11 @@
-"""The fused paths of HAT's step give the per-layer operations' results: mask gates and their
-gradients bit for bit, the regulariser without a concatenation, the coverage check after a new
+"""The fused paths of HAT's step give the plain operations' results: mask gates (one sigmoid
+over all layers' units) and their gradients bit for bit, the regulariser without a
+concatenation, the compensation on adjacent gradients, the coverage check after a new
 parameter."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -10,13 +13,15 @@ from torch import nn
 
 from clarena.hat import (
     HATMaskMLP,
+    compensate_embedding_gradients,
     condition_gradients,
     hat_of,
     layer_sparsity,
     sparsity_regularization,
+    weight_measure,
     zero_subnormal_gates,
 )
-from clarena.hat.mechanics import _joined
+from clarena.hat.mechanics import _joined, adjacent_view, hat_factor_slots
 
 S_MAX = 400.0
 # S_MAX e in (-88.7, -87.3] gives a subnormal sigmoid(S_MAX e); -0.3 gives exp overflow (gate 0).
@@ -36,14 +41,14 @@ def mlp_with_subnormal_gates(dtype: torch.dtype = torch.float32) -> HATMaskMLP:
 
 
 @pytest.mark.parametrize("scale", [1 / S_MAX, 1.7, 57.0, S_MAX])
-def test_gates_and_their_gradients_equal_the_per_layer_operations_bit_for_bit(scale, hat_gate):
+def test_gates_and_their_gradients_equal_the_plain_operations_bit_for_bit(scale, hat_gates):
     mlp = mlp_with_subnormal_gates()
     x = torch.randn(6, 11)
     _, mask, _ = mlp(x, "train", scale=scale)
     embeddings = {
         name: e.detach().clone().requires_grad_() for name, e in mlp.task_embedding.items()
     }
-    expected = {name: hat_gate(scale * e) for name, e in embeddings.items()}
+    expected = hat_gates(scale, embeddings)
     for name in expected:
         assert torch.equal(mask[name], expected[name]), name
     if scale == S_MAX:
@@ -64,12 +69,13 @@ def test_gates_and_their_gradients_equal_the_per_layer_operations_bit_for_bit(sc
             assert torch.allclose(embedding.grad, reference, rtol=0, atol=0, equal_nan=True)
 
 
-def test_gates_in_float64_and_without_grad(hat_gate):
+def test_gates_in_float64_and_without_grad(hat_gates):
     mlp = mlp_with_subnormal_gates(torch.float64)
     with torch.no_grad():
         _, mask, _ = mlp(torch.randn(2, 11, dtype=torch.float64), "validation", s_max=S_MAX)
-    for name, embedding in mlp.task_embedding.items():
-        assert torch.equal(mask[name], hat_gate(S_MAX * embedding.detach())), name
+        expected = hat_gates(S_MAX, dict(mlp.task_embedding.items()))
+    for name in mlp.task_embedding:
+        assert torch.equal(mask[name], expected[name]), name
         assert mask[name].dtype == torch.float64
 
 
@@ -161,3 +167,67 @@ def test_regulariser_is_the_free_units_mean_mask_within_float32_rounding_in_any_
     assert sparsity_regularization(wide, cumulative).item() == pytest.approx(expected, rel=1e-6)
     full = {name: torch.ones_like(c) for name, c in cumulative.items()}
     assert sparsity_regularization(mask, full).item() == 0.0
+
+
+def test_compensation_on_the_backward_s_adjacent_gradients_equals_the_per_piece_path():
+    """Autograd leaves the embeddings' gradients as back-to-back pieces of one tensor (the
+    concatenation's gradient): the compensation multiplies them in one call, bit for bit what
+    it does on separate gradients."""
+    mlp = mlp_with_subnormal_gates()
+    with torch.no_grad():
+        for e in mlp.task_embedding.values():
+            e.uniform_(-7.0, 7.0)
+    _, mask, _ = mlp(torch.randn(4, 11), "train", scale=3.0)
+    sum((m * torch.randn(m.shape)).sum() for m in mask.values()).backward()
+    grads = [e.grad for e in mlp.task_embedding.values()]
+    flat = adjacent_view(grads)
+    assert flat is not None
+    assert flat.numel() == sum(g.numel() for g in grads)
+    separate = copy.deepcopy(mlp)
+    for a, b in zip(mlp.task_embedding.values(), separate.task_embedding.values(), strict=True):
+        b.grad = a.grad.clone()  # separate gradient tensors
+    assert adjacent_view([e.grad for e in separate.task_embedding.values()]) is None
+    for s in (1 / S_MAX, 3.0, S_MAX):
+        compensate_embedding_gradients(mlp, s, S_MAX)
+        compensate_embedding_gradients(separate, s, S_MAX)
+        for a, b in zip(mlp.task_embedding.values(), separate.task_embedding.values(), strict=True):
+            assert torch.equal(a.grad, b.grad)
+
+
+def test_adjacent_view_only_joins_back_to_back_pieces_of_one_storage():
+    flat = torch.arange(10.0)
+    pieces = list(flat.split([3, 5, 2]))
+    view = adjacent_view(pieces)
+    assert view is not None
+    assert view.data_ptr() == flat.data_ptr()
+    assert view.numel() == 10
+    view.mul_(2)
+    assert torch.equal(flat, torch.arange(10.0) * 2)
+    assert adjacent_view(pieces[1:]).numel() == 7
+    assert adjacent_view(pieces[::-1]) is None  # out of order
+    assert adjacent_view([pieces[0], pieces[2]]) is None  # a gap
+    assert adjacent_view([flat[::2]]) is None  # not contiguous
+    assert adjacent_view([torch.zeros(3), torch.zeros(3)]) is None  # two storages
+    as_ints = flat.view(torch.int32)[3:8]
+    assert adjacent_view([pieces[0], as_ints]) is None  # another dtype
+
+
+def test_first_layer_conditioning_factor_is_a_column_with_the_dense_factor_s_values():
+    """A layer fed by the raw input has input units at 1: ``1 - min(a_i, 1)`` is the column
+    ``1 - a_i``, and the conditioned gradient equals the one by the dense factor."""
+    torch.manual_seed(0)
+    mlp = HATMaskMLP(input_dim=11, hidden_dims=[13, 7], output_dim=5)
+    mlp.setup_task_id(1)
+    hat_of(mlp).store_mask()
+    mlp.setup_task_id(2)
+    hat = hat_of(mlp)
+    slots = hat_factor_slots(hat)
+    cumulative = hat.cumulative_mask()
+    assert slots[0].shape == (13, 1)
+    assert torch.equal(slots[0].expand(13, 11), 1 - weight_measure(mlp, cumulative, "fc/0"))
+    assert slots[2].shape == (7, 13)
+    for parameter in mlp.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    dense = (1 - weight_measure(mlp, cumulative, "fc/0")) * mlp.fc[0].weight.grad
+    condition_gradients(mlp)
+    assert torch.equal(mlp.fc[0].weight.grad, dense)

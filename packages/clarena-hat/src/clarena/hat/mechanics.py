@@ -414,15 +414,24 @@ def _hat_pairs(hat: HAT) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | No
 def hat_factor_slots(hat: HAT) -> list[Tensor]:
     """HAT's per-task factors in :class:`_GradientPlan` slot order, cached for the task: slot
     ``2 l`` is ``1 - min(a^{<t}_i, a^{<t}_j)`` (broadcastable to layer ``l``'s weight), slot
-    ``2 l + 1`` is ``1 - a^{<t}_i`` (its bias, shared batch norm)."""
+    ``2 l + 1`` is ``1 - a^{<t}_i`` (its bias, shared batch norm).
+
+    A layer fed by the raw input has ``a^{<t}_j = 1``, so ``min(a^{<t}_i, 1) = a^{<t}_i`` (the
+    cumulative mask lies in [0, 1]): its weight factor is the column ``(out, 1, ...)``, the same
+    values without a dense ``(out, in)`` tensor to read every step."""
     network = hat.backbone
 
     def factors() -> list[Tensor]:
         cumulative = hat.cumulative_mask()
         slots = []
         for name in network.weighted_layer_names:
-            slots.append(1 - weight_measure(network, cumulative, name, "min"))
-            slots.append(1 - cumulative[name])
+            unit = 1 - cumulative[name]
+            if network.input_layer_names(name):
+                slots.append(1 - weight_measure(network, cumulative, name, "min"))
+            else:
+                trailing = (1,) * (layer_weight(network, name).ndim - 1)
+                slots.append(unit.view(-1, *trailing))
+            slots.append(unit)
         return slots
 
     return _cached(hat, "hat", factors)
@@ -613,7 +622,8 @@ def compensate_embedding_gradients(
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    embeddings = [e for e in hat_of(backbone).task_embedding.values() if e.grad is not None]
+    parameters = hat_of(backbone).task_embedding._parameters.values()
+    embeddings: list[Tensor] = [e for e in parameters if e is not None and e.grad is not None]
     if not embeddings:
         return
     # The per-layer formula's operations, in its order, on all layers' units at once (fewer,
@@ -624,9 +634,35 @@ def compensate_embedding_gradients(
     one = _ONE
     numerator = e.mul(s).clamp_(-clamp_threshold, clamp_threshold).cosh_().add_(one)
     numerator.mul_(s_max / s).div_(e.cosh().add_(one))
-    sizes = [embedding.numel() for embedding in embeddings]
-    grads = [embedding.grad for embedding in embeddings]
-    torch._foreach_mul_(grads, list(numerator.split(sizes)))
+    grads: list[Tensor] = [embedding.grad for embedding in embeddings]  # type: ignore[misc]
+    flat = adjacent_view(grads)
+    if flat is not None:
+        flat.mul_(numerator)
+    else:
+        sizes = [embedding.numel() for embedding in embeddings]
+        torch._foreach_mul_(grads, list(numerator.split(sizes)))
+
+
+def adjacent_view(tensors: Sequence[Tensor]) -> Tensor | None:
+    """One flat view of ``tensors`` if they are contiguous pieces of one storage, back to back
+    in order (as autograd leaves the gradients of the task embeddings, which one concatenation
+    produced); otherwise ``None``.
+
+    An in-place operation on the view is that operation on every tensor, in one call.
+    """
+    first = tensors[0]
+    itemsize = first.element_size()
+    end = first.data_ptr()
+    total = 0
+    for tensor in tensors:
+        if tensor.data_ptr() != end or tensor.dtype != first.dtype or not tensor.is_contiguous():
+            return None
+        end += tensor.numel() * itemsize
+        total += tensor.numel()
+    # Same storage at both ends: pieces back to back between them cannot leave it.
+    if tensors[-1].untyped_storage().data_ptr() != first.untyped_storage().data_ptr():
+        return None
+    return first.as_strided((total,), (1,))
 
 
 _ONE = torch.ones(())

@@ -10,7 +10,6 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clarena.backbones.base import check_stage
@@ -104,7 +103,10 @@ def zero_subnormal_gates(gate: Tensor) -> Tensor:
     Args:
         gate: ``(units,)`` gate values in [0, 1].
     """
-    return F.threshold(gate, _largest_subnormal(gate.dtype), 0.0)
+    threshold = _LARGEST_SUBNORMAL.get(gate.dtype)
+    if threshold is None:
+        threshold = _largest_subnormal(gate.dtype)
+    return torch.threshold(gate, threshold, 0.0)
 
 
 def _largest_subnormal(dtype: torch.dtype) -> float:
@@ -112,6 +114,14 @@ def _largest_subnormal(dtype: torch.dtype) -> float:
     so ``x <= it`` is ``x < tiny`` in that dtype."""
     info = torch.finfo(dtype)
     return info.tiny * (1 - info.eps)
+
+
+#: :func:`_largest_subnormal` of the floating dtypes, computed once (``torch.finfo`` per forward
+#: costs more than the threshold itself).
+_LARGEST_SUBNORMAL: dict[torch.dtype, float] = {
+    dtype: _largest_subnormal(dtype)
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
 
 
 class HAT(MaskMethod):
@@ -480,19 +490,25 @@ class HAT(MaskMethod):
         return float(s_max), {}, current
 
     def _embedding_masks(self, scale: float | Tensor) -> dict[str, Tensor]:
-        """``sigmoid(scale * e)`` per layer, subnormal gates zeroed (:func:`zero_subnormal_gates`);
-        ``scale`` a float or a 0-d tensor (compiled)."""
-        # sigmoid per layer, so a mask is torch.sigmoid(s * e) of its layer bit for bit (a flat
-        # tensor would put some units through the vectorised kernel, which rounds differently);
-        # the zeroing on all units at once. (A custom autograd.Function doing all of it in one
-        # node was measured slower in eager: its Python forward and backward cost more than the
-        # nodes it saves.)
-        task_embedding = self.task_embedding
-        embeddings = list(task_embedding.values())
-        masks = torch._foreach_sigmoid(torch._foreach_mul(embeddings, scale))
-        flat = zero_subnormal_gates(torch.cat(masks))
-        sizes = [embedding.numel() for embedding in embeddings]
-        return dict(zip(task_embedding.keys(), flat.split_with_sizes(sizes), strict=True))
+        """``sigmoid(scale * e)`` on all layers' units at once, subnormal gates zeroed
+        (:func:`zero_subnormal_gates`), split into the layers' ``(units,)`` masks; ``scale`` a
+        float or a 0-d tensor (compiled).
+
+        One ``sigmoid`` call over the concatenated embeddings: a gate can differ in the last bit
+        from a per-layer ``torch.sigmoid`` (the kernel's vectorised and scalar paths round
+        differently, and which units each takes depends on the tensor), never by more.
+        """
+        # One node per operation for all layers, instead of one per layer and operation. (A
+        # custom autograd.Function doing all of it in one node was measured slower in eager:
+        # its Python forward and backward cost more than the nodes it saves.)
+        # name -> embedding in the dict's order (ParameterDict keeps none of them None).
+        parameters: dict[str, Tensor] = self.task_embedding._parameters  # type: ignore[assignment]
+        flat = zero_subnormal_gates(torch.sigmoid(torch.cat(list(parameters.values())) * scale))
+        return dict(zip(parameters, flat.split_with_sizes(self._embedding_sizes), strict=True))
+
+    @property
+    def _embedding_sizes(self) -> list[int]:
+        return list(self.layer_units.values())
 
     @property
     def stored_task_ids(self) -> list[int]:
