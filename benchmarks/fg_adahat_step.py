@@ -84,10 +84,12 @@ def step(
         if variant == "hat":
             condition_gradients(backbone)
         elif variant == "adahat":
-            sparsity = {k: v.detach() for k, v in layer_sparsity(mask, cumulative).items()}
+            with torch.no_grad():  # as the AdaHAT algorithm measures it
+                sparsity = layer_sparsity(mask, cumulative)
             adahat_condition_gradients(backbone, sparsity, alpha=0.1)
         else:
-            sparsity = {k: v.detach() for k, v in layer_sparsity(mask, cumulative).items()}
+            with torch.no_grad():
+                sparsity = layer_sparsity(mask, cumulative)
             if variant == "fg+importance":
                 values = step_importance(
                     backbone, "output_weight_gradient_abs_sum", activations, head.weight

@@ -21,7 +21,7 @@ from clarena.hat import (
     weight_measure,
     zero_subnormal_gates,
 )
-from clarena.hat.mechanics import _joined, adjacent_view, hat_factor_slots
+from clarena.hat.mechanics import _joined, adahat_factor_slots, adjacent_view, hat_factor_slots
 
 S_MAX = 400.0
 # S_MAX e in (-88.7, -87.3] gives a subnormal sigmoid(S_MAX e); -0.3 gives exp overflow (gate 0).
@@ -231,3 +231,59 @@ def test_first_layer_conditioning_factor_is_a_column_with_the_dense_factor_s_val
     dense = (1 - weight_measure(mlp, cumulative, "fc/0")) * mlp.fc[0].weight.grad
     condition_gradients(mlp)
     assert torch.equal(mlp.fc[0].weight.grad, dense)
+
+
+def test_layer_sparsity_is_the_per_layer_formula_bit_for_bit():
+    """One multiply over all layers' units and cached free-unit counts: each layer's value is
+    ``sum(a (1 - c)) / max(sum(1 - c), 1)`` of its own tensors, bit for bit (a layer with no free
+    unit gives 0)."""
+    torch.manual_seed(0)
+    mlp = HATMaskMLP(input_dim=11, hidden_dims=[37, 300], output_dim=5)
+    hat = hat_of(mlp)
+    mlp.setup_task_id(1)
+    hat.store_mask()
+    mlp.setup_task_id(2)
+    with torch.no_grad():
+        mlp.get_buffer("_cumulative")[-5:] = 1.0  # the last layer has no free unit
+    for scale in (0.3, 7.0, S_MAX):
+        _, mask, _ = mlp(torch.randn(3, 11), "train", scale=scale)
+        cumulative = hat.cumulative_mask()
+        fused = layer_sparsity(mask, cumulative)
+        for name, a in mask.items():
+            free = 1 - cumulative[name].clone()
+            expected = (a.detach().clone() * free).sum() / free.sum().clamp_min(1)
+            assert torch.equal(fused[name].detach(), expected), name
+        assert fused["fc/2"].item() == 0.0
+        with torch.no_grad():  # as the algorithms call it
+            untracked = layer_sparsity(mask, cumulative)
+        assert all(torch.equal(untracked[n], fused[n].detach()) for n in mask)
+    # A mask that is not HAT's pieces (concatenated) gives the same values.
+    copies = {name: a.detach().clone() for name, a in mask.items()}
+    assert all(
+        torch.equal(value, fused[name].detach())
+        for name, value in layer_sparsity(copies, cumulative).items()
+    )
+
+
+@pytest.mark.parametrize("aggregation", ["min", "max"])
+def test_adahat_factors_written_into_kept_tensors_equal_fresh_ones(aggregation):
+    """The gradient function's factors are refilled in place each step (one call per operation
+    and layer): the same tensors every step, bit for bit the fresh factors of that step."""
+    torch.manual_seed(0)
+    mlp = HATMaskMLP(input_dim=11, hidden_dims=[13, 7], output_dim=5)
+    for task_id in (1, 2):
+        mlp.setup_task_id(task_id)
+        hat_of(mlp).store_mask()
+    mlp.setup_task_id(3)
+    hat = hat_of(mlp)
+    kept = None
+    for step in range(3):
+        sparsity = {
+            name: 0.1 * (step + 1) + 0.05 * i for i, name in enumerate(mlp.weighted_layer_names)
+        }
+        fresh = adahat_factor_slots(hat, sparsity, 0.3, 0.1, aggregation)
+        reused = adahat_factor_slots(hat, sparsity, 0.3, 0.1, aggregation, reuse=True)
+        assert all(torch.equal(a, b) for a, b in zip(fresh, reused, strict=True))
+        if kept is not None:
+            assert all(a is b for a, b in zip(kept, reused, strict=True))
+        kept = reused

@@ -531,6 +531,7 @@ def fg_adahat_condition_gradients(
         base_mask_sparsity_reg,
         base_linear,
         filter_by_cumulative_mask,
+        reuse=True,
     )
     _scale_gradients(hat, factors)
 
@@ -545,10 +546,12 @@ def fg_adahat_factor_slots(
     base_mask_sparsity_reg: float,
     base_linear: float,
     filter_by_cumulative_mask: bool,
+    reuse: bool = False,
 ) -> list[Tensor]:
     """FG-AdaHAT's factors ``alpha / (c_l I_ij + alpha)`` of this step in the gradient plan's slot
     order (checked arguments of :func:`fg_adahat_condition_gradients`; at least one finished
-    task's importance), shared by the gradient and the update space."""
+    task's importance), shared by the gradient and the update space; ``reuse``: the separable
+    factors are written into tensors kept for the next call (valid until then)."""
     task_term = 1.0
     if scheduler == "linear_sparsity_reg":
         task_term = hat.backbone.check_task_id_ready() + base_linear
@@ -566,7 +569,7 @@ def fg_adahat_factor_slots(
     ):
         parts = _separable_importance(hat, importance)
         if parts is not None:
-            return _separable_factors(parts, [rates[name] for name in names], aggregation)
+            return _separable_factors(parts, [rates[name] for name in names], aggregation, reuse)
     weight_part, unit_part = weight_importance(
         hat, importance, aggregation, scheduler, base_linear, filter_by_cumulative_mask
     )

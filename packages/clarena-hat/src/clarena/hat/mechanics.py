@@ -295,6 +295,20 @@ class _SeparableParts(NamedTuple):
     values: Tensor
     layer_of: Tensor
     layers: list[tuple[int, int, tuple[int, ...]]]
+    #: Per aggregation, the :class:`_FactorBuffers` that :func:`_separable_factors` refills when
+    #: asked to reuse them.
+    buffers: dict[str, _FactorBuffers]
+
+
+class _FactorBuffers(NamedTuple):
+    """Preallocated tensors of :func:`_separable_factors`: the per-unit rates and factors, the
+    slot list (views of the factors and per-layer weight factors) and, per layer with input
+    units, ``(output view, input view, weight factor)`` for one ``maximum``/``minimum`` call."""
+
+    rate: Tensor
+    factors: Tensor
+    slots: list[Tensor]
+    pairs: list[tuple[Tensor, Tensor, Tensor]]
 
 
 def _separable_parts(
@@ -326,40 +340,79 @@ def _separable_parts(
     flat = torch.cat(values)
     if flat.dtype not in (torch.float32, torch.float64) or bool((flat < 0).any()):
         return None
-    return _SeparableParts(flat, torch.tensor(index, device=flat.device), layers)
+    return _SeparableParts(flat, torch.tensor(index, device=flat.device), layers, {})
 
 
 def _separable_factors(
-    parts: _SeparableParts, rates: Sequence[float], aggregation: str
+    parts: _SeparableParts, rates: Sequence[float], aggregation: str, reuse: bool = False
 ) -> list[Tensor]:
     """``r_l / (Agg(out_i, in_j) + r_l)`` per weight and ``r_l / (out_i + r_l)`` per unit, in slot
     order, from the per-unit factors: ``x -> r / (x + r)`` is decreasing (and its floating-point
     evaluation monotone), so the factor of the min is the max of the factors (of the max, the
     min), bit for bit the per-weight arithmetic of :func:`_soft_factors`, with one dense pass
-    per weight instead of three."""
+    per weight instead of three.
+
+    ``reuse``: write into tensors kept with ``parts`` and return them (the same tensors every
+    call, valid until the next one): one call per operation and layer, no new views, for a
+    caller that applies the factors at once (the gradient functions)."""
     values = parts.values
-    rate = torch.tensor(rates, dtype=values.dtype).to(values.device).index_select(0, parts.layer_of)
-    factors = (values + rate).reciprocal_().mul_(rate)
+    per_layer = torch.tensor(rates, dtype=values.dtype).to(values.device)
     pick = torch.maximum if aggregation == "min" else torch.minimum
+    if reuse:
+        buffers = parts.buffers.get(aggregation)
+        if buffers is None:
+            buffers = parts.buffers[aggregation] = _factor_buffers(parts, pick)
+        torch.index_select(per_layer, 0, parts.layer_of, out=buffers.rate)
+        torch.add(values, buffers.rate, out=buffers.factors).reciprocal_().mul_(buffers.rate)
+        for out, inp, weight in buffers.pairs:
+            pick(out, inp, out=weight)
+        return buffers.slots
+    rate = per_layer.index_select(0, parts.layer_of)
+    factors = (values + rate).reciprocal_().mul_(rate)
+    return _factor_slots(parts, factors, pick)[0]
+
+
+def _factor_slots(
+    parts: _SeparableParts, factors: Tensor, pick: Callable[[Tensor, Tensor], Tensor]
+) -> tuple[list[Tensor], list[tuple[Tensor, Tensor, Tensor]]]:
+    """The slots of per-unit ``factors`` (each layer's weight factor ``pick(out_i, in_j)`` and its
+    unit factor), and per layer with input units ``(output view, input view, weight factor)``."""
     slots: list[Tensor] = []
+    pairs: list[tuple[Tensor, Tensor, Tensor]] = []
     offset = 0
     for out_units, in_units, shape in parts.layers:
         out = factors[offset : offset + out_units]
         trailing = (1,) * (len(shape) - 2)
         if in_units:
             inp = factors[offset + out_units : offset + out_units + in_units]
-            weight = pick(out.view(-1, 1), inp.view(1, -1))
+            out_view, in_view = out.view(-1, 1), inp.view(1, -1)
+            weight = pick(out_view, in_view)
+            pairs.append((out_view, in_view, weight))
             weight = weight.view(shape[0], weight.shape[1], *trailing)
         else:
             weight = out.view(-1, 1, *trailing)
         slots += [weight, out]
         offset += out_units + in_units
-    return slots
+    return slots, pairs
+
+
+def _factor_buffers(
+    parts: _SeparableParts, pick: Callable[[Tensor, Tensor], Tensor]
+) -> _FactorBuffers:
+    rate = torch.empty_like(parts.values)
+    factors = torch.empty_like(parts.values)
+    slots, pairs = _factor_slots(parts, factors, pick)
+    return _FactorBuffers(rate, factors, slots, pairs)
 
 
 def _as_floats(values: Sequence[Tensor | float]) -> list[float]:
     """``[float(v) for v in values]`` with one device-to-host copy when all are tensors."""
     if values and all(isinstance(v, Tensor) for v in values):
+        single = [v for v in values if isinstance(v, Tensor) and v.numel() == 1]
+        flat = adjacent_view(single) if len(single) == len(values) else None
+        if flat is not None:  # layer_sparsity's values: one tensor's elements
+            joined: list[float] = flat.tolist()
+            return joined
         tensors = [v.detach().reshape(()) for v in values if isinstance(v, Tensor)]
         # float32 (or narrower) values widen exactly to float64, as float() would.
         floats: list[float] = torch.stack(tensors).tolist()
@@ -445,15 +498,41 @@ def layer_sparsity(
     ``sum_i a^t_i (1 - a^{<t}_i) / sum_i (1 - a^{<t}_i)`` for each layer (0 when no unit is
     free). AdaHAT uses it, detached, as the layer's network sparsity.
 
+    The products of all layers are one multiply (HAT's masks and cumulative mask are pieces of
+    flat tensors) and the free-unit counts are cached until the cumulative mask changes; each
+    layer's sum and division are those of the per-layer formula, so the values are bit for bit
+    its values.
+
     Returns:
         Layer name → scalar tensor (in the autograd graph of ``mask``).
     """
-    result = {}
-    for name, a in mask.items():
-        free = 1 - cumulative_mask[name]
-        # free is a count of whole units, so clamping at 1 only changes the 0/0 case, to 0.
-        result[name] = (a * free).sum() / free.sum().clamp_min(1)
-    return result
+    if not mask:
+        return {}
+    pieces = list(mask.values())
+    sizes = [piece.numel() for piece in pieces]
+    a = _joined(pieces)
+    free, counts = _free_units(_joined([cumulative_mask[name] for name in mask]), sizes)
+    sums = torch.stack([product.sum() for product in (a * free).split(sizes)])
+    return dict(zip(mask, (sums / counts).unbind(), strict=True))
+
+
+#: ``(version, sizes, 1 - cumulative, per-layer max(sum(1 - cumulative), 1))`` per cumulative
+#: mask tensor.
+_FREE_UNITS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _free_units(cumulative: Tensor, sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """``1 - cumulative`` and each layer's count of free units (at least 1: clamping changes only
+    the 0/0 case, to 0), for layers of ``sizes`` units; cached while ``cumulative`` is unchanged."""
+    key = tuple(sizes)
+    cached = None if cumulative.requires_grad else _FREE_UNITS.get(cumulative)
+    if cached is None or cached[0] != cumulative._version or cached[1] != key:
+        free = 1 - cumulative
+        counts = torch.stack([piece.sum().clamp_min(1) for piece in free.split(key)])
+        cached = (cumulative._version, key, free, counts)
+        if not cumulative.requires_grad:
+            _FREE_UNITS[cumulative] = cached
+    return cached[2], cached[3]
 
 
 def sparsity_regularization(
@@ -560,7 +639,8 @@ def adahat_condition_gradients(
     _check_coverage(hat)
     if not hat.stored_task_ids:
         return
-    _scale_gradients(hat, adahat_factor_slots(hat, network_sparsity, alpha, epsilon, aggregation))
+    factors = adahat_factor_slots(hat, network_sparsity, alpha, epsilon, aggregation, reuse=True)
+    _scale_gradients(hat, factors)
 
 
 def adahat_factor_slots(
@@ -569,11 +649,13 @@ def adahat_factor_slots(
     alpha: float,
     epsilon: float,
     aggregation: str,
+    reuse: bool = False,
 ) -> list[Tensor]:
     """AdaHAT's factors ``r_l / (m_agg + r_l)`` of this step in :class:`_GradientPlan` slot order
     (arguments of :func:`adahat_condition_gradients`; at least one stored task), shared by the
     gradient and the update space. For ``min``/``max`` they come per unit where that is exact
-    (``r/(x+r)`` decreases in ``x``), else per weight."""
+    (``r/(x+r)`` decreases in ``x``), else per weight; ``reuse`` as for
+    :func:`_separable_factors` (tensors valid until the next call)."""
     num_tasks = len(hat.stored_task_ids)
     network = hat.backbone
     names = network.weighted_layer_names
@@ -600,7 +682,7 @@ def adahat_factor_slots(
 
         parts = _cached(hat, "adahat-separable", separable)
         if parts is not None:
-            return _separable_factors(parts, [rates[name] for name in names], aggregation)
+            return _separable_factors(parts, [rates[name] for name in names], aggregation, reuse)
     weight_parts, unit_parts = _cached(hat, f"adahat-{aggregation}", measures)
     return _soft_factors(weight_parts, unit_parts, rates, names)
 
