@@ -18,7 +18,6 @@ from clarena.hat import (
     hat_of,
     layer_sparsity,
     sparsity_regularization,
-    weight_measure,
     zero_subnormal_gates,
 )
 from clarena.hat.mechanics import _joined, adahat_factor_slots, adjacent_view, hat_factor_slots
@@ -223,12 +222,14 @@ def test_first_layer_conditioning_factor_is_a_column_with_the_dense_factor_s_val
     hat = hat_of(mlp)
     slots = hat_factor_slots(hat)
     cumulative = hat.cumulative_mask()
+    # The dense factor, written out: 1 - min(a_i, a_j) with every raw input unit a_j = 1.
+    dense_factor = 1 - torch.minimum(cumulative["fc/0"][:, None], torch.ones(1, 11))
     assert slots[0].shape == (13, 1)
-    assert torch.equal(slots[0].expand(13, 11), 1 - weight_measure(mlp, cumulative, "fc/0"))
+    assert torch.equal(slots[0].expand(13, 11), dense_factor)
     assert slots[2].shape == (7, 13)
     for parameter in mlp.parameters():
         parameter.grad = torch.randn_like(parameter)
-    dense = (1 - weight_measure(mlp, cumulative, "fc/0")) * mlp.fc[0].weight.grad
+    dense = dense_factor * mlp.fc[0].weight.grad
     condition_gradients(mlp)
     assert torch.equal(mlp.fc[0].weight.grad, dense)
 

@@ -546,3 +546,16 @@ def test_embedding_compensation_is_bit_exact_to_the_previous_path(dtype):
         for a, b in zip(first.task_embedding.values(), second.task_embedding.values(), strict=True):
             assert a.grad.dtype == dtype
             assert torch.equal(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("aggregation", ["min", "max", "mean"])
+def test_weight_measure_of_a_layer_fed_by_the_raw_input_is_a_column(aggregation):
+    """Every raw input unit measures ``raw_input_value``: the measure is the same for every
+    input, ``Agg(out_i, v)``, a column broadcast over the weight's input dimension."""
+    mlp = tiny_mlp()
+    measure = {"fc/0": torch.tensor([0.2, 0.8]), "fc/1": torch.tensor([0.5, 1.0])}
+    column = weight_measure(mlp, measure, "fc/0", aggregation, raw_input_value=0.5)
+    expected = {"min": [0.2, 0.5], "max": [0.5, 0.8], "mean": [0.35, 0.65]}[aggregation]
+    assert column.shape == (2, 1)
+    assert torch.allclose(column[:, 0], torch.tensor(expected), rtol=0, atol=1e-7)
+    assert weight_measure(mlp, measure, "fc/1", aggregation).shape == (2, 2)

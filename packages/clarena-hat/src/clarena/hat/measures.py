@@ -70,7 +70,9 @@ def weight_measure(
 
     Returns:
         ``(out, in)`` for a linear layer, ``(out, in, 1, 1)`` for a convolution: aggregate of the
-        output-unit measure ``i`` and the input-unit measure ``j``.
+        output-unit measure ``i`` and the input-unit measure ``j``. A layer fed by the raw input
+        has one input measure for every ``j``, so its measure is the column ``(out, 1)``
+        (``(out, 1, 1, 1)``), broadcast over the inputs.
 
     Raises:
         ValueError: an unknown aggregation, or input units that do not match the weight.
@@ -107,7 +109,9 @@ def weight_measure(
             f"does not connect {out.numel()} output units to {inp.numel()} input units."
         )
     out = out[:, None]
-    if groups == 1:
+    if not backbone.input_layer_names(layer_name):
+        inp = inp[None, :1]  # every raw input unit measures raw_input_value: a column
+    elif groups == 1:
         inp = inp[None, :]
     else:
         # A grouped convolution's weight (out, in / groups, k...): output unit i reads the input

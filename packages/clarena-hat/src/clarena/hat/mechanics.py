@@ -467,24 +467,16 @@ def _hat_pairs(hat: HAT) -> tuple[list[Tensor], list[Tensor], list[Tensor]] | No
 def hat_factor_slots(hat: HAT) -> list[Tensor]:
     """HAT's per-task factors in :class:`_GradientPlan` slot order, cached for the task: slot
     ``2 l`` is ``1 - min(a^{<t}_i, a^{<t}_j)`` (broadcastable to layer ``l``'s weight), slot
-    ``2 l + 1`` is ``1 - a^{<t}_i`` (its bias, shared batch norm).
-
-    A layer fed by the raw input has ``a^{<t}_j = 1``, so ``min(a^{<t}_i, 1) = a^{<t}_i`` (the
-    cumulative mask lies in [0, 1]): its weight factor is the column ``(out, 1, ...)``, the same
-    values without a dense ``(out, in)`` tensor to read every step."""
+    ``2 l + 1`` is ``1 - a^{<t}_i`` (its bias, shared batch norm). A layer fed by the raw input
+    gets a column (:func:`~clarena.hat.weight_measure`), not a dense tensor to read every step."""
     network = hat.backbone
 
     def factors() -> list[Tensor]:
         cumulative = hat.cumulative_mask()
         slots = []
         for name in network.weighted_layer_names:
-            unit = 1 - cumulative[name]
-            if network.input_layer_names(name):
-                slots.append(1 - weight_measure(network, cumulative, name, "min"))
-            else:
-                trailing = (1,) * (layer_weight(network, name).ndim - 1)
-                slots.append(unit.view(-1, *trailing))
-            slots.append(unit)
+            slots.append(1 - weight_measure(network, cumulative, name, "min"))
+            slots.append(1 - cumulative[name])
         return slots
 
     return _cached(hat, "hat", factors)
@@ -516,23 +508,16 @@ def layer_sparsity(
     return dict(zip(mask, (sums / counts).unbind(), strict=True))
 
 
-#: ``(version, sizes, 1 - cumulative, per-layer max(sum(1 - cumulative), 1))`` per cumulative
-#: mask tensor.
-_FREE_UNITS: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
 def _free_units(cumulative: Tensor, sizes: Sequence[int]) -> tuple[Tensor, Tensor]:
     """``1 - cumulative`` and each layer's count of free units (at least 1: clamping changes only
     the 0/0 case, to 0), for layers of ``sizes`` units; cached while ``cumulative`` is unchanged."""
     key = tuple(sizes)
-    cached = None if cumulative.requires_grad else _FREE_UNITS.get(cumulative)
-    if cached is None or cached[0] != cumulative._version or cached[1] != key:
+
+    def compute() -> tuple[Tensor, Tensor]:
         free = 1 - cumulative
-        counts = torch.stack([piece.sum().clamp_min(1) for piece in free.split(key)])
-        cached = (cumulative._version, key, free, counts)
-        if not cumulative.requires_grad:
-            _FREE_UNITS[cumulative] = cached
-    return cached[2], cached[3]
+        return free, torch.stack([piece.sum().clamp_min(1) for piece in free.split(key)])
+
+    return _derived(cumulative, key, compute)
 
 
 def sparsity_regularization(
@@ -588,22 +573,36 @@ def _joined(values: Sequence[Tensor]) -> Tensor:
     return torch.cat(list(values))
 
 
-#: ``(1 - a^{<t}) / count`` per cumulative-mask tensor and its version.
-_FREE_SHARES: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
-
 def _free_shares(cumulative: Tensor) -> Tensor:
     """``(1 - cumulative) / max(sum(1 - cumulative), 1)``: each free unit's share of the free
     units, cached while ``cumulative`` is unchanged (HAT's cumulative mask changes only when a
     task ends)."""
-    cached = None if cumulative.requires_grad else _FREE_SHARES.get(cumulative)
-    if cached is None or cached[0] != cumulative._version:
+
+    def compute() -> Tensor:
         free = 1 - cumulative
         # free is a count of whole units, so clamping at 1 only changes the 0/0 case, to 0.
-        cached = (cumulative._version, free / free.sum().clamp_min(1))
-        if not cumulative.requires_grad:
-            _FREE_SHARES[cumulative] = cached
-    return cached[1]
+        return free / free.sum().clamp_min(1)
+
+    return _derived(cumulative, "shares", compute)
+
+
+#: Per cumulative-mask tensor: key -> ``(tensor version, value derived from it)``.
+_DERIVED: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _derived(cumulative: Tensor, key: object, compute: Callable[[], _T]) -> _T:
+    """``compute()``, a value derived from ``cumulative``, cached under ``key`` until the tensor
+    changes in place (its version) or is freed; not cached for a tensor that requires grad."""
+    if cumulative.requires_grad:
+        return compute()
+    entries = _DERIVED.get(cumulative)
+    if entries is None:
+        entries = _DERIVED[cumulative] = {}
+    cached = entries.get(key)
+    if cached is None or cached[0] != cumulative._version:
+        cached = entries[key] = (cumulative._version, compute())
+    value: _T = cached[1]
+    return value
 
 
 def adahat_condition_gradients(
@@ -704,8 +703,8 @@ def compensate_embedding_gradients(
         s_max: the largest gate scale.
         clamp_threshold: ``thr``, keeps ``cosh`` finite (HAT uses 50).
     """
-    parameters = hat_of(backbone).task_embedding._parameters.values()
-    embeddings: list[Tensor] = [e for e in parameters if e is not None and e.grad is not None]
+    by_layer = hat_of(backbone)._embeddings_by_layer
+    embeddings = [e for e in by_layer.values() if e.grad is not None]
     if not embeddings:
         return
     # The per-layer formula's operations, in its order, on all layers' units at once (fewer,

@@ -501,14 +501,17 @@ class HAT(MaskMethod):
         # One node per operation for all layers, instead of one per layer and operation. (A
         # custom autograd.Function doing all of it in one node was measured slower in eager:
         # its Python forward and backward cost more than the nodes it saves.)
-        # name -> embedding in the dict's order (ParameterDict keeps none of them None).
-        parameters: dict[str, Tensor] = self.task_embedding._parameters  # type: ignore[assignment]
-        flat = zero_subnormal_gates(torch.sigmoid(torch.cat(list(parameters.values())) * scale))
-        return dict(zip(parameters, flat.split_with_sizes(self._embedding_sizes), strict=True))
+        embeddings = self._embeddings_by_layer
+        flat = zero_subnormal_gates(torch.sigmoid(torch.cat(list(embeddings.values())) * scale))
+        sizes = list(self.layer_units.values())
+        return dict(zip(embeddings, flat.split_with_sizes(sizes), strict=True))
 
     @property
-    def _embedding_sizes(self) -> list[int]:
-        return list(self.layer_units.values())
+    def _embeddings_by_layer(self) -> dict[str, Tensor]:
+        """Layer name → task embedding, in layer order: the ``task_embedding`` dict's own
+        mapping, read per step without ``ParameterDict.values()``'s attribute lookup per entry."""
+        # A ParameterDict holds no None entry.
+        return self.task_embedding._parameters  # type: ignore[return-value]
 
     @property
     def stored_task_ids(self) -> list[int]:
